@@ -1,0 +1,3 @@
+//! Dataflow.
+pub mod exchange;
+pub mod llr;

@@ -1,0 +1,7 @@
+//! ur-train: the Universal Recommender's training job on timely dataflow.
+
+pub mod config;
+pub mod dataflow;
+pub mod hash;
+pub mod intern;
+pub mod source;

@@ -1,0 +1,276 @@
+//! One line of PIO event JSON → [`Event`], or the reason it is rejected.
+//!
+//! The fields are those of PIO's event API (`event`, `entityType`,
+//! `entityId`, `targetEntityType`, `targetEntityId`, `properties`,
+//! `eventTime`); others (`eventId`, `creationTime`, `prId`, `tags`) are
+//! ignored. Strings are borrowed from the line unless they contain escapes,
+//! and `properties` stays raw JSON until a property event needs it.
+//! A wrong type is reported with the field's name, which serde's own
+//! messages do not give.
+
+use super::time::{Millis, parse_iso8601};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// A parsed event; strings borrow from the line.
+#[derive(Debug)]
+pub struct Event<'a> {
+    pub event: Cow<'a, str>,
+    pub entity_type: Cow<'a, str>,
+    pub entity_id: Cow<'a, str>,
+    pub target_entity_type: Option<Cow<'a, str>>,
+    pub target_entity_id: Option<Cow<'a, str>>,
+    pub properties: Option<&'a RawValue>,
+    pub event_time: Millis,
+}
+
+/// Why a line is not an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reject {
+    /// Not JSON, or not an object.
+    MalformedJson(String),
+    MissingField(&'static str),
+    WrongType { field: &'static str, found: &'static str },
+    EmptyField(&'static str),
+    BadEventTime(String),
+    /// `properties` of a property event is not an object.
+    BadProperties(&'static str),
+}
+
+impl Reject {
+    /// The counting key: a few stable categories, no per-line detail.
+    pub fn reason(&self) -> String {
+        match self {
+            Reject::MalformedJson(_) => "malformed JSON".into(),
+            Reject::MissingField(f) => format!("missing field {f}"),
+            Reject::WrongType { field, .. } => format!("wrong type of field {field}"),
+            Reject::EmptyField(f) => format!("empty field {f}"),
+            Reject::BadEventTime(_) => "bad eventTime".into(),
+            Reject::BadProperties(_) => "bad properties".into(),
+        }
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reject::MalformedJson(e) => write!(f, "malformed JSON: {e}"),
+            Reject::MissingField(field) => write!(f, "missing field {field}"),
+            Reject::WrongType { field, found } => write!(f, "field {field}: expected a string, found {found}"),
+            Reject::EmptyField(field) => write!(f, "field {field} is empty"),
+            Reject::BadEventTime(s) => write!(f, "field eventTime: `{s}` is not an ISO-8601 date-time"),
+            Reject::BadProperties(found) => write!(f, "field properties: expected an object, found {found}"),
+        }
+    }
+}
+
+/// A string field as found, whatever its JSON type.
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Null,
+    Other(&'static str),
+}
+
+impl<'de: 'a, 'a> de::Deserialize<'de> for Field<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_none<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Field<'a>, E> {
+                Ok(Field::Other("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Field<'a>, E> {
+                Ok(Field::Other("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Field<'a>, E> {
+                Ok(Field::Other("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
+                Ok(Field::Other("a number"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Other("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::Other("an object"))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow)]
+    event: Option<Field<'a>>,
+    #[serde(borrow, rename = "entityType")]
+    entity_type: Option<Field<'a>>,
+    #[serde(borrow, rename = "entityId")]
+    entity_id: Option<Field<'a>>,
+    #[serde(borrow, rename = "targetEntityType")]
+    target_entity_type: Option<Field<'a>>,
+    #[serde(borrow, rename = "targetEntityId")]
+    target_entity_id: Option<Field<'a>>,
+    #[serde(borrow)]
+    properties: Option<&'a RawValue>,
+    #[serde(borrow, rename = "eventTime")]
+    event_time: Option<Field<'a>>,
+}
+
+fn required<'a>(f: Option<Field<'a>>, name: &'static str) -> Result<Cow<'a, str>, Reject> {
+    match f {
+        None | Some(Field::Null) => Err(Reject::MissingField(name)),
+        Some(Field::Other(found)) => Err(Reject::WrongType { field: name, found }),
+        Some(Field::Str(s)) if s.is_empty() => Err(Reject::EmptyField(name)),
+        Some(Field::Str(s)) => Ok(s),
+    }
+}
+
+fn optional<'a>(f: Option<Field<'a>>, name: &'static str) -> Result<Option<Cow<'a, str>>, Reject> {
+    match f {
+        None | Some(Field::Null) => Ok(None),
+        Some(Field::Other(found)) => Err(Reject::WrongType { field: name, found }),
+        Some(Field::Str(s)) => Ok(Some(s)),
+    }
+}
+
+/// Parses one line. Checks what every event needs; what a particular use
+/// needs (a target for usage events) is checked by the caller.
+pub fn parse_event(line: &[u8]) -> Result<Event<'_>, Reject> {
+    let raw: RawEvent = serde_json::from_slice(line).map_err(|e| Reject::MalformedJson(short_error(&e)))?;
+    let event = required(raw.event, "event")?;
+    let entity_type = required(raw.entity_type, "entityType")?;
+    let entity_id = required(raw.entity_id, "entityId")?;
+    let target_entity_type = optional(raw.target_entity_type, "targetEntityType")?;
+    let target_entity_id = optional(raw.target_entity_id, "targetEntityId")?;
+    let time = required(raw.event_time, "eventTime")?;
+    let event_time = parse_iso8601(&time).ok_or_else(|| Reject::BadEventTime(truncate(&time, 60)))?;
+    Ok(Event {
+        event,
+        entity_type,
+        entity_id,
+        target_entity_type,
+        target_entity_id,
+        properties: raw.properties,
+        event_time,
+    })
+}
+
+impl<'a> Event<'a> {
+    /// The target of a usage event, which must be present and non-empty.
+    pub fn target(&self) -> Result<&str, Reject> {
+        match &self.target_entity_id {
+            None => Err(Reject::MissingField("targetEntityId")),
+            Some(s) if s.is_empty() => Err(Reject::EmptyField("targetEntityId")),
+            Some(s) => Ok(s),
+        }
+    }
+
+    /// `properties` as a JSON object (absent or null: empty).
+    pub fn properties_object(&self) -> Result<serde_json::Map<String, serde_json::Value>, Reject> {
+        let Some(raw) = self.properties else {
+            return Ok(serde_json::Map::new());
+        };
+        match serde_json::from_str::<serde_json::Value>(raw.get()) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            Ok(serde_json::Value::Null) => Ok(serde_json::Map::new()),
+            Ok(serde_json::Value::Array(_)) => Err(Reject::BadProperties("an array")),
+            Ok(serde_json::Value::String(_)) => Err(Reject::BadProperties("a string")),
+            Ok(_) => Err(Reject::BadProperties("a scalar")),
+            Err(e) => Err(Reject::MalformedJson(short_error(&e))),
+        }
+    }
+}
+
+fn short_error(e: &serde_json::Error) -> String {
+    // serde_json reports "line 1 column N"; within one line only the column matters.
+    let msg = e.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => format!("{} at column {}", &msg[..i], e.column()),
+        None => msg,
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"event": "purchase", "entityType": "user", "entityId": "u1", "targetEntityType": "item", "targetEntityId": "Iphone 6", "properties": {}, "eventTime": "2026-01-15T12:00:00.000Z"}"#;
+
+    #[test]
+    fn parses_pio_event() {
+        let e = parse_event(GOOD.as_bytes()).unwrap();
+        assert_eq!(e.event, "purchase");
+        assert_eq!(e.entity_id, "u1");
+        assert_eq!(e.target().unwrap(), "Iphone 6");
+        assert_eq!(e.event_time, 1_768_478_400_000);
+        assert!(matches!(e.entity_id, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn escapes_and_extra_fields() {
+        let line = r#"{"eventId":"x","event":"view","entityType":"user","entityId":"u\"1","targetEntityType":"item","targetEntityId":"caf\u00e9","eventTime":"2026-01-15T12:00:00+01:00","tags":[],"prId":null}"#;
+        let e = parse_event(line.as_bytes()).unwrap();
+        assert_eq!(e.entity_id, "u\"1");
+        assert_eq!(e.target().unwrap(), "café");
+    }
+
+    #[test]
+    fn rejects_name_the_field() {
+        let cases = [
+            ("{not json", "malformed JSON"),
+            ("[1,2]", "malformed JSON"),
+            (r#"{"event":"view","entityType":"user","entityId":"u1","eventTime":"2026-01-15"} trailing"#, "malformed JSON"),
+            (r#"{"entityType":"user","entityId":"u1","eventTime":"2026-01-15"}"#, "missing field event"),
+            (r#"{"event":"view","entityType":"user","entityId":7,"eventTime":"2026-01-15"}"#, "wrong type of field entityId"),
+            (r#"{"event":"view","entityType":"user","entityId":"","eventTime":"2026-01-15"}"#, "empty field entityId"),
+            (r#"{"event":"view","entityType":"user","entityId":"u","eventTime":"last tuesday"}"#, "bad eventTime"),
+            (r#"{"event":"view","entityType":"user","entityId":"u"}"#, "missing field eventTime"),
+            (r#"{"event":"view","entityType":"user","entityId":"u","targetEntityId":["a"],"eventTime":"2026-01-15"}"#, "wrong type of field targetEntityId"),
+        ];
+        for (line, reason) in cases {
+            let err = parse_event(line.as_bytes()).unwrap_err();
+            assert_eq!(err.reason(), reason, "{line}");
+        }
+        let err = parse_event(br#"{"event":"view","entityType":"user","entityId":5,"eventTime":"x"}"#).unwrap_err();
+        assert_eq!(err.to_string(), "field entityId: expected a string, found a number");
+    }
+
+    #[test]
+    fn properties() {
+        let e = parse_event(br#"{"event":"$set","entityType":"item","entityId":"i","properties":{"a":["x"],"n":7.0},"eventTime":"2026-01-15"}"#).unwrap();
+        let p = e.properties_object().unwrap();
+        assert_eq!(p["a"], serde_json::json!(["x"]));
+        let e = parse_event(br#"{"event":"$set","entityType":"item","entityId":"i","properties":[1],"eventTime":"2026-01-15"}"#).unwrap();
+        assert_eq!(e.properties_object().unwrap_err().reason(), "bad properties");
+    }
+}
