@@ -5,3 +5,7 @@ pub mod dataflow;
 pub mod hash;
 pub mod intern;
 pub mod source;
+pub mod report;
+pub mod sink;
+pub mod cli;
+pub mod train;

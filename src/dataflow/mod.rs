@@ -1,3 +1,383 @@
-//! Dataflow.
+//! The dataflow: what every worker does, stage by stage. This is the only
+//! module that knows about timely.
+//!
+//! ```text
+//! read ─▶ dictionary ─▶ group users ─▶ downsample ─▶ CCO rows ─▶ correlate ─┐
+//!   │      (all-gather     (shuffle by     (shuffle      (shuffle to          ├─▶ documents
+//!   │       item ids)       user)           heavy items)  row owners)         │   (a part per worker)
+//!   └──────────────── property events, ranking counts ─(shuffle to owners)───┘
+//! ```
+//!
+//! Each arrow that crosses workers is a timely exchange ([`exchange`]); the
+//! stages in between are plain functions over this worker's partition, so
+//! every worker runs the same program on its share and the result does not
+//! depend on how many workers (or processes) there are.
+
+pub mod cco;
 pub mod exchange;
+pub mod facts;
 pub mod llr;
+pub mod properties;
+pub mod ranks;
+pub mod read;
+pub mod sample;
+pub mod users;
+
+use crate::config::{Engine, RecsModel};
+use crate::hash::{id_hash, indicator_salt};
+use crate::intern::SortedIds;
+use crate::report::{Interactions, ModelStats, ReadStats, RejectLimit, Timings};
+use crate::sink::document::{Document, DocumentLayout};
+use crate::source::InputFile;
+use crate::source::time::format_iso8601;
+use cco::RowRanges;
+use exchange::Comm;
+use read::{ReadPlan, Share, read_share};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+use timely::worker::Worker;
+
+/// What all workers share, read-only.
+pub struct WorkerContext {
+    pub engine: Engine,
+    pub inputs: Vec<InputFile>,
+    /// `shares[w]`: indices of the input files worker w reads.
+    pub shares: Vec<Vec<usize>>,
+    pub plan: ReadPlan,
+    pub now: i64,
+    pub max_rejected: RejectLimit,
+    pub show_rejected: usize,
+    /// Directory where worker w writes `items-w.jsonl`.
+    pub parts_dir: PathBuf,
+    pub bytes_read: Arc<AtomicU64>,
+}
+
+/// The result of a run, produced by worker 0.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub read: ReadStats,
+    pub model: ModelStats,
+    pub timings: Timings,
+    pub warnings: Vec<String>,
+}
+
+/// A failure that every worker agrees on.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Reading failed (I/O, corrupt file).
+    Input(String),
+    /// Too many lines rejected; the read statistics say which.
+    TooManyRejected(Box<ReadStats>),
+    /// Nothing to train on.
+    NoData(String),
+    /// Writing the documents failed.
+    Output(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Input(e) | Failure::NoData(e) | Failure::Output(e) => f.write_str(e),
+            Failure::TooManyRejected(stats) => write!(
+                f,
+                "{} of {} lines rejected, more than --max-rejected allows",
+                stats.rejected_total(),
+                stats.lines
+            ),
+        }
+    }
+}
+
+/// One worker's program.
+pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Summary>, Failure> {
+    let started = Instant::now();
+    let mut comm = Comm::new(worker);
+    let me = comm.index;
+    let lead = me == 0;
+    let engine = &ctx.engine;
+    let mut timings = Timings::default();
+    let mut warnings = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |slot: &mut f64| {
+        *slot = clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+    };
+
+    // Read this worker's files; agree on errors and on the rejection limit.
+    let mine = ctx.shares.get(me).map(Vec::as_slice).unwrap_or(&[]);
+    let (mut share, error) = match read_share(&ctx.plan, &ctx.inputs, mine, ctx.show_rejected, &ctx.bytes_read) {
+        Ok(share) => (share, None),
+        Err(e) => (Share::empty(&ctx.plan), Some(e)),
+    };
+    let gathered = comm.all_gather("read: outcome", (share.stats.clone(), share.stats.samples.clone(), error));
+    let mut stats = ReadStats::default();
+    for (mut s, samples, error) in gathered {
+        if let Some(e) = error {
+            return Err(Failure::Input(e));
+        }
+        s.samples = samples;
+        stats.merge(s, ctx.show_rejected);
+    }
+    if ctx.max_rejected.exceeded(stats.rejected_total(), stats.lines) {
+        return Err(Failure::TooManyRejected(Box::new(stats)));
+    }
+    let primary = engine.primary();
+    let primary_events: u64 = primary
+        .event_names
+        .iter()
+        .filter_map(|e| stats.events.get(e))
+        .map(|c| c.kept)
+        .sum();
+    if primary_events == 0 && engine.recs_model != RecsModel::Backfill {
+        return Err(Failure::NoData(format!(
+            "no primary events: none of the {} lines read is a usable `{}` event (user → item); the first indicator must have data",
+            stats.lines,
+            primary.event_names.join("`/`")
+        )));
+    }
+    lap(&mut timings.read);
+    if lead {
+        tracing::info!(lines = stats.lines, rejected = stats.rejected_total(), secs = timings.read, "read");
+    }
+
+    // Dictionary: every item id, sorted; item i is the i-th.
+    let mine = SortedIds::from_unsorted(share.items.iter());
+    let dict = SortedIds::merge(&comm.all_gather("dictionary", mine));
+    let global_item: Vec<u32> = share
+        .items
+        .iter()
+        .map(|s| dict.position(s).expect("every local item is in the dictionary"))
+        .collect();
+    let n_items = dict.len();
+    lap(&mut timings.dictionary);
+
+    // Users meet at their owners; minEventsPerUser picks the rows.
+    let mut rows = users::group_users(&mut comm, &mut share, &global_item, engine.min_events_per_user);
+    let n = comm.sum("rows", rows.user_of_row.len() as u64);
+    let users_seen = comm.sum("users", rows.names.len() as u64);
+    if n == 0 && engine.recs_model != RecsModel::Backfill {
+        return Err(Failure::NoData(format!(
+            "no user has minEventsPerUser = {} `{}` events: nothing to train on",
+            engine.min_events_per_user, primary.name
+        )));
+    }
+    lap(&mut timings.group);
+    if lead {
+        tracing::info!(users = users_seen, n, items = n_items, secs = timings.group, "grouped users");
+    }
+
+    // Downsample each indicator; count users per item before and after.
+    let item_hash: Vec<u64> = dict.iter().map(id_hash).collect();
+    let mut interactions = BTreeMap::new();
+    let mut pre_primary: Vec<u32> = Vec::new();
+    let mut post_counts: Vec<Vec<u32>> = Vec::new();
+    for (k, indicator) in engine.indicators.iter().enumerate() {
+        let matrix = &mut rows.matrices[k];
+        let pre = comm.all_reduce_sum("downsample: counts before", column_counts(matrix, n_items));
+        let distinct: u64 = pre.iter().map(|&c| c as u64).sum();
+        let salt = indicator_salt(engine.seed, &indicator.name);
+        sample::downsample(&mut comm, &rows.hash, matrix, &pre, &item_hash, salt, indicator.max_items_per_user);
+        let post = comm.all_reduce_sum("downsample: counts after", column_counts(&rows.matrices[k], n_items));
+        let after: u64 = post.iter().map(|&c| c as u64).sum();
+        interactions.insert(indicator.name.clone(), Interactions { distinct, after_downsampling: after });
+        if distinct == 0 && engine.recs_model != RecsModel::Backfill {
+            warnings.push(format!(
+                "indicator `{}` has no events of training users: its field is empty in every document",
+                indicator.name
+            ));
+        }
+        if k == 0 {
+            pre_primary = pre;
+        }
+        post_counts.push(post);
+    }
+    drop(item_hash);
+    lap(&mut timings.downsample);
+
+    // Correlators of the rows this worker owns.
+    let with_indicators = engine.recs_model != RecsModel::Backfill;
+    let cost = comm.all_reduce_sum("cco: row costs", row_costs(&rows.matrices, n_items, with_indicators));
+    let ranges = RowRanges::split(&cost, comm.peers);
+    drop(cost);
+    let matrices = if with_indicators { std::mem::take(&mut rows.matrices) } else { Vec::new() };
+    let (correlators, pair_visits) = if with_indicators {
+        let block = cco::distribute_rows(&mut comm, &matrices, &ranges);
+        drop(matrices);
+        let c = cco::correlate(&block, &post_counts, n, &engine.indicators, n_items);
+        let visits = c.pair_visits;
+        (Some(c), visits)
+    } else {
+        (None, 0)
+    };
+    drop(post_counts);
+    let pair_visits = comm.sum("cco: pair visits", pair_visits);
+    lap(&mut timings.cco);
+    if lead {
+        tracing::info!(pair_visits, secs = timings.cco, "correlated");
+    }
+
+    // Properties and ranks of the items this worker owns.
+    let with_facts = engine.recs_model != RecsModel::CollabFiltering;
+    let facts =
+        facts::exchange_facts(&mut comm, &mut share, &global_item, &ranges, &engine.rankings, with_facts, with_facts);
+    drop(share);
+    let range = ranges.range(me);
+    let has_properties: Vec<bool> = facts.properties.iter().map(Option::is_some).collect();
+    let rank_values = if with_facts {
+        ranks::rank_values(&engine.rankings, &facts.counts, &facts.random, &has_properties, &range, &dict, engine.seed)
+    } else {
+        vec![vec![None; has_properties.len()]; engine.rankings.len()]
+    };
+    lap(&mut timings.properties_and_ranks);
+
+    // Documents of the own range, in item order.
+    let layout = DocumentLayout {
+        indicators: engine.indicators.iter().map(|i| i.name.clone()).collect(),
+        rankings: engine.rankings.iter().map(|r| r.name.clone()).collect(),
+    };
+    let mut local = LocalModelStats::default();
+    let written = write_part(ctx, me, &range, &dict, &pre_primary, correlators.as_ref(), &rank_values, &facts, &layout, &mut local);
+    let write_error = written.err();
+    let gathered = comm.all_gather("documents: outcome", (local, write_error));
+    lap(&mut timings.write);
+
+    let mut total = LocalModelStats::default();
+    for (s, error) in gathered {
+        if let Some(e) = error {
+            return Err(Failure::Output(e));
+        }
+        total.add(s);
+    }
+    if !lead {
+        return Ok(None);
+    }
+    for (field, count) in &total.clashes {
+        warnings.push(format!(
+            "property `{field}` of {count} item(s) is not written: the model uses that field name"
+        ));
+    }
+    let model = ModelStats {
+        users: users_seen,
+        n,
+        items: n_items as u64,
+        primary_items: pre_primary.iter().filter(|&&c| c > 0).count() as u64,
+        interactions,
+        pair_visits,
+        correlators: engine.indicators.iter().zip(&total.correlators).map(|(i, &c)| (i.name.clone(), c)).collect(),
+        items_with_properties: total.items_with_properties,
+        ranked_items: engine.rankings.iter().zip(&total.ranked).map(|(r, &c)| (r.name.clone(), c)).collect(),
+        documents: total.documents,
+    };
+    timings.total = started.elapsed().as_secs_f64();
+    tracing::info!(documents = model.documents, now = %format_iso8601(ctx.now), secs = timings.total, "model written");
+    Ok(Some(Summary { read: stats, model, timings, warnings }))
+}
+
+/// Users per item in a matrix (rows of this worker).
+fn column_counts(matrix: &users::Csr, n_items: usize) -> Vec<u32> {
+    let mut counts = vec![0u32; n_items];
+    for &i in &matrix.items {
+        counts[i as usize] += 1;
+    }
+    counts
+}
+
+/// The pair-visits each primary item's row will cost.
+fn row_costs(matrices: &[users::Csr], n_items: usize, with_indicators: bool) -> Vec<u64> {
+    let mut cost = vec![0u64; n_items];
+    if with_indicators {
+        for u in 0..matrices[0].rows() {
+            let work: u64 = matrices.iter().map(|m| m.row(u).len() as u64).sum();
+            for &i in matrices[0].row(u) {
+                cost[i as usize] += work;
+            }
+        }
+    }
+    cost
+}
+
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
+struct LocalModelStats {
+    documents: u64,
+    correlators: Vec<u64>,
+    items_with_properties: u64,
+    ranked: Vec<u64>,
+    clashes: BTreeMap<String, u64>,
+}
+
+impl LocalModelStats {
+    fn add(&mut self, other: LocalModelStats) {
+        self.documents += other.documents;
+        self.items_with_properties += other.items_with_properties;
+        add_vec(&mut self.correlators, &other.correlators);
+        add_vec(&mut self.ranked, &other.ranked);
+        for (k, v) in other.clashes {
+            *self.clashes.entry(k).or_default() += v;
+        }
+    }
+}
+
+fn add_vec(a: &mut Vec<u64>, b: &[u64]) {
+    if a.len() < b.len() {
+        a.resize(b.len(), 0);
+    }
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_part(
+    ctx: &WorkerContext,
+    me: usize,
+    range: &std::ops::Range<u32>,
+    dict: &SortedIds,
+    pre_primary: &[u32],
+    correlators: Option<&cco::Correlators>,
+    rank_values: &[Vec<Option<f64>>],
+    facts: &facts::RangeFacts,
+    layout: &DocumentLayout,
+    stats: &mut LocalModelStats,
+) -> Result<(), String> {
+    let path = crate::sink::directory::part_path(&ctx.parts_dir, me);
+    let file = std::fs::File::create(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut line = Vec::with_capacity(4096);
+    stats.correlators = vec![0; layout.indicators.len()];
+    stats.ranked = vec![0; layout.rankings.len()];
+    let mut ranks = vec![None; layout.rankings.len()];
+    for (x, item) in range.clone().enumerate() {
+        let correlators = correlators
+            .filter(|_| pre_primary.get(item as usize).is_some_and(|&c| c > 0))
+            .map(|c| c.rows[x].as_slice());
+        for (slot, values) in ranks.iter_mut().zip(rank_values) {
+            *slot = values[x];
+        }
+        let properties = facts.properties[x].as_ref();
+        if correlators.is_none() && properties.is_none() && ranks.iter().all(Option::is_none) {
+            continue;
+        }
+        if let Some(c) = correlators {
+            for (total, list) in stats.correlators.iter_mut().zip(c) {
+                *total += list.len() as u64;
+            }
+        }
+        for (total, v) in stats.ranked.iter_mut().zip(&ranks) {
+            *total += v.is_some() as u64;
+        }
+        stats.items_with_properties += properties.is_some() as u64;
+        stats.documents += 1;
+        line.clear();
+        let doc = Document { id: dict.get(item), correlators, ranks: &ranks, properties };
+        layout.write(&mut line, &doc, dict, &mut stats.clashes);
+        out.write_all(&line).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

@@ -1,0 +1,207 @@
+//! The `ur-train` command line: flags → [`TrainOptions`] → a run → an exit
+//! code. Raw flags stop here; the library sees validated options only.
+
+use crate::config::Engine;
+use crate::dataflow::Failure;
+use crate::report::RejectLimit;
+use crate::source::time::{format_iso8601, parse_iso8601};
+use crate::train::{TrainError, TrainOptions, train};
+use clap::Parser;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Exit codes.
+pub const EXIT_OK: i32 = 0;
+/// Training failed (bad input past --max-rejected, no data, I/O): no model written.
+pub const EXIT_FAILED: i32 = 1;
+/// Bad command line, engine.json or input location: nothing was read.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Train the Universal Recommender model from PIO event files.
+///
+/// Reads line-delimited PredictionIO event JSON (a file, or a directory of
+/// partitions, `.gz` decompressed), computes the UR's correlated
+/// cross-occurrence indicators (co-occurrence + LLR, top-K per item),
+/// popularity rankings and item properties as configured by the UR's own
+/// engine.json, and writes one Elasticsearch document per item to
+/// OUTPUT/items.jsonl, with OUTPUT/manifest.json describing the run. The
+/// model directory is replaced atomically: a failed run leaves the previous
+/// model in place.
+///
+/// Exit status: 0 model written; 1 training failed, no model written;
+/// 2 bad command line, engine.json or input location.
+#[derive(Parser, Debug)]
+#[command(name = "ur-train", version, max_term_width = 100)]
+pub struct Args {
+    /// The UR's engine.json, used as-is: `indicators` or `eventNames`,
+    /// `minEventsPerUser`, `rankings`, `seed`, downsampling caps. PIO-only keys
+    /// are accepted; unknown keys are reported.
+    #[arg(short, long, value_name = "FILE", default_value = "engine.json")]
+    pub engine: PathBuf,
+
+    /// Events to train on: a file, or a directory read recursively
+    /// (e.g. `events/month=2011-01/part-00000.jsonl.gz`). `.gz` files are
+    /// decompressed; names starting with `.` or `_` are skipped.
+    #[arg(short, long, value_name = "PATH")]
+    pub input: String,
+
+    /// Model directory to write: items.jsonl (one document per item, sorted
+    /// by id) and manifest.json (engine, input statistics, timings).
+    #[arg(short, long, value_name = "DIR", default_value = "model")]
+    pub output: PathBuf,
+
+    /// Worker threads [default: the number of CPUs]. The model does not
+    /// depend on it.
+    #[arg(short, long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// The clock for ranking windows (ISO-8601, e.g. 2026-01-15T12:00:00Z)
+    /// [default: the current time]. Fix it to reproduce a run.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+
+    /// Fail (exit 1, no model) when more lines than this are rejected as
+    /// malformed: a count (`0`: any bad line fails the run) or a percentage
+    /// of the lines read (`1%`).
+    #[arg(long, value_name = "N|P%", default_value = "1%")]
+    pub max_rejected: String,
+
+    /// How many rejected lines to show as `file:line: reason`.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub show_rejected: usize,
+
+    /// Print only warnings and errors.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more (repeat for more detail); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// No progress bar (it is shown only when stderr is a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Runs `ur-train` and returns the exit code.
+pub fn main_with(args: Args) -> i32 {
+    init_tracing(args.quiet, args.verbose);
+    let opts = match options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    for w in &opts.engine_warnings {
+        tracing::warn!("engine.json: {w}");
+    }
+    match train(&opts) {
+        Ok(trained) => {
+            let s = &trained.summary;
+            report_rejections(&s.read, false);
+            for w in s.warnings.iter().skip(opts.engine_warnings.len()) {
+                tracing::warn!("{w}");
+            }
+            if !args.quiet {
+                eprintln!(
+                    "model written to {}: {} documents ({} primary items), {} users ({} trained), {} events kept of {} lines, {:.2}s",
+                    opts.output.display(),
+                    s.model.documents,
+                    s.model.primary_items,
+                    s.model.users,
+                    s.model.n,
+                    s.read.kept_total(),
+                    s.read.lines,
+                    s.timings.total
+                );
+            }
+            EXIT_OK
+        }
+        Err(TrainError::Setup(e)) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
+        Err(TrainError::Failed(failure)) => {
+            if let Failure::TooManyRejected(stats) = &failure {
+                report_rejections(stats, true);
+                eprintln!(
+                    "error: {} of {} lines rejected, more than --max-rejected {} allows; no model written",
+                    stats.rejected_total(),
+                    stats.lines,
+                    opts.max_rejected
+                );
+            } else {
+                eprintln!("error: {failure}; no model written");
+            }
+            EXIT_FAILED
+        }
+    }
+}
+
+fn options(args: &Args) -> Result<TrainOptions, String> {
+    let loaded = Engine::load(&args.engine)?;
+    let now = match &args.now {
+        Some(s) => parse_iso8601(s).ok_or_else(|| format!("--now `{s}` is not an ISO-8601 date-time"))?,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    };
+    let workers = match args.workers {
+        Some(0) => return Err("--workers must be at least 1".into()),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    let max_rejected = RejectLimit::parse(&args.max_rejected).map_err(|e| format!("--max-rejected {e}"))?;
+    tracing::debug!(now = %format_iso8601(now), workers, "options");
+    Ok(TrainOptions {
+        engine: loaded.engine,
+        engine_warnings: loaded.warnings,
+        input: args.input.clone(),
+        output: args.output.clone(),
+        now,
+        workers,
+        max_rejected,
+        show_rejected: args.show_rejected,
+        progress: !args.no_progress && !args.quiet && std::io::stderr().is_terminal(),
+    })
+}
+
+fn report_rejections(stats: &crate::report::ReadStats, failing: bool) {
+    let total = stats.rejected_total();
+    if total == 0 {
+        return;
+    }
+    let reasons: Vec<String> = stats.rejected.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    let verdict = if failing { "" } else { " (skipped)" };
+    eprintln!("{total} lines rejected{verdict}: {}", reasons.join(", "));
+    for sample in &stats.samples {
+        eprintln!("  {sample}");
+    }
+    if (stats.samples.len() as u64) < total {
+        eprintln!("  ... ({} more)", total - stats.samples.len() as u64);
+    }
+}
+
+fn init_tracing(quiet: bool, verbose: u8) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ur={default},timely=warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Parses the process arguments (exits with clap's message on error).
+pub fn parse() -> Args {
+    Args::parse()
+}

@@ -1,0 +1,89 @@
+//! Item facts other than correlators — property events, ranking counts and
+//! the items of `random` rankings — sent from the workers that read them to
+//! the worker that writes the item's document.
+
+use super::cco::RowRanges;
+use super::exchange::Comm;
+use super::properties::{Properties, aggregate};
+use super::read::{PropertyEvent, Share};
+use super::ranks::RangeCounts;
+use crate::config::Ranking;
+use std::ops::Range;
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Facts {
+    properties: Vec<PropertyEvent>,
+    /// (ranking, bucket, item, count)
+    counts: Vec<(u32, u32, u32, u32)>,
+    /// (ranking, item)
+    random: Vec<(u32, u32)>,
+}
+
+/// The facts about the items of one worker's range.
+pub struct RangeFacts {
+    /// Items with properties (after aggregation), by item − range.start.
+    pub properties: Vec<Option<Properties>>,
+    pub counts: RangeCounts,
+    /// Per ranking: item − range.start seen in a random ranking's window.
+    pub random: Vec<Vec<bool>>,
+}
+
+/// Moves this worker's facts to the owners of the items and aggregates
+/// what arrives for the own range.
+pub fn exchange_facts(
+    comm: &mut Comm,
+    share: &mut Share,
+    global_item: &[u32],
+    ranges: &RowRanges,
+    rankings: &[Ranking],
+    with_properties: bool,
+    with_ranks: bool,
+) -> RangeFacts {
+    let peers = comm.peers;
+    let mut parcels: Vec<Facts> = (0..peers).map(|_| Facts::default()).collect();
+    if with_properties {
+        for mut e in std::mem::take(&mut share.property_events) {
+            e.item = global_item[e.item as usize];
+            parcels[ranges.owner(e.item)].properties.push(e);
+        }
+    }
+    if with_ranks {
+        for (r, buckets) in share.rank_counts.iter().enumerate() {
+            for (b, counts) in buckets.iter().enumerate() {
+                for (local, &c) in counts.iter().enumerate() {
+                    if c > 0 {
+                        let item = global_item[local];
+                        parcels[ranges.owner(item)].counts.push((r as u32, b as u32, item, c));
+                    }
+                }
+            }
+        }
+        for (r, items) in share.random_items.iter().enumerate() {
+            for &local in items {
+                let item = global_item[local as usize];
+                parcels[ranges.owner(item)].random.push((r as u32, item));
+            }
+        }
+    }
+    let received = comm.shuffle("item facts", parcels.into_iter().enumerate().collect());
+
+    let range: Range<u32> = ranges.range(comm.index);
+    let len = (range.end - range.start) as usize;
+    let mut events = Vec::new();
+    let mut counts: RangeCounts = rankings.iter().map(|r| vec![vec![0u32; len]; r.kind.buckets()]).collect();
+    let mut random = vec![vec![false; len]; rankings.len()];
+    for (_, facts) in received {
+        events.extend(facts.properties);
+        for (r, b, item, c) in facts.counts {
+            counts[r as usize][b as usize][(item - range.start) as usize] += c;
+        }
+        for (r, item) in facts.random {
+            random[r as usize][(item - range.start) as usize] = true;
+        }
+    }
+    let mut properties = vec![None; len];
+    for (item, props) in aggregate(events) {
+        properties[(item - range.start) as usize] = Some(props);
+    }
+    RangeFacts { properties, counts, random }
+}

@@ -1,0 +1,346 @@
+//! Reading: this worker's files → its [`Share`] of the events.
+//!
+//! Each line is parsed once and sorted into what training needs: usage
+//! pairs per indicator (user and item interned to local `u32`s), raw primary
+//! event counts per user (for `minEventsPerUser`), per-item event counts in
+//! each ranking's time buckets, the items of the `random` ranking, and item
+//! property events. Nothing else about an event is kept. Lines that are not
+//! events are counted by reason and the first few remembered as
+//! `file:line: reason`; events the engine does not use are counted as
+//! ignored. Nothing is dropped without being counted.
+
+use crate::config::{Engine, RankingKind};
+use crate::intern::Interner;
+use crate::report::{ReadStats, RejectedLine};
+use crate::source::event::{Event, Reject, parse_event};
+use crate::source::time::Millis;
+use crate::source::{InputFile, lines::for_each_line};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+
+/// `$set`, `$unset` or `$delete` (ordered as applied within one instant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum PropertyOp {
+    Delete,
+    Set,
+    Unset,
+}
+
+/// An item property event; `properties` is canonical JSON (sorted keys).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct PropertyEvent {
+    pub item: u32,
+    pub time: Millis,
+    pub op: PropertyOp,
+    pub properties: String,
+}
+
+/// One ranking's time window, split into the buckets its kind compares.
+#[derive(Debug, Clone)]
+pub struct RankWindow {
+    pub kind: RankingKind,
+    pub start: Millis,
+    pub end: Millis,
+}
+
+impl RankWindow {
+    /// The bucket of an event time: `[start, end]` split into halves
+    /// (trending) or thirds (hot) as the UR's Joda intervals do.
+    #[inline]
+    pub fn bucket(&self, t: Millis) -> Option<usize> {
+        if t < self.start || t > self.end {
+            return None;
+        }
+        let span = self.end - self.start;
+        Some(match self.kind {
+            RankingKind::Trending => usize::from(t >= self.start + span / 2),
+            RankingKind::Hot => {
+                let third = span / 3;
+                if t < self.start + third {
+                    0
+                } else if t < self.start + 2 * third {
+                    1
+                } else {
+                    2
+                }
+            }
+            _ => 0,
+        })
+    }
+}
+
+/// How events map to indicators and rankings, built once from the engine.
+pub struct ReadPlan {
+    indicator_of: HashMap<String, usize>,
+    /// Event name → rankings that count it (popular, trending, hot).
+    counted_by: HashMap<String, Vec<usize>>,
+    pub windows: Vec<RankWindow>,
+    /// Rankings of kind `random`.
+    random: Vec<usize>,
+    /// Events older than this are ignored (`eventWindow`).
+    not_before: Option<Millis>,
+    pub indicators: usize,
+}
+
+impl ReadPlan {
+    pub fn new(engine: &Engine, now: Millis) -> ReadPlan {
+        let mut indicator_of = HashMap::new();
+        for (k, ind) in engine.indicators.iter().enumerate() {
+            for e in &ind.event_names {
+                indicator_of.insert(e.clone(), k);
+            }
+        }
+        let mut counted_by: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut windows = Vec::new();
+        let mut random = Vec::new();
+        for (r, ranking) in engine.rankings.iter().enumerate() {
+            let end = ranking.offset_date.unwrap_or(now);
+            windows.push(RankWindow { kind: ranking.kind, start: end - ranking.duration_secs * 1000, end });
+            match ranking.kind {
+                RankingKind::Popular | RankingKind::Trending | RankingKind::Hot => {
+                    for e in &ranking.event_names {
+                        counted_by.entry(e.clone()).or_default().push(r);
+                    }
+                }
+                RankingKind::Random => random.push(r),
+                RankingKind::UserDefined => {}
+            }
+        }
+        ReadPlan {
+            indicator_of,
+            counted_by,
+            windows,
+            random,
+            not_before: engine.event_window_secs.map(|s| now - s * 1000),
+            indicators: engine.indicators.len(),
+        }
+    }
+}
+
+/// The events of this worker's files, with local ids.
+pub struct Share {
+    pub users: Interner,
+    pub items: Interner,
+    /// Per indicator: (local user, local item), duplicates included.
+    pub usage: Vec<Vec<(u32, u32)>>,
+    /// Raw primary events per local user (duplicates count).
+    pub primary_events: Vec<u32>,
+    /// Per ranking, per bucket: event counts by local item.
+    pub rank_counts: Vec<Vec<Vec<u32>>>,
+    /// Per ranking: local items seen in the window (`random` rankings only).
+    pub random_items: Vec<Vec<u32>>,
+    pub property_events: Vec<PropertyEvent>,
+    pub stats: ReadStats,
+}
+
+impl Share {
+    pub fn empty(plan: &ReadPlan) -> Share {
+        Share {
+            users: Interner::new(),
+            items: Interner::new(),
+            usage: vec![Vec::new(); plan.indicators],
+            primary_events: Vec::new(),
+            rank_counts: plan.windows.iter().map(|w| vec![Vec::new(); w.kind.buckets()]).collect(),
+            random_items: vec![Vec::new(); plan.windows.len()],
+            property_events: Vec::new(),
+            stats: ReadStats::default(),
+        }
+    }
+}
+
+/// Reads `files[i]` for each `i` in `mine`. An I/O error ends the read.
+pub fn read_share(
+    plan: &ReadPlan,
+    files: &[InputFile],
+    mine: &[usize],
+    keep_samples: usize,
+    bytes_read: &AtomicU64,
+) -> Result<Share, String> {
+    let mut share = Share::empty(plan);
+    let mut reader = LineHandler { plan, share: &mut share, keep_samples, random_seen: Vec::new() };
+    reader.random_seen = vec![Vec::new(); plan.windows.len()];
+    for &f in mine {
+        let file = &files[f];
+        reader.share.stats.files += 1;
+        reader.share.stats.bytes += file.len;
+        for_each_line(file, bytes_read, |line_no, line| reader.line(f as u32, file, line_no, line))?;
+    }
+    Ok(share)
+}
+
+struct LineHandler<'a> {
+    plan: &'a ReadPlan,
+    share: &'a mut Share,
+    keep_samples: usize,
+    /// Per random ranking: a bitmap of local items already recorded.
+    random_seen: Vec<Vec<bool>>,
+}
+
+impl LineHandler<'_> {
+    fn line(&mut self, file_index: u32, file: &InputFile, line_no: u64, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            self.share.stats.blank_lines += 1;
+            return;
+        }
+        self.share.stats.lines += 1;
+        let event = match parse_event(line) {
+            Ok(e) => e,
+            Err(reason) => return self.reject(None, file_index, file, line_no, reason),
+        };
+        self.count(&event.event, |c| c.read += 1);
+        if let Some(first) = self.plan.not_before
+            && event.event_time < first
+        {
+            return self.ignore(&event.event, "older than the eventWindow");
+        }
+        let mut kept = false;
+        match &*event.event {
+            "$set" | "$unset" | "$delete" => {
+                if event.entity_type != "item" {
+                    return self.ignore(&event.event, "property event on a non-item entity");
+                }
+                match self.property_event(&event) {
+                    Ok(()) => kept = true,
+                    Err(reason) => return self.reject(Some(&event.event), file_index, file, line_no, reason),
+                }
+            }
+            name => {
+                let indicator = self.plan.indicator_of.get(name).copied();
+                let counted_by = self.plan.counted_by.get(name);
+                if indicator.is_some() || counted_by.is_some() {
+                    let target = match event.target() {
+                        Ok(t) => t,
+                        Err(reason) => return self.reject(Some(name), file_index, file, line_no, reason),
+                    };
+                    if event.entity_type != "user" {
+                        return self.ignore(name, "entityType is not user");
+                    }
+                    if event.target_entity_type.as_deref() != Some("item") {
+                        return self.ignore(name, "targetEntityType is not item");
+                    }
+                    let item = self.share.items.intern(target);
+                    if let Some(k) = indicator {
+                        let user = self.share.users.intern(&event.entity_id);
+                        self.share.usage[k].push((user, item));
+                        if k == 0 {
+                            let counts = &mut self.share.primary_events;
+                            if counts.len() <= user as usize {
+                                counts.resize(user as usize + 1, 0);
+                            }
+                            counts[user as usize] += 1;
+                        }
+                    }
+                    for &r in counted_by.into_iter().flatten() {
+                        if let Some(b) = self.plan.windows[r].bucket(event.event_time) {
+                            let counts = &mut self.share.rank_counts[r][b];
+                            if counts.len() <= item as usize {
+                                counts.resize(item as usize + 1, 0);
+                            }
+                            counts[item as usize] += 1;
+                        }
+                    }
+                    kept = true;
+                }
+            }
+        }
+        kept |= self.random_rankings(&event);
+        if kept {
+            self.count(&event.event, |c| c.kept += 1);
+        } else {
+            self.ignore(&event.event, "event name not used by the engine");
+        }
+    }
+
+    fn property_event(&mut self, event: &Event) -> Result<(), Reject> {
+        let op = match &*event.event {
+            "$set" => PropertyOp::Set,
+            "$unset" => PropertyOp::Unset,
+            _ => PropertyOp::Delete,
+        };
+        let properties = match op {
+            PropertyOp::Delete => String::from("{}"),
+            _ => serde_json::to_string(&event.properties_object()?).unwrap_or_default(),
+        };
+        let item = self.share.items.intern(&event.entity_id);
+        self.share.property_events.push(PropertyEvent { item, time: event.event_time, op, properties });
+        Ok(())
+    }
+
+    /// The UR's random ranking covers the targets of *all* events in its
+    /// window, whatever their name.
+    fn random_rankings(&mut self, event: &Event) -> bool {
+        let mut used = false;
+        for &r in &self.plan.random {
+            let Some(target) = event.target_entity_id.as_deref().filter(|t| !t.is_empty()) else {
+                continue;
+            };
+            if self.plan.windows[r].bucket(event.event_time).is_none() {
+                continue;
+            }
+            let item = self.share.items.intern(target);
+            let seen = &mut self.random_seen[r];
+            if seen.len() <= item as usize {
+                seen.resize(item as usize + 1, false);
+            }
+            if !seen[item as usize] {
+                seen[item as usize] = true;
+                self.share.random_items[r].push(item);
+            }
+            used = true;
+        }
+        used
+    }
+
+    fn count(&mut self, name: &str, f: impl FnOnce(&mut crate::report::EventCounts)) {
+        let events = &mut self.share.stats.events;
+        match events.get_mut(name) {
+            Some(c) => f(c),
+            None => f(events.entry(name.to_string()).or_default()),
+        }
+    }
+
+    fn ignore(&mut self, name: &str, reason: &'static str) {
+        self.count(name, |c| c.ignored += 1);
+        let ignored = &mut self.share.stats.ignored;
+        match ignored.get_mut(reason) {
+            Some(n) => *n += 1,
+            None => {
+                ignored.insert(reason.to_string(), 1);
+            }
+        }
+    }
+
+    fn reject(&mut self, name: Option<&str>, file_index: u32, file: &InputFile, line: u64, reason: Reject) {
+        if let Some(name) = name {
+            self.count(name, |c| c.rejected += 1);
+        }
+        *self.share.stats.rejected.entry(reason.reason()).or_default() += 1;
+        if self.share.stats.samples.len() < self.keep_samples {
+            self.share.stats.samples.push(RejectedLine {
+                file_index,
+                line,
+                file: file.display(),
+                message: reason.to_string(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(kind: RankingKind) -> RankWindow {
+        RankWindow { kind, start: 0, end: 90 }
+    }
+
+    #[test]
+    fn buckets_follow_the_ur_intervals() {
+        let p = window(RankingKind::Popular);
+        assert_eq!((p.bucket(-1), p.bucket(0), p.bucket(90), p.bucket(91)), (None, Some(0), Some(0), None));
+        let t = window(RankingKind::Trending);
+        assert_eq!((t.bucket(44), t.bucket(45), t.bucket(90)), (Some(0), Some(1), Some(1)));
+        let h = window(RankingKind::Hot);
+        assert_eq!((h.bucket(29), h.bucket(30), h.bucket(59), h.bucket(60), h.bucket(90)), (Some(0), Some(1), Some(1), Some(2), Some(2)));
+    }
+}

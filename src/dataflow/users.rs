@@ -1,0 +1,169 @@
+//! Users: every worker's events of a user meet at the user's owner worker
+//! (by a hash of the user id), which applies `minEventsPerUser` and holds
+//! the user's distinct items per indicator — the rows of the UR's matrices.
+//!
+//! Users travel as batches, one per destination worker, with the id string
+//! once per (worker, user) and items already translated to global item ids.
+
+use super::exchange::Comm;
+use super::read::Share;
+use crate::hash::id_hash;
+use crate::intern::Interner;
+
+/// Rows of one indicator: a compressed sparse row matrix, users × items,
+/// items sorted and distinct within a row.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Csr {
+    pub offsets: Vec<usize>,
+    pub items: Vec<u32>,
+}
+
+impl Csr {
+    pub fn with_rows(rows: usize) -> Csr {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Csr { offsets, items: Vec::new() }
+    }
+
+    #[inline]
+    pub fn row(&self, r: usize) -> &[u32] {
+        &self.items[self.offsets[r]..self.offsets[r + 1]]
+    }
+
+    pub fn rows(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn push_row(&mut self, items: impl IntoIterator<Item = u32>) {
+        self.items.extend(items);
+        self.offsets.push(self.items.len());
+    }
+
+    pub fn nnz(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// Users owned by this worker that pass `minEventsPerUser`.
+pub struct Rows {
+    /// Owner-local user ids and names of all users seen here (rows or not).
+    pub names: Interner,
+    /// The owner-local user id of each row.
+    pub user_of_row: Vec<u32>,
+    /// `id_hash` of each row's user id.
+    pub hash: Vec<u64>,
+    /// Per indicator: the row's distinct items.
+    pub matrices: Vec<Csr>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct UserBatch {
+    names: String,
+    name_ends: Vec<u32>,
+    primary_events: Vec<u32>,
+    /// For each user, the number of items of each indicator.
+    lens: Vec<u32>,
+    items: Vec<u32>,
+}
+
+/// Sends each user's events to its owner and builds the owner's rows.
+pub fn group_users(comm: &mut Comm, share: &mut Share, global_item: &[u32], min_events: u32) -> Rows {
+    let indicators = share.usage.len();
+    let peers = comm.peers;
+
+    // Per indicator: (local user, global item), sorted and distinct.
+    let usage: Vec<Vec<(u32, u32)>> = std::mem::take(&mut share.usage)
+        .into_iter()
+        .map(|pairs| {
+            let mut pairs: Vec<(u32, u32)> = pairs.into_iter().map(|(u, i)| (u, global_item[i as usize])).collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            pairs
+        })
+        .collect();
+
+    let mut batches: Vec<UserBatch> = (0..peers).map(|_| UserBatch::default()).collect();
+    let mut cursors = vec![0usize; indicators];
+    for user in 0..share.users.len() as u32 {
+        let name = share.users.resolve(user);
+        let batch = &mut batches[(id_hash(name) % peers as u64) as usize];
+        batch.names.push_str(name);
+        batch.name_ends.push(batch.names.len() as u32);
+        batch.primary_events.push(share.primary_events.get(user as usize).copied().unwrap_or(0));
+        for (k, pairs) in usage.iter().enumerate() {
+            let start = cursors[k];
+            let mut end = start;
+            while end < pairs.len() && pairs[end].0 == user {
+                end += 1;
+            }
+            batch.lens.push((end - start) as u32);
+            batch.items.extend(pairs[start..end].iter().map(|&(_, i)| i));
+            cursors[k] = end;
+        }
+    }
+    drop(usage);
+    share.users = Interner::new();
+    share.primary_events = Vec::new();
+
+    let received = comm.shuffle("group users", batches.into_iter().enumerate().collect());
+
+    // Merge the batches: a user may come from several workers.
+    let mut names = Interner::new();
+    let mut primary: Vec<u32> = Vec::new();
+    let mut pairs: Vec<Vec<(u32, u32)>> = vec![Vec::new(); indicators];
+    for (_, batch) in received {
+        let mut start = 0usize;
+        let mut item_pos = 0usize;
+        for (u, &end) in batch.name_ends.iter().enumerate() {
+            let name = &batch.names[start..end as usize];
+            start = end as usize;
+            let user = names.intern(name);
+            if primary.len() <= user as usize {
+                primary.resize(user as usize + 1, 0);
+            }
+            primary[user as usize] += batch.primary_events[u];
+            for (k, list) in pairs.iter_mut().enumerate() {
+                let len = batch.lens[u * indicators + k] as usize;
+                list.extend(batch.items[item_pos..item_pos + len].iter().map(|&i| (user, i)));
+                item_pos += len;
+            }
+        }
+    }
+
+    // Rows: users with enough raw primary events (at least one).
+    let threshold = min_events.max(1);
+    let mut row_of = vec![u32::MAX; names.len()];
+    let mut user_of_row = Vec::new();
+    for (user, &count) in primary.iter().enumerate() {
+        if count >= threshold {
+            row_of[user] = user_of_row.len() as u32;
+            user_of_row.push(user as u32);
+        }
+    }
+    let matrices = pairs
+        .into_iter()
+        .map(|list| {
+            let mut list: Vec<(u32, u32)> = list
+                .into_iter()
+                .filter_map(|(u, i)| {
+                    let r = row_of[u as usize];
+                    (r != u32::MAX).then_some((r, i))
+                })
+                .collect();
+            list.sort_unstable();
+            list.dedup();
+            let mut csr = Csr::with_rows(user_of_row.len());
+            let mut pos = 0;
+            for r in 0..user_of_row.len() as u32 {
+                let start = pos;
+                while pos < list.len() && list[pos].0 == r {
+                    pos += 1;
+                }
+                csr.push_row(list[start..pos].iter().map(|&(_, i)| i));
+            }
+            csr
+        })
+        .collect();
+    let hash = user_of_row.iter().map(|&u| id_hash(names.resolve(u))).collect();
+    Rows { names, user_of_row, hash, matrices }
+}
