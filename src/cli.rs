@@ -142,7 +142,9 @@ pub fn main_with(args: Args) -> i32 {
 fn options(args: &Args) -> Result<TrainOptions, String> {
     let loaded = Engine::load(&args.engine)?;
     let now = match &args.now {
-        Some(s) => parse_iso8601(s).ok_or_else(|| format!("--now `{s}` is not an ISO-8601 date-time"))?,
+        Some(s) => {
+            parse_iso8601(s).ok_or_else(|| format!("--now `{s}` is not an ISO-8601 date-time"))?
+        }
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -151,9 +153,12 @@ fn options(args: &Args) -> Result<TrainOptions, String> {
     let workers = match args.workers {
         Some(0) => return Err("--workers must be at least 1".into()),
         Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
     };
-    let max_rejected = RejectLimit::parse(&args.max_rejected).map_err(|e| format!("--max-rejected {e}"))?;
+    let max_rejected =
+        RejectLimit::parse(&args.max_rejected).map_err(|e| format!("--max-rejected {e}"))?;
     tracing::debug!(now = %format_iso8601(now), workers, "options");
     Ok(TrainOptions {
         engine: loaded.engine,
@@ -173,7 +178,11 @@ fn report_rejections(stats: &crate::report::ReadStats, failing: bool) {
     if total == 0 {
         return;
     }
-    let reasons: Vec<String> = stats.rejected.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    let reasons: Vec<String> = stats
+        .rejected
+        .iter()
+        .map(|(r, n)| format!("{r}: {n}"))
+        .collect();
     let verdict = if failing { "" } else { " (skipped)" };
     eprintln!("{total} lines rejected{verdict}: {}", reasons.join(", "));
     for sample in &stats.samples {
@@ -191,8 +200,9 @@ fn init_tracing(quiet: bool, verbose: u8) {
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ur={default},timely=warn")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("ur={default},timely=warn"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

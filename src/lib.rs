@@ -1,11 +1,11 @@
 //! ur-train: the Universal Recommender's training job on timely dataflow.
 
+pub mod cli;
 pub mod config;
 pub mod dataflow;
 pub mod hash;
 pub mod intern;
-pub mod source;
 pub mod report;
 pub mod sink;
-pub mod cli;
+pub mod source;
 pub mod train;

@@ -100,13 +100,18 @@ impl RejectLimit {
     pub fn parse(s: &str) -> Result<RejectLimit, String> {
         let s = s.trim();
         if let Some(p) = s.strip_suffix('%') {
-            let p: f64 = p.trim().parse().map_err(|_| format!("`{s}` is not a percentage"))?;
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a percentage"))?;
             if !(0.0..=100.0).contains(&p) {
                 return Err(format!("`{s}`: a percentage must be between 0% and 100%"));
             }
             Ok(RejectLimit::Percent(p))
         } else {
-            s.parse().map(RejectLimit::Count).map_err(|_| format!("`{s}` is neither a count nor a percentage like 1%"))
+            s.parse()
+                .map(RejectLimit::Count)
+                .map_err(|_| format!("`{s}` is neither a count nor a percentage like 1%"))
         }
     }
 
@@ -199,9 +204,20 @@ mod tests {
 
     #[test]
     fn samples_keep_the_first_lines() {
-        let sample = |f, l| RejectedLine { file_index: f, line: l, file: format!("f{f}"), message: "m".into() };
-        let mut a = ReadStats { samples: vec![sample(1, 5), sample(1, 9)], ..Default::default() };
-        let b = ReadStats { samples: vec![sample(0, 7), sample(2, 1)], ..Default::default() };
+        let sample = |f, l| RejectedLine {
+            file_index: f,
+            line: l,
+            file: format!("f{f}"),
+            message: "m".into(),
+        };
+        let mut a = ReadStats {
+            samples: vec![sample(1, 5), sample(1, 9)],
+            ..Default::default()
+        };
+        let b = ReadStats {
+            samples: vec![sample(0, 7), sample(2, 1)],
+            ..Default::default()
+        };
         a.merge(b, 3);
         assert_eq!(a.samples, vec![sample(0, 7), sample(1, 5), sample(1, 9)]);
     }

@@ -69,15 +69,24 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         parts_dir: model_dir.tmp_path().to_path_buf(),
         bytes_read: Arc::new(AtomicU64::new(0)),
     });
-    tracing::info!(files = ctx.inputs.len(), bytes = total_bytes, workers, "training");
+    tracing::info!(
+        files = ctx.inputs.len(),
+        bytes = total_bytes,
+        workers,
+        "training"
+    );
 
     let done = Arc::new(AtomicBool::new(false));
-    let progress = opts.progress.then(|| spawn_progress(ctx.bytes_read.clone(), total_bytes, done.clone()));
+    let progress = opts
+        .progress
+        .then(|| spawn_progress(ctx.bytes_read.clone(), total_bytes, done.clone()));
 
     let worker_ctx = ctx.clone();
-    let results = timely::execute(timely::Config::process(workers), move |worker| run_worker(worker, &worker_ctx))
-        .map_err(|e| TrainError::Setup(format!("cannot start the workers: {e}")))?
-        .join();
+    let results = timely::execute(timely::Config::process(workers), move |worker| {
+        run_worker(worker, &worker_ctx)
+    })
+    .map_err(|e| TrainError::Setup(format!("cannot start the workers: {e}")))?
+    .join();
     done.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {
         let _ = handle.join();
@@ -86,16 +95,26 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     let mut summary = None;
     for (w, result) in results.into_iter().enumerate() {
         match result {
-            Err(panic) => return Err(TrainError::Failed(Failure::Output(format!("worker {w} failed: {panic}")))),
+            Err(panic) => {
+                return Err(TrainError::Failed(Failure::Output(format!(
+                    "worker {w} failed: {panic}"
+                ))));
+            }
             Ok(Err(failure)) => return Err(TrainError::Failed(failure)),
             Ok(Ok(Some(s))) => summary = Some(s),
             Ok(Ok(None)) => {}
         }
     }
-    let mut summary = summary.ok_or_else(|| TrainError::Failed(Failure::Output("worker 0 returned no summary".into())))?;
-    summary.warnings.splice(0..0, opts.engine_warnings.iter().cloned());
+    let mut summary = summary.ok_or_else(|| {
+        TrainError::Failed(Failure::Output("worker 0 returned no summary".into()))
+    })?;
+    summary
+        .warnings
+        .splice(0..0, opts.engine_warnings.iter().cloned());
     let manifest = manifest(opts, &summary, workers);
-    model_dir.publish(workers, &manifest).map_err(|e| TrainError::Failed(Failure::Output(e)))?;
+    model_dir
+        .publish(workers, &manifest)
+        .map_err(|e| TrainError::Failed(Failure::Output(e)))?;
     Ok(Trained { summary, manifest })
 }
 
@@ -125,12 +144,18 @@ fn manifest(opts: &TrainOptions, s: &Summary, workers: usize) -> serde_json::Val
     })
 }
 
-fn spawn_progress(read: Arc<AtomicU64>, total: u64, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn spawn_progress(
+    read: Arc<AtomicU64>,
+    total: u64,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("reading {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "reading {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         while !done.load(Ordering::Relaxed) {
             let n = read.load(Ordering::Relaxed);

@@ -97,7 +97,10 @@ pub fn distribute_rows(comm: &mut Comm, matrices: &[Csr], ranges: &RowRanges) ->
             pos = end;
         }
     }
-    let received = comm.shuffle("cco: distribute user rows", batches.into_iter().enumerate().collect());
+    let received = comm.shuffle(
+        "cco: distribute user rows",
+        batches.into_iter().enumerate().collect(),
+    );
 
     let range = ranges.range(comm.index);
     let mut b: Vec<Csr> = (0..indicators).map(|_| Csr::with_rows(0)).collect();
@@ -112,7 +115,11 @@ pub fn distribute_rows(comm: &mut Comm, matrices: &[Csr], ranges: &RowRanges) ->
                 item_pos += len;
             }
             let primary = b[0].row(user as usize);
-            owned.extend(primary[lo as usize..hi as usize].iter().map(|&i| (i - range.start, user)));
+            owned.extend(
+                primary[lo as usize..hi as usize]
+                    .iter()
+                    .map(|&i| (i - range.start, user)),
+            );
             user += 1;
         }
     }
@@ -131,7 +138,14 @@ pub fn distribute_rows(comm: &mut Comm, matrices: &[Csr], ranges: &RowRanges) ->
         users[fill[r as usize]] = u;
         fill[r as usize] += 1;
     }
-    RowBlock { range, b, at: Csr { offsets, items: users } }
+    RowBlock {
+        range,
+        b,
+        at: Csr {
+            offsets,
+            items: users,
+        },
+    }
 }
 
 /// The correlators of every owned row: `[row][indicator]` → items, best first.
@@ -143,8 +157,18 @@ pub struct Correlators {
 /// Gustavson's pass over the owned rows. `counts[k][j]` is the number of
 /// users with item j in indicator k after downsampling, `n` the number of
 /// users (rows of the matrices).
-pub fn correlate(block: &RowBlock, counts: &[Vec<u32>], n: u64, indicators: &[Indicator], n_items: usize) -> Correlators {
-    let small = indicators.iter().map(|i| i.max_items_per_user).max().unwrap_or(1) as u64;
+pub fn correlate(
+    block: &RowBlock,
+    counts: &[Vec<u32>],
+    n: u64,
+    indicators: &[Indicator],
+    n_items: usize,
+) -> Correlators {
+    let small = indicators
+        .iter()
+        .map(|i| i.max_items_per_user)
+        .max()
+        .unwrap_or(1) as u64;
     let table = XLogXTable::new(small, n);
     let mut acc = vec![0u32; n_items];
     let mut touched: Vec<u32> = Vec::new();
@@ -186,7 +210,10 @@ pub fn correlate(block: &RowBlock, counts: &[Vec<u32>], n: u64, indicators: &[In
                 }
             }
             touched.clear();
-            per_indicator.push(top_k(&mut candidates, indicator.max_correlators_per_item as usize));
+            per_indicator.push(top_k(
+                &mut candidates,
+                indicator.max_correlators_per_item as usize,
+            ));
             candidates.clear();
         }
         rows.push(per_indicator);

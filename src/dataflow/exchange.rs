@@ -15,10 +15,13 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use timely::ExchangeData;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Exchange as _;
 use timely::dataflow::operators::core::ToStream;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::Exchange as _;
 use timely::worker::Worker;
+
+/// A parcel in flight: (destination, sender, sequence number, payload).
+type Tagged<T> = (usize, usize, usize, T);
 
 /// This worker's handle on the others.
 pub struct Comm<'w> {
@@ -30,17 +33,25 @@ pub struct Comm<'w> {
 impl<'w> Comm<'w> {
     pub fn new(worker: &'w mut Worker) -> Comm<'w> {
         let (index, peers) = (worker.index(), worker.peers());
-        Comm { worker, index, peers }
+        Comm {
+            worker,
+            index,
+            peers,
+        }
     }
 
     /// Sends each `(destination, payload)`; returns `(sender, payload)` for
     /// everything sent to this worker, ordered by sender (and by send order
     /// for one sender).
-    pub fn shuffle<T: ExchangeData>(&mut self, name: &str, parcels: Vec<(usize, T)>) -> Vec<(usize, T)> {
+    pub fn shuffle<T: ExchangeData>(
+        &mut self,
+        name: &str,
+        parcels: Vec<(usize, T)>,
+    ) -> Vec<(usize, T)> {
         let me = self.index;
-        let received: Rc<RefCell<Vec<(usize, usize, usize, T)>>> = Rc::new(RefCell::new(Vec::new()));
+        let received: Rc<RefCell<Vec<Tagged<T>>>> = Rc::new(RefCell::new(Vec::new()));
         let done = Rc::new(Cell::new(false));
-        let tagged: Vec<(usize, usize, usize, T)> = parcels
+        let tagged: Vec<Tagged<T>> = parcels
             .into_iter()
             .enumerate()
             .map(|(seq, (to, payload))| {
@@ -68,7 +79,9 @@ impl<'w> Comm<'w> {
         self.worker.step_while(|| !done.get());
         let mut out = std::mem::take(&mut *received.borrow_mut());
         out.sort_by_key(|(_, from, seq, _)| (*from, *seq));
-        out.into_iter().map(|(_, from, _, payload)| (from, payload)).collect()
+        out.into_iter()
+            .map(|(_, from, _, payload)| (from, payload))
+            .collect()
     }
 
     /// Every worker's value, indexed by worker.
@@ -99,7 +112,10 @@ impl<'w> Comm<'w> {
         let (a, b) = bounds(self.index);
         let mut sum = vec![T::default(); b - a];
         for (from, (their_len, slice)) in slices {
-            assert_eq!(their_len as usize, len, "worker {from} reduced a vector of another length");
+            assert_eq!(
+                their_len as usize, len,
+                "worker {from} reduced a vector of another length"
+            );
             for (s, v) in sum.iter_mut().zip(slice) {
                 *s += v;
             }
@@ -128,7 +144,8 @@ mod tests {
             let mut comm = Comm::new(worker);
             let me = comm.index;
             // Each worker sends one parcel to every worker, and two to worker 0.
-            let mut parcels: Vec<(usize, String)> = (0..3).map(|to| (to, format!("{me}->{to}"))).collect();
+            let mut parcels: Vec<(usize, String)> =
+                (0..3).map(|to| (to, format!("{me}->{to}"))).collect();
             parcels.push((0, format!("{me}->0 again")));
             let got = comm.shuffle("test", parcels);
             let gathered = comm.all_gather("gather", me as u64 * 10);

@@ -58,7 +58,11 @@ impl XLogXTable {
         let low = (0..=small).map(x_log_x).collect();
         let high_start = n.saturating_sub(2 * small).max(small + 1);
         let high = (high_start..=n).map(x_log_x).collect();
-        XLogXTable { low, high_start, high }
+        XLogXTable {
+            low,
+            high_start,
+            high,
+        }
     }
 
     #[inline(always)]
@@ -142,7 +146,14 @@ mod tests {
 
     #[test]
     fn table_matches_direct_computation() {
-        for &(small, n) in &[(3u64, 5u64), (10, 1000), (500, 4372), (50, 60), (0, 0), (7, 7)] {
+        for &(small, n) in &[
+            (3u64, 5u64),
+            (10, 1000),
+            (500, 4372),
+            (50, 60),
+            (0, 0),
+            (7, 7),
+        ] {
             let table = XLogXTable::new(small, n);
             for x in 0..=n.min(3000) {
                 assert_eq!(table.get(x).to_bits(), x_log_x(x).to_bits(), "x={x} n={n}");
@@ -153,7 +164,8 @@ mod tests {
                         if n + k11 < row + col {
                             continue;
                         }
-                        let direct = log_likelihood_ratio(k11, row - k11, col - k11, n + k11 - row - col);
+                        let direct =
+                            log_likelihood_ratio(k11, row - k11, col - k11, n + k11 - row - col);
                         assert_eq!(table.llr(k11, row, col, n).to_bits(), direct.to_bits());
                     }
                 }

@@ -109,11 +109,20 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
 
     // Read this worker's files; agree on errors and on the rejection limit.
     let mine = ctx.shares.get(me).map(Vec::as_slice).unwrap_or(&[]);
-    let (mut share, error) = match read_share(&ctx.plan, &ctx.inputs, mine, ctx.show_rejected, &ctx.bytes_read) {
+    let (mut share, error) = match read_share(
+        &ctx.plan,
+        &ctx.inputs,
+        mine,
+        ctx.show_rejected,
+        &ctx.bytes_read,
+    ) {
         Ok(share) => (share, None),
         Err(e) => (Share::empty(&ctx.plan), Some(e)),
     };
-    let gathered = comm.all_gather("read: outcome", (share.stats.clone(), share.stats.samples.clone(), error));
+    let gathered = comm.all_gather(
+        "read: outcome",
+        (share.stats.clone(), share.stats.samples.clone(), error),
+    );
     let mut stats = ReadStats::default();
     for (mut s, samples, error) in gathered {
         if let Some(e) = error {
@@ -122,7 +131,10 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
         s.samples = samples;
         stats.merge(s, ctx.show_rejected);
     }
-    if ctx.max_rejected.exceeded(stats.rejected_total(), stats.lines) {
+    if ctx
+        .max_rejected
+        .exceeded(stats.rejected_total(), stats.lines)
+    {
         return Err(Failure::TooManyRejected(Box::new(stats)));
     }
     let primary = engine.primary();
@@ -141,7 +153,12 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
     }
     lap(&mut timings.read);
     if lead {
-        tracing::info!(lines = stats.lines, rejected = stats.rejected_total(), secs = timings.read, "read");
+        tracing::info!(
+            lines = stats.lines,
+            rejected = stats.rejected_total(),
+            secs = timings.read,
+            "read"
+        );
     }
 
     // Dictionary: every item id, sorted; item i is the i-th.
@@ -150,13 +167,21 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
     let global_item: Vec<u32> = share
         .items
         .iter()
-        .map(|s| dict.position(s).expect("every local item is in the dictionary"))
+        .map(|s| {
+            dict.position(s)
+                .expect("every local item is in the dictionary")
+        })
         .collect();
     let n_items = dict.len();
     lap(&mut timings.dictionary);
 
     // Users meet at their owners; minEventsPerUser picks the rows.
-    let mut rows = users::group_users(&mut comm, &mut share, &global_item, engine.min_events_per_user);
+    let mut rows = users::group_users(
+        &mut comm,
+        &mut share,
+        &global_item,
+        engine.min_events_per_user,
+    );
     let n = comm.sum("rows", rows.user_of_row.len() as u64);
     let users_seen = comm.sum("users", rows.names.len() as u64);
     if n == 0 && engine.recs_model != RecsModel::Backfill {
@@ -167,7 +192,13 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
     }
     lap(&mut timings.group);
     if lead {
-        tracing::info!(users = users_seen, n, items = n_items, secs = timings.group, "grouped users");
+        tracing::info!(
+            users = users_seen,
+            n,
+            items = n_items,
+            secs = timings.group,
+            "grouped users"
+        );
     }
 
     // Downsample each indicator; count users per item before and after.
@@ -180,10 +211,27 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
         let pre = comm.all_reduce_sum("downsample: counts before", column_counts(matrix, n_items));
         let distinct: u64 = pre.iter().map(|&c| c as u64).sum();
         let salt = indicator_salt(engine.seed, &indicator.name);
-        sample::downsample(&mut comm, &rows.hash, matrix, &pre, &item_hash, salt, indicator.max_items_per_user);
-        let post = comm.all_reduce_sum("downsample: counts after", column_counts(&rows.matrices[k], n_items));
+        sample::downsample(
+            &mut comm,
+            &rows.hash,
+            matrix,
+            &pre,
+            &item_hash,
+            salt,
+            indicator.max_items_per_user,
+        );
+        let post = comm.all_reduce_sum(
+            "downsample: counts after",
+            column_counts(&rows.matrices[k], n_items),
+        );
         let after: u64 = post.iter().map(|&c| c as u64).sum();
-        interactions.insert(indicator.name.clone(), Interactions { distinct, after_downsampling: after });
+        interactions.insert(
+            indicator.name.clone(),
+            Interactions {
+                distinct,
+                after_downsampling: after,
+            },
+        );
         if distinct == 0 && engine.recs_model != RecsModel::Backfill {
             warnings.push(format!(
                 "indicator `{}` has no events of training users: its field is empty in every document",
@@ -200,10 +248,17 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
 
     // Correlators of the rows this worker owns.
     let with_indicators = engine.recs_model != RecsModel::Backfill;
-    let cost = comm.all_reduce_sum("cco: row costs", row_costs(&rows.matrices, n_items, with_indicators));
+    let cost = comm.all_reduce_sum(
+        "cco: row costs",
+        row_costs(&rows.matrices, n_items, with_indicators),
+    );
     let ranges = RowRanges::split(&cost, comm.peers);
     drop(cost);
-    let matrices = if with_indicators { std::mem::take(&mut rows.matrices) } else { Vec::new() };
+    let matrices = if with_indicators {
+        std::mem::take(&mut rows.matrices)
+    } else {
+        Vec::new()
+    };
     let (correlators, pair_visits) = if with_indicators {
         let block = cco::distribute_rows(&mut comm, &matrices, &ranges);
         drop(matrices);
@@ -222,13 +277,28 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
 
     // Properties and ranks of the items this worker owns.
     let with_facts = engine.recs_model != RecsModel::CollabFiltering;
-    let facts =
-        facts::exchange_facts(&mut comm, &mut share, &global_item, &ranges, &engine.rankings, with_facts, with_facts);
+    let facts = facts::exchange_facts(
+        &mut comm,
+        &mut share,
+        &global_item,
+        &ranges,
+        &engine.rankings,
+        with_facts,
+        with_facts,
+    );
     drop(share);
     let range = ranges.range(me);
     let has_properties: Vec<bool> = facts.properties.iter().map(Option::is_some).collect();
     let rank_values = if with_facts {
-        ranks::rank_values(&engine.rankings, &facts.counts, &facts.random, &has_properties, &range, &dict, engine.seed)
+        ranks::rank_values(
+            &engine.rankings,
+            &facts.counts,
+            &facts.random,
+            &has_properties,
+            &range,
+            &dict,
+            engine.seed,
+        )
     } else {
         vec![vec![None; has_properties.len()]; engine.rankings.len()]
     };
@@ -240,7 +310,18 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
         rankings: engine.rankings.iter().map(|r| r.name.clone()).collect(),
     };
     let mut local = LocalModelStats::default();
-    let written = write_part(ctx, me, &range, &dict, &pre_primary, correlators.as_ref(), &rank_values, &facts, &layout, &mut local);
+    let written = write_part(
+        ctx,
+        me,
+        &range,
+        &dict,
+        &pre_primary,
+        correlators.as_ref(),
+        &rank_values,
+        &facts,
+        &layout,
+        &mut local,
+    );
     let write_error = written.err();
     let gathered = comm.all_gather("documents: outcome", (local, write_error));
     lap(&mut timings.write);
@@ -267,14 +348,29 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
         primary_items: pre_primary.iter().filter(|&&c| c > 0).count() as u64,
         interactions,
         pair_visits,
-        correlators: engine.indicators.iter().zip(&total.correlators).map(|(i, &c)| (i.name.clone(), c)).collect(),
+        correlators: engine
+            .indicators
+            .iter()
+            .zip(&total.correlators)
+            .map(|(i, &c)| (i.name.clone(), c))
+            .collect(),
         items_with_properties: total.items_with_properties,
-        ranked_items: engine.rankings.iter().zip(&total.ranked).map(|(r, &c)| (r.name.clone(), c)).collect(),
+        ranked_items: engine
+            .rankings
+            .iter()
+            .zip(&total.ranked)
+            .map(|(r, &c)| (r.name.clone(), c))
+            .collect(),
         documents: total.documents,
     };
     timings.total = started.elapsed().as_secs_f64();
     tracing::info!(documents = model.documents, now = %format_iso8601(ctx.now), secs = timings.total, "model written");
-    Ok(Some(Summary { read: stats, model, timings, warnings }))
+    Ok(Some(Summary {
+        read: stats,
+        model,
+        timings,
+        warnings,
+    }))
 }
 
 /// Users per item in a matrix (rows of this worker).
@@ -344,7 +440,8 @@ fn write_part(
     stats: &mut LocalModelStats,
 ) -> Result<(), String> {
     let path = crate::sink::directory::part_path(&ctx.parts_dir, me);
-    let file = std::fs::File::create(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let file = std::fs::File::create(&path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut line = Vec::with_capacity(4096);
     stats.correlators = vec![0; layout.indicators.len()];
@@ -372,9 +469,15 @@ fn write_part(
         stats.items_with_properties += properties.is_some() as u64;
         stats.documents += 1;
         line.clear();
-        let doc = Document { id: dict.get(item), correlators, ranks: &ranks, properties };
+        let doc = Document {
+            id: dict.get(item),
+            correlators,
+            ranks: &ranks,
+            properties,
+        };
         layout.write(&mut line, &doc, dict, &mut stats.clashes);
-        out.write_all(&line).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        out.write_all(&line)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     out.into_inner()
         .map_err(|e| e.into_error())

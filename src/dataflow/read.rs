@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
 /// `$set`, `$unset` or `$delete` (ordered as applied within one instant).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum PropertyOp {
     Delete,
     Set,
@@ -95,7 +97,11 @@ impl ReadPlan {
         let mut random = Vec::new();
         for (r, ranking) in engine.rankings.iter().enumerate() {
             let end = ranking.offset_date.unwrap_or(now);
-            windows.push(RankWindow { kind: ranking.kind, start: end - ranking.duration_secs * 1000, end });
+            windows.push(RankWindow {
+                kind: ranking.kind,
+                start: end - ranking.duration_secs * 1000,
+                end,
+            });
             match ranking.kind {
                 RankingKind::Popular | RankingKind::Trending | RankingKind::Hot => {
                     for e in &ranking.event_names {
@@ -140,7 +146,11 @@ impl Share {
             items: Interner::new(),
             usage: vec![Vec::new(); plan.indicators],
             primary_events: Vec::new(),
-            rank_counts: plan.windows.iter().map(|w| vec![Vec::new(); w.kind.buckets()]).collect(),
+            rank_counts: plan
+                .windows
+                .iter()
+                .map(|w| vec![Vec::new(); w.kind.buckets()])
+                .collect(),
             random_items: vec![Vec::new(); plan.windows.len()],
             property_events: Vec::new(),
             stats: ReadStats::default(),
@@ -157,13 +167,20 @@ pub fn read_share(
     bytes_read: &AtomicU64,
 ) -> Result<Share, String> {
     let mut share = Share::empty(plan);
-    let mut reader = LineHandler { plan, share: &mut share, keep_samples, random_seen: Vec::new() };
+    let mut reader = LineHandler {
+        plan,
+        share: &mut share,
+        keep_samples,
+        random_seen: Vec::new(),
+    };
     reader.random_seen = vec![Vec::new(); plan.windows.len()];
     for &f in mine {
         let file = &files[f];
         reader.share.stats.files += 1;
         reader.share.stats.bytes += file.len;
-        for_each_line(file, bytes_read, |line_no, line| reader.line(f as u32, file, line_no, line))?;
+        for_each_line(file, bytes_read, |line_no, line| {
+            reader.line(f as u32, file, line_no, line)
+        })?;
     }
     Ok(share)
 }
@@ -185,7 +202,18 @@ impl LineHandler<'_> {
         self.share.stats.lines += 1;
         let event = match parse_event(line) {
             Ok(e) => e,
-            Err(reason) => return self.reject(None, file_index, file, line_no, reason),
+            Err(rejected) => {
+                if let Some(name) = &rejected.event {
+                    self.count(name, |c| c.read += 1);
+                }
+                return self.reject(
+                    rejected.event.as_deref(),
+                    file_index,
+                    file,
+                    line_no,
+                    rejected.reason,
+                );
+            }
         };
         self.count(&event.event, |c| c.read += 1);
         if let Some(first) = self.plan.not_before
@@ -201,7 +229,9 @@ impl LineHandler<'_> {
                 }
                 match self.property_event(&event) {
                     Ok(()) => kept = true,
-                    Err(reason) => return self.reject(Some(&event.event), file_index, file, line_no, reason),
+                    Err(reason) => {
+                        return self.reject(Some(&event.event), file_index, file, line_no, reason);
+                    }
                 }
             }
             name => {
@@ -210,7 +240,9 @@ impl LineHandler<'_> {
                 if indicator.is_some() || counted_by.is_some() {
                     let target = match event.target() {
                         Ok(t) => t,
-                        Err(reason) => return self.reject(Some(name), file_index, file, line_no, reason),
+                        Err(reason) => {
+                            return self.reject(Some(name), file_index, file, line_no, reason);
+                        }
                     };
                     if event.entity_type != "user" {
                         return self.ignore(name, "entityType is not user");
@@ -262,7 +294,12 @@ impl LineHandler<'_> {
             _ => serde_json::to_string(&event.properties_object()?).unwrap_or_default(),
         };
         let item = self.share.items.intern(&event.entity_id);
-        self.share.property_events.push(PropertyEvent { item, time: event.event_time, op, properties });
+        self.share.property_events.push(PropertyEvent {
+            item,
+            time: event.event_time,
+            op,
+            properties,
+        });
         Ok(())
     }
 
@@ -310,11 +347,23 @@ impl LineHandler<'_> {
         }
     }
 
-    fn reject(&mut self, name: Option<&str>, file_index: u32, file: &InputFile, line: u64, reason: Reject) {
+    fn reject(
+        &mut self,
+        name: Option<&str>,
+        file_index: u32,
+        file: &InputFile,
+        line: u64,
+        reason: Reject,
+    ) {
         if let Some(name) = name {
             self.count(name, |c| c.rejected += 1);
         }
-        *self.share.stats.rejected.entry(reason.reason()).or_default() += 1;
+        *self
+            .share
+            .stats
+            .rejected
+            .entry(reason.reason())
+            .or_default() += 1;
         if self.share.stats.samples.len() < self.keep_samples {
             self.share.stats.samples.push(RejectedLine {
                 file_index,
@@ -331,16 +380,35 @@ mod tests {
     use super::*;
 
     fn window(kind: RankingKind) -> RankWindow {
-        RankWindow { kind, start: 0, end: 90 }
+        RankWindow {
+            kind,
+            start: 0,
+            end: 90,
+        }
     }
 
     #[test]
     fn buckets_follow_the_ur_intervals() {
         let p = window(RankingKind::Popular);
-        assert_eq!((p.bucket(-1), p.bucket(0), p.bucket(90), p.bucket(91)), (None, Some(0), Some(0), None));
+        assert_eq!(
+            (p.bucket(-1), p.bucket(0), p.bucket(90), p.bucket(91)),
+            (None, Some(0), Some(0), None)
+        );
         let t = window(RankingKind::Trending);
-        assert_eq!((t.bucket(44), t.bucket(45), t.bucket(90)), (Some(0), Some(1), Some(1)));
+        assert_eq!(
+            (t.bucket(44), t.bucket(45), t.bucket(90)),
+            (Some(0), Some(1), Some(1))
+        );
         let h = window(RankingKind::Hot);
-        assert_eq!((h.bucket(29), h.bucket(30), h.bucket(59), h.bucket(60), h.bucket(90)), (Some(0), Some(1), Some(1), Some(2), Some(2)));
+        assert_eq!(
+            (
+                h.bucket(29),
+                h.bucket(30),
+                h.bucket(59),
+                h.bucket(60),
+                h.bucket(90)
+            ),
+            (Some(0), Some(1), Some(1), Some(2), Some(2))
+        );
     }
 }

@@ -30,7 +30,10 @@ impl ModelDir {
             if !meta.is_dir() {
                 return Err(format!("--output {shown} exists and is not a directory"));
             }
-            let empty = fs::read_dir(target).map_err(|e| format!("--output {shown}: {e}"))?.next().is_none();
+            let empty = fs::read_dir(target)
+                .map_err(|e| format!("--output {shown}: {e}"))?
+                .next()
+                .is_none();
             if !empty && !target.join(MANIFEST).is_file() {
                 return Err(format!(
                     "--output {shown} is a non-empty directory without a {MANIFEST}: not a model, refusing to replace it"
@@ -45,12 +48,17 @@ impl ModelDir {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        fs::create_dir_all(&parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         remove_stale(&parent, name);
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        Ok(ModelDir { target: target.to_path_buf(), tmp, published: false })
+        Ok(ModelDir {
+            target: target.to_path_buf(),
+            tmp,
+            published: false,
+        })
     }
 
     /// Where worker `index` writes its part of the documents.
@@ -65,7 +73,9 @@ impl ModelDir {
     /// Joins the parts (in order) into `items.jsonl`, writes the manifest and
     /// publishes the model.
     pub fn publish(mut self, parts: usize, manifest: &serde_json::Value) -> Result<(), String> {
-        let err = |what: &str, e: io::Error| format!("writing the model in {}: {what}: {e}", self.tmp.display());
+        let err = |what: &str, e: io::Error| {
+            format!("writing the model in {}: {what}: {e}", self.tmp.display())
+        };
         let items_path = self.tmp.join(ITEMS);
         let mut items = fs::File::create(&items_path).map_err(|e| err(ITEMS, e))?;
         for p in 0..parts {
@@ -77,7 +87,9 @@ impl ModelDir {
         items.sync_all().map_err(|e| err(ITEMS, e))?;
         let mut m = fs::File::create(self.tmp.join(MANIFEST)).map_err(|e| err(MANIFEST, e))?;
         serde_json::to_writer_pretty(&mut m, manifest).map_err(|e| err(MANIFEST, e.into()))?;
-        m.write_all(b"\n").and_then(|_| m.sync_all()).map_err(|e| err(MANIFEST, e))?;
+        m.write_all(b"\n")
+            .and_then(|_| m.sync_all())
+            .map_err(|e| err(MANIFEST, e))?;
         swap_into_place(&self.tmp, &self.target)
             .map_err(|e| format!("cannot move the model into {}: {e}", self.target.display()))?;
         self.published = true;
@@ -102,11 +114,17 @@ pub fn part_path(dir: &Path, index: usize) -> PathBuf {
 /// Removes `.<name>.tmp-<pid>` left by runs that no longer exist.
 fn remove_stale(parent: &Path, name: &str) {
     let prefix = format!(".{name}.tmp-");
-    let Ok(entries) = fs::read_dir(parent) else { return };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
-        let alive = pid.parse::<u32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
         if !alive {
             let _ = fs::remove_dir_all(entry.path());
         }
@@ -135,14 +153,27 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     let cb = CString::new(b.as_os_str().as_bytes())?;
     // SAFETY: both paths are valid NUL-terminated strings for the call.
     let rc = unsafe {
-        libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
 fn exchange(_: &Path, _: &Path) -> io::Result<()> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "no atomic exchange"))
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no atomic exchange",
+    ))
 }
 
 #[cfg(test)]
@@ -163,7 +194,10 @@ mod tests {
         assert_eq!(fs::read_to_string(target.join(ITEMS)).unwrap(), "one\n");
         write_model(&target, "two\n").unwrap();
         assert_eq!(fs::read_to_string(target.join(ITEMS)).unwrap(), "two\n");
-        let leftovers: Vec<_> = fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("model")]);
     }
 

@@ -32,7 +32,10 @@ pub enum Reject {
     /// Not JSON, or not an object.
     MalformedJson(String),
     MissingField(&'static str),
-    WrongType { field: &'static str, found: &'static str },
+    WrongType {
+        field: &'static str,
+        found: &'static str,
+    },
     EmptyField(&'static str),
     BadEventTime(String),
     /// `properties` of a property event is not an object.
@@ -58,10 +61,16 @@ impl fmt::Display for Reject {
         match self {
             Reject::MalformedJson(e) => write!(f, "malformed JSON: {e}"),
             Reject::MissingField(field) => write!(f, "missing field {field}"),
-            Reject::WrongType { field, found } => write!(f, "field {field}: expected a string, found {found}"),
+            Reject::WrongType { field, found } => {
+                write!(f, "field {field}: expected a string, found {found}")
+            }
             Reject::EmptyField(field) => write!(f, "field {field} is empty"),
-            Reject::BadEventTime(s) => write!(f, "field eventTime: `{s}` is not an ISO-8601 date-time"),
-            Reject::BadProperties(found) => write!(f, "field properties: expected an object, found {found}"),
+            Reject::BadEventTime(s) => {
+                write!(f, "field eventTime: `{s}` is not an ISO-8601 date-time")
+            }
+            Reject::BadProperties(found) => {
+                write!(f, "field properties: expected an object, found {found}")
+            }
         }
     }
 }
@@ -156,17 +165,35 @@ fn optional<'a>(f: Option<Field<'a>>, name: &'static str) -> Result<Option<Cow<'
     }
 }
 
+/// A line that is not an event, with the event name if it had one.
+#[derive(Debug)]
+pub struct Rejected<'a> {
+    pub event: Option<Cow<'a, str>>,
+    pub reason: Reject,
+}
+
 /// Parses one line. Checks what every event needs; what a particular use
 /// needs (a target for usage events) is checked by the caller.
-pub fn parse_event(line: &[u8]) -> Result<Event<'_>, Reject> {
-    let raw: RawEvent = serde_json::from_slice(line).map_err(|e| Reject::MalformedJson(short_error(&e)))?;
-    let event = required(raw.event, "event")?;
-    let entity_type = required(raw.entity_type, "entityType")?;
-    let entity_id = required(raw.entity_id, "entityId")?;
-    let target_entity_type = optional(raw.target_entity_type, "targetEntityType")?;
-    let target_entity_id = optional(raw.target_entity_id, "targetEntityId")?;
-    let time = required(raw.event_time, "eventTime")?;
-    let event_time = parse_iso8601(&time).ok_or_else(|| Reject::BadEventTime(truncate(&time, 60)))?;
+pub fn parse_event(line: &[u8]) -> Result<Event<'_>, Rejected<'_>> {
+    let raw: RawEvent = serde_json::from_slice(line).map_err(|e| Rejected {
+        event: None,
+        reason: Reject::MalformedJson(short_error(&e)),
+    })?;
+    let event = required(raw.event, "event").map_err(|reason| Rejected {
+        event: None,
+        reason,
+    })?;
+    let fail = |reason| Rejected {
+        event: Some(event.clone()),
+        reason,
+    };
+    let entity_type = required(raw.entity_type, "entityType").map_err(fail)?;
+    let entity_id = required(raw.entity_id, "entityId").map_err(fail)?;
+    let target_entity_type = optional(raw.target_entity_type, "targetEntityType").map_err(fail)?;
+    let target_entity_id = optional(raw.target_entity_id, "targetEntityId").map_err(fail)?;
+    let time = required(raw.event_time, "eventTime").map_err(fail)?;
+    let event_time =
+        parse_iso8601(&time).ok_or_else(|| fail(Reject::BadEventTime(truncate(&time, 60))))?;
     Ok(Event {
         event,
         entity_type,
@@ -249,20 +276,47 @@ mod tests {
         let cases = [
             ("{not json", "malformed JSON"),
             ("[1,2]", "malformed JSON"),
-            (r#"{"event":"view","entityType":"user","entityId":"u1","eventTime":"2026-01-15"} trailing"#, "malformed JSON"),
-            (r#"{"entityType":"user","entityId":"u1","eventTime":"2026-01-15"}"#, "missing field event"),
-            (r#"{"event":"view","entityType":"user","entityId":7,"eventTime":"2026-01-15"}"#, "wrong type of field entityId"),
-            (r#"{"event":"view","entityType":"user","entityId":"","eventTime":"2026-01-15"}"#, "empty field entityId"),
-            (r#"{"event":"view","entityType":"user","entityId":"u","eventTime":"last tuesday"}"#, "bad eventTime"),
-            (r#"{"event":"view","entityType":"user","entityId":"u"}"#, "missing field eventTime"),
-            (r#"{"event":"view","entityType":"user","entityId":"u","targetEntityId":["a"],"eventTime":"2026-01-15"}"#, "wrong type of field targetEntityId"),
+            (
+                r#"{"event":"view","entityType":"user","entityId":"u1","eventTime":"2026-01-15"} trailing"#,
+                "malformed JSON",
+            ),
+            (
+                r#"{"entityType":"user","entityId":"u1","eventTime":"2026-01-15"}"#,
+                "missing field event",
+            ),
+            (
+                r#"{"event":"view","entityType":"user","entityId":7,"eventTime":"2026-01-15"}"#,
+                "wrong type of field entityId",
+            ),
+            (
+                r#"{"event":"view","entityType":"user","entityId":"","eventTime":"2026-01-15"}"#,
+                "empty field entityId",
+            ),
+            (
+                r#"{"event":"view","entityType":"user","entityId":"u","eventTime":"last tuesday"}"#,
+                "bad eventTime",
+            ),
+            (
+                r#"{"event":"view","entityType":"user","entityId":"u"}"#,
+                "missing field eventTime",
+            ),
+            (
+                r#"{"event":"view","entityType":"user","entityId":"u","targetEntityId":["a"],"eventTime":"2026-01-15"}"#,
+                "wrong type of field targetEntityId",
+            ),
         ];
         for (line, reason) in cases {
             let err = parse_event(line.as_bytes()).unwrap_err();
-            assert_eq!(err.reason(), reason, "{line}");
+            assert_eq!(err.reason.reason(), reason, "{line}");
         }
-        let err = parse_event(br#"{"event":"view","entityType":"user","entityId":5,"eventTime":"x"}"#).unwrap_err();
-        assert_eq!(err.to_string(), "field entityId: expected a string, found a number");
+        let err =
+            parse_event(br#"{"event":"view","entityType":"user","entityId":5,"eventTime":"x"}"#)
+                .unwrap_err();
+        assert_eq!(
+            err.reason.to_string(),
+            "field entityId: expected a string, found a number"
+        );
+        assert_eq!(err.event.as_deref(), Some("view"));
     }
 
     #[test]
@@ -271,6 +325,9 @@ mod tests {
         let p = e.properties_object().unwrap();
         assert_eq!(p["a"], serde_json::json!(["x"]));
         let e = parse_event(br#"{"event":"$set","entityType":"item","entityId":"i","properties":[1],"eventTime":"2026-01-15"}"#).unwrap();
-        assert_eq!(e.properties_object().unwrap_err().reason(), "bad properties");
+        assert_eq!(
+            e.properties_object().unwrap_err().reason(),
+            "bad properties"
+        );
     }
 }

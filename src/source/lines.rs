@@ -34,9 +34,14 @@ pub fn for_each_line(
     mut f: impl FnMut(u64, &[u8]),
 ) -> Result<u64, String> {
     let raw = std::fs::File::open(&file.path).map_err(|e| format!("{}: {e}", file.display()))?;
-    let counting = Counting { inner: raw, counter: bytes_read };
+    let counting = Counting {
+        inner: raw,
+        counter: bytes_read,
+    };
     let mut reader: Box<dyn Read> = if file.is_gzip() {
-        Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(BUFFER, counting)))
+        Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
+            BUFFER, counting,
+        )))
     } else {
         Box::new(counting)
     };
@@ -46,7 +51,11 @@ pub fn for_each_line(
         f(line_no, line)
     })
     .map_err(|e| {
-        let what = if file.is_gzip() { "cannot decompress" } else { "read error" };
+        let what = if file.is_gzip() {
+            "cannot decompress"
+        } else {
+            "read error"
+        };
         format!("{}: {what} after line {line_no}: {e}", file.display())
     })?;
     Ok(line_no)
@@ -103,7 +112,10 @@ mod tests {
 
     #[test]
     fn splits() {
-        assert_eq!(lines_of(b"a\nbb\r\n\nccc"), vec![b"a".to_vec(), b"bb".to_vec(), b"".to_vec(), b"ccc".to_vec()]);
+        assert_eq!(
+            lines_of(b"a\nbb\r\n\nccc"),
+            vec![b"a".to_vec(), b"bb".to_vec(), b"".to_vec(), b"ccc".to_vec()]
+        );
         assert_eq!(lines_of(b"a\n"), vec![b"a".to_vec()]);
         assert!(lines_of(b"").is_empty());
     }
@@ -125,13 +137,22 @@ mod tests {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.jsonl.gz");
-        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
         gz.write_all(b"one\ntwo\nthree\n").unwrap();
         gz.finish().unwrap();
-        let file = InputFile { len: std::fs::metadata(&path).unwrap().len(), path };
+        let file = InputFile {
+            len: std::fs::metadata(&path).unwrap().len(),
+            path,
+        };
         let counter = AtomicU64::new(0);
         let mut seen = Vec::new();
-        let n = for_each_line(&file, &counter, |no, l| seen.push((no, String::from_utf8(l.to_vec()).unwrap()))).unwrap();
+        let n = for_each_line(&file, &counter, |no, l| {
+            seen.push((no, String::from_utf8(l.to_vec()).unwrap()))
+        })
+        .unwrap();
         assert_eq!(n, 3);
         assert_eq!(seen[2], (3, "three".to_string()));
         assert_eq!(counter.load(Ordering::Relaxed), file.len);
@@ -144,6 +165,9 @@ mod tests {
         std::fs::write(&path, b"\x1f\x8b\x08\x00garbage-not-deflate").unwrap();
         let file = InputFile { len: 10, path };
         let err = for_each_line(&file, &AtomicU64::new(0), |_, _| {}).unwrap_err();
-        assert!(err.contains("bad.gz") && err.contains("decompress"), "{err}");
+        assert!(
+            err.contains("bad.gz") && err.contains("decompress"),
+            "{err}"
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! `--input` is a file or a directory read recursively, the layout Spark and
 //! Hadoop jobs write (`month=2011-01/part-00000.jsonl.gz`). Names starting
 //! with `.` or `_` (`_SUCCESS`, `.part.crc`, `_temporary/`) are skipped as
-//! Hadoop does; `.gz` files are decompressed. Files are listed in path order
-//! so every worker sees the same list and can take its share of it.
+//! Hadoop does, and so are `*.md` files (a README next to the partitions is
+//! not event data); `.gz` files are decompressed. Files are listed in path
+//! order so every worker sees the same list and can take its share of it.
 
 pub mod event;
 pub mod lines;
@@ -50,7 +51,10 @@ fn list_local(root: &Path, shown: &str) -> Result<Vec<InputFile>, String> {
     let meta = std::fs::metadata(root).map_err(|e| format!("--input {shown}: {e}"))?;
     let mut files = Vec::new();
     if meta.is_file() {
-        files.push(InputFile { path: root.to_path_buf(), len: meta.len() });
+        files.push(InputFile {
+            path: root.to_path_buf(),
+            len: meta.len(),
+        });
     } else {
         walk(root, &mut files).map_err(|e| format!("--input {shown}: {e}"))?;
         if files.is_empty() {
@@ -67,19 +71,19 @@ fn walk(dir: &Path, out: &mut Vec<InputFile>) -> std::io::Result<()> {
         .collect::<Result<_, _>>()?;
     entries.sort();
     for path in entries {
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.') || n.starts_with('_'));
-        if hidden {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
         let meta = std::fs::metadata(&path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         if meta.is_dir() {
             walk(&path, out)?;
-        } else if meta.is_file() {
-            out.push(InputFile { path, len: meta.len() });
+        } else if meta.is_file() && !name.ends_with(".md") {
+            out.push(InputFile {
+                path,
+                len: meta.len(),
+            });
         }
     }
     Ok(())
@@ -94,7 +98,11 @@ pub fn assign_files(files: &[InputFile], peers: usize) -> Vec<Vec<usize>> {
     let mut load = vec![0u64; peers];
     let mut shares = vec![Vec::new(); peers];
     for f in order {
-        let (w, _) = load.iter().enumerate().min_by_key(|&(w, l)| (*l, w)).expect("peers > 0");
+        let (w, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|&(w, l)| (*l, w))
+            .expect("peers > 0");
         load[w] += files[f].len.max(1);
         shares[w].push(f);
     }
@@ -119,11 +127,26 @@ mod tests {
         std::fs::write(p.join("month=2011-01/.part-00000.crc"), b"").unwrap();
         std::fs::write(p.join("_temporary/0/part-1"), b"x").unwrap();
         std::fs::write(p.join("a.jsonl"), b"xy").unwrap();
+        std::fs::write(p.join("README.md"), b"# docs").unwrap();
         let files = list_inputs(p.to_str().unwrap()).unwrap();
-        let names: Vec<_> = files.iter().map(|f| f.path.strip_prefix(p).unwrap().to_str().unwrap().to_string()).collect();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| {
+                f.path
+                    .strip_prefix(p)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
         assert_eq!(names, ["a.jsonl", "month=2011-01/part-00000.jsonl.gz"]);
         assert!(files[1].is_gzip());
-        assert!(list_inputs("/definitely/not/here").unwrap_err().contains("/definitely/not/here"));
+        assert!(
+            list_inputs("/definitely/not/here")
+                .unwrap_err()
+                .contains("/definitely/not/here")
+        );
     }
 
     #[test]
@@ -131,7 +154,10 @@ mod tests {
         let files: Vec<InputFile> = [10u64, 1, 1, 1, 9, 2]
             .iter()
             .enumerate()
-            .map(|(i, &len)| InputFile { path: format!("f{i}").into(), len })
+            .map(|(i, &len)| InputFile {
+                path: format!("f{i}").into(),
+                len,
+            })
             .collect();
         let shares = assign_files(&files, 2);
         let mut all: Vec<usize> = shares.concat();

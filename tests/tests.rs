@@ -1,0 +1,10 @@
+//! Integration tests: the `ur-train` binary and library on real files.
+//! One binary, a module per topic.
+
+mod util;
+
+mod bad_input;
+mod conformance;
+mod determinism;
+mod properties_and_ranks;
+mod reference;
