@@ -4,13 +4,12 @@
 //! `entityId`, `targetEntityType`, `targetEntityId`, `properties`,
 //! `eventTime`); others (`eventId`, `creationTime`, `prId`, `tags`) are
 //! ignored. Strings are borrowed from the line unless they contain escapes,
-//! and `properties` stays raw JSON until a property event needs it.
-//! A wrong type is reported with the field's name, which serde's own
-//! messages do not give.
+//! and `properties` stays raw JSON until a property event needs it. The
+//! line is scanned by [`super::json`]; a wrong type is reported with the
+//! field's name.
 
+use super::json::{Field, scan_event};
 use super::time::{Millis, parse_iso8601};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -22,7 +21,8 @@ pub struct Event<'a> {
     pub entity_id: Cow<'a, str>,
     pub target_entity_type: Option<Cow<'a, str>>,
     pub target_entity_id: Option<Cow<'a, str>>,
-    pub properties: Option<&'a RawValue>,
+    /// Raw JSON text of `properties`.
+    pub properties: Option<&'a str>,
     pub event_time: Millis,
 }
 
@@ -75,79 +75,6 @@ impl fmt::Display for Reject {
     }
 }
 
-/// A string field as found, whatever its JSON type.
-enum Field<'a> {
-    Str(Cow<'a, str>),
-    Null,
-    Other(&'static str),
-}
-
-impl<'de: 'a, 'a> de::Deserialize<'de> for Field<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Field<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'a>, E> {
-                Ok(Field::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Field<'a>, E> {
-                Ok(Field::Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Field<'a>, E> {
-                Ok(Field::Str(Cow::Owned(v)))
-            }
-            fn visit_unit<E>(self) -> Result<Field<'a>, E> {
-                Ok(Field::Null)
-            }
-            fn visit_none<E>(self) -> Result<Field<'a>, E> {
-                Ok(Field::Null)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Field<'a>, E> {
-                Ok(Field::Other("a boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Field<'a>, E> {
-                Ok(Field::Other("a number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Field<'a>, E> {
-                Ok(Field::Other("a number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
-                Ok(Field::Other("a number"))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'a>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Field::Other("an array"))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'a>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Field::Other("an object"))
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct RawEvent<'a> {
-    #[serde(borrow)]
-    event: Option<Field<'a>>,
-    #[serde(borrow, rename = "entityType")]
-    entity_type: Option<Field<'a>>,
-    #[serde(borrow, rename = "entityId")]
-    entity_id: Option<Field<'a>>,
-    #[serde(borrow, rename = "targetEntityType")]
-    target_entity_type: Option<Field<'a>>,
-    #[serde(borrow, rename = "targetEntityId")]
-    target_entity_id: Option<Field<'a>>,
-    #[serde(borrow)]
-    properties: Option<&'a RawValue>,
-    #[serde(borrow, rename = "eventTime")]
-    event_time: Option<Field<'a>>,
-}
-
 fn required<'a>(f: Option<Field<'a>>, name: &'static str) -> Result<Cow<'a, str>, Reject> {
     match f {
         None | Some(Field::Null) => Err(Reject::MissingField(name)),
@@ -175,9 +102,9 @@ pub struct Rejected<'a> {
 /// Parses one line. Checks what every event needs; what a particular use
 /// needs (a target for usage events) is checked by the caller.
 pub fn parse_event(line: &[u8]) -> Result<Event<'_>, Rejected<'_>> {
-    let raw: RawEvent = serde_json::from_slice(line).map_err(|e| Rejected {
+    let raw = scan_event(line).map_err(|e| Rejected {
         event: None,
-        reason: Reject::MalformedJson(short_error(&e)),
+        reason: Reject::MalformedJson(e),
     })?;
     let event = required(raw.event, "event").map_err(|reason| Rejected {
         event: None,
@@ -220,7 +147,7 @@ impl<'a> Event<'a> {
         let Some(raw) = self.properties else {
             return Ok(serde_json::Map::new());
         };
-        match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        match serde_json::from_str::<serde_json::Value>(raw) {
             Ok(serde_json::Value::Object(m)) => Ok(m),
             Ok(serde_json::Value::Null) => Ok(serde_json::Map::new()),
             Ok(serde_json::Value::Array(_)) => Err(Reject::BadProperties("an array")),
@@ -329,5 +256,151 @@ mod tests {
             e.properties_object().unwrap_err().reason(),
             "bad properties"
         );
+    }
+}
+
+/// The serde_json reading of an event line, kept as the reference the fast
+/// scanner is tested against.
+#[cfg(test)]
+pub mod tests_support {
+    use super::Field;
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::borrow::Cow;
+    use std::fmt;
+
+    pub struct SerdeField<'a>(pub Field<'a>);
+
+    impl<'de: 'a, 'a> de::Deserialize<'de> for SerdeField<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = SerdeField<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(SerdeField(Field::Str(Cow::Borrowed(v))))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(SerdeField(Field::Str(Cow::Owned(v.to_owned()))))
+                }
+                fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                    Ok(SerdeField(Field::Null))
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                    Ok(SerdeField(Field::Other("a boolean")))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                    Ok(SerdeField(Field::Other("a number")))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                    Ok(SerdeField(Field::Other("a number")))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                    Ok(SerdeField(Field::Other("a number")))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(SerdeField(Field::Other("an array")))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(SerdeField(Field::Other("an object")))
+                }
+            }
+            d.deserialize_any(V(std::marker::PhantomData))
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    pub struct RawEventRef<'a> {
+        #[serde(borrow)]
+        pub event: Option<SerdeField<'a>>,
+        #[serde(borrow, rename = "entityType")]
+        pub entity_type: Option<SerdeField<'a>>,
+        #[serde(borrow, rename = "entityId")]
+        pub entity_id: Option<SerdeField<'a>>,
+        #[serde(borrow, rename = "targetEntityType")]
+        pub target_entity_type: Option<SerdeField<'a>>,
+        #[serde(borrow, rename = "targetEntityId")]
+        pub target_entity_id: Option<SerdeField<'a>>,
+        #[serde(borrow)]
+        pub properties: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow, rename = "eventTime")]
+        pub event_time: Option<SerdeField<'a>>,
+    }
+
+    /// Random lines near valid events: the scanner and serde must agree on
+    /// acceptance and on every member.
+    #[test]
+    fn scanner_agrees_with_serde_json() {
+        let seeds = [
+            r#"{"event": "purchase", "entityType": "user", "entityId": "u1", "targetEntityType": "item", "targetEntityId": "Iphone 6", "properties": {"a": [1, -2.5e-3, true, null, {"x": "y\n"}]}, "eventTime": "2026-01-15T12:00:00.000Z"}"#,
+            r#"{"event":"$set","entityType":"item","entityId":"caf\u00e9 \"x\"","properties":{"categories":["a","b"],"n":0},"eventTime":"2026-01-15T12:00:00Z","tags":[]}"#,
+            r#"{"eventId":"e","event":"view","entityType":"user","entityId":7,"targetEntityId":null,"properties":null,"eventTime":"x"}"#,
+        ];
+        let alphabet = b"{}[]\":,\\ u0123456789.eE+-tfnrl\"ab\x01\xc3\xa9";
+        let mut state = 0x1234_5678_u64;
+        let mut next = |n: usize| {
+            state = crate::hash::mix(state.wrapping_add(0x9e37_79b9_7f4a_7c15));
+            (state % n as u64) as usize
+        };
+        let mut agreed = (0, 0);
+        for round in 0..40_000 {
+            let mut line = seeds[round % seeds.len()].as_bytes().to_vec();
+            for _ in 0..1 + next(3) {
+                let pos = next(line.len() + 1);
+                match next(3) {
+                    0 if pos < line.len() => {
+                        line.remove(pos);
+                    }
+                    1 => line.insert(pos, alphabet[next(alphabet.len())]),
+                    _ if pos < line.len() => line[pos] = alphabet[next(alphabet.len())],
+                    _ => {}
+                }
+            }
+            let ours = super::scan_event(&line);
+            if std::str::from_utf8(&line).is_err() {
+                // Stricter than serde_json, which lets invalid UTF-8 pass in ignored values.
+                assert!(ours.is_err());
+                continue;
+            }
+            let theirs = serde_json::from_slice::<RawEventRef>(&line);
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => {
+                    // serde reads `null` into an Option as None; both mean "missing".
+                    fn f<'x>(x: &Option<SerdeField<'x>>) -> Option<Field<'x>> {
+                        x.as_ref().map(|v| v.0.clone())
+                    }
+                    fn g<'x>(x: &Option<Field<'x>>) -> Option<Field<'x>> {
+                        x.clone().filter(|v| *v != Field::Null)
+                    }
+                    assert_eq!(
+                        g(&a.event),
+                        f(&b.event),
+                        "{}",
+                        String::from_utf8_lossy(&line)
+                    );
+                    assert_eq!(g(&a.entity_type), f(&b.entity_type));
+                    assert_eq!(g(&a.entity_id), f(&b.entity_id));
+                    assert_eq!(g(&a.target_entity_type), f(&b.target_entity_type));
+                    assert_eq!(g(&a.target_entity_id), f(&b.target_entity_id));
+                    assert_eq!(g(&a.event_time), f(&b.event_time));
+                    assert_eq!(
+                        a.properties,
+                        b.properties.map(|r| r.get()).filter(|r| *r != "null")
+                    );
+                    agreed.0 += 1;
+                }
+                (Err(_), Err(_)) => agreed.1 += 1,
+                _ => panic!(
+                    "disagree on {:?}: ours {:?}, serde {:?}",
+                    String::from_utf8_lossy(&line),
+                    ours.as_ref().map(|_| ()),
+                    theirs.as_ref().map(|_| ())
+                ),
+            }
+        }
+        assert!(agreed.0 > 1000 && agreed.1 > 1000, "{agreed:?}");
     }
 }

@@ -8,6 +8,7 @@
 //! order so every worker sees the same list and can take its share of it.
 
 pub mod event;
+pub mod json;
 pub mod lines;
 pub mod time;
 
