@@ -41,7 +41,8 @@ pub struct Args {
 
     /// Events to train on: a file, or a directory read recursively
     /// (e.g. `events/month=2011-01/part-00000.jsonl.gz`). `.gz` files are
-    /// decompressed; names starting with `.` or `_` are skipped.
+    /// decompressed; names starting with `.` or `_`, and `*.md` files, are
+    /// skipped.
     #[arg(short, long, value_name = "PATH")]
     pub input: String,
 

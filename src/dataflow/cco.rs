@@ -70,10 +70,25 @@ struct UserRows {
 /// each owned row the users who have it.
 pub struct RowBlock {
     pub range: Range<u32>,
-    /// Per indicator, users × items.
-    pub b: Vec<Csr>,
+    pub indicators: usize,
+    /// Users' items: row `u * indicators + k` holds user u's items of
+    /// indicator k, so one user's items of every indicator are adjacent in
+    /// memory (one cache miss per user visit, not one per indicator).
+    pub b: Csr,
     /// Owned rows × users (the transpose of the primary matrix, restricted).
     pub at: Csr,
+}
+
+impl RowBlock {
+    /// Items of user `u` in indicator `k`.
+    #[inline]
+    pub fn items(&self, u: u32, k: usize) -> &[u32] {
+        self.b.row(u as usize * self.indicators + k)
+    }
+
+    pub fn users(&self) -> usize {
+        self.b.rows() / self.indicators.max(1)
+    }
 }
 
 /// Sends sampled user rows to the owners of their primary items.
@@ -103,18 +118,18 @@ pub fn distribute_rows(comm: &mut Comm, matrices: &[Csr], ranges: &RowRanges) ->
     );
 
     let range = ranges.range(comm.index);
-    let mut b: Vec<Csr> = (0..indicators).map(|_| Csr::with_rows(0)).collect();
+    let mut b = Csr::with_rows(0);
     let mut owned: Vec<(u32, u32)> = Vec::new(); // (row - range.start, local user)
     let mut user = 0u32;
     for (_, batch) in received {
         let mut item_pos = 0;
         for (n, &(lo, hi)) in batch.in_range.iter().enumerate() {
-            for (k, csr) in b.iter_mut().enumerate() {
+            for k in 0..indicators {
                 let len = batch.lens[n * indicators + k] as usize;
-                csr.push_row(batch.items[item_pos..item_pos + len].iter().copied());
+                b.push_row(batch.items[item_pos..item_pos + len].iter().copied());
                 item_pos += len;
             }
-            let primary = b[0].row(user as usize);
+            let primary = b.row(user as usize * indicators);
             owned.extend(
                 primary[lo as usize..hi as usize]
                     .iter()
@@ -140,6 +155,7 @@ pub fn distribute_rows(comm: &mut Comm, matrices: &[Csr], ranges: &RowRanges) ->
     }
     RowBlock {
         range,
+        indicators,
         b,
         at: Csr {
             offsets,
@@ -164,30 +180,31 @@ pub fn correlate(
     indicators: &[Indicator],
     n_items: usize,
 ) -> Correlators {
+    let kinds = indicators.len();
     let small = indicators
         .iter()
         .map(|i| i.max_items_per_user)
         .max()
         .unwrap_or(1) as u64;
     let table = XLogXTable::new(small, n);
-    let mut acc = vec![0u32; n_items];
-    let mut touched: Vec<u32> = Vec::new();
+    // One accumulator and touched list per indicator: a user is visited once
+    // per row and all its indicators are accumulated together.
+    let mut acc = vec![vec![0u32; n_items]; kinds];
+    let mut touched: Vec<Vec<u32>> = vec![Vec::new(); kinds];
     let mut candidates: Vec<(f64, u32)> = Vec::new();
     let mut pair_visits = 0u64;
     let mut rows = Vec::with_capacity(block.at.rows());
     for r in 0..block.at.rows() {
         let i = block.range.start + r as u32;
         let users = block.at.row(r);
-        let row_count = users.len() as u64;
-        let mut per_indicator = Vec::with_capacity(indicators.len());
-        for (k, indicator) in indicators.iter().enumerate() {
-            if users.is_empty() {
-                per_indicator.push(Vec::new());
-                continue;
-            }
-            let b = &block.b[k];
-            for &u in users {
-                let items = b.row(u as usize);
+        if users.is_empty() {
+            rows.push(vec![Vec::new(); kinds]);
+            continue;
+        }
+        for (x, &u) in users.iter().enumerate() {
+            prefetch_user(block, users, x);
+            for (k, (acc, touched)) in acc.iter_mut().zip(touched.iter_mut()).enumerate() {
+                let items = block.items(u, k);
                 pair_visits += items.len() as u64;
                 for &j in items {
                     let slot = &mut acc[j as usize];
@@ -197,19 +214,34 @@ pub fn correlate(
                     *slot += 1;
                 }
             }
+        }
+        let row_count = users.len() as u64;
+        let row_entropy = table.marginal_entropy(row_count, n);
+        let mut per_indicator = Vec::with_capacity(kinds);
+        for (k, indicator) in indicators.iter().enumerate() {
             let column_counts = &counts[k];
             let min_llr = indicator.min_llr.unwrap_or(f64::NEG_INFINITY);
-            for &j in &touched {
+            let acc = &mut acc[k];
+            for &j in &touched[k] {
                 let k11 = std::mem::take(&mut acc[j as usize]) as u64;
                 if k == 0 && j == i {
                     continue;
                 }
-                let llr = table.llr(k11, row_count, column_counts[j as usize] as u64, n);
+                let column_count = column_counts[j as usize] as u64;
+                let column_entropy = table.marginal_entropy(column_count, n);
+                let llr = table.llr_from_marginals(
+                    row_entropy,
+                    column_entropy,
+                    k11,
+                    row_count,
+                    column_count,
+                    n,
+                );
                 if llr > 0.0 && llr >= min_llr {
                     candidates.push((llr, j));
                 }
             }
-            touched.clear();
+            touched[k].clear();
             per_indicator.push(top_k(
                 &mut candidates,
                 indicator.max_correlators_per_item as usize,
@@ -219,6 +251,28 @@ pub fn correlate(
         rows.push(per_indicator);
     }
     Correlators { rows, pair_visits }
+}
+
+/// Users of a row are scattered in memory: fetch the offsets of the user
+/// eight ahead and the items of the user four ahead while this one is added.
+#[inline(always)]
+fn prefetch_user(block: &RowBlock, users: &[u32], x: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let k = block.indicators;
+        if let Some(&ahead) = users.get(x + 8) {
+            let p = block.b.offsets.as_ptr().wrapping_add(ahead as usize * k);
+            // SAFETY: prefetching is a hint; it never faults, even out of bounds.
+            unsafe { _mm_prefetch(p as *const i8, _MM_HINT_T0) };
+        }
+        if let Some(&ahead) = users.get(x + 4) {
+            let start = block.b.offsets[ahead as usize * k];
+            let p = block.b.items.as_ptr().wrapping_add(start);
+            // SAFETY: as above.
+            unsafe { _mm_prefetch(p as *const i8, _MM_HINT_T0) };
+        }
+    }
 }
 
 /// The best `k` by LLR, highest first; equal LLRs by item id (= id string

@@ -87,6 +87,37 @@ impl XLogXTable {
         let k22 = n + k11 - row_count - column_count;
         llr_with(&|x| self.get(x), k11, k12, k21, k22)
     }
+
+    /// Mahout's row (or column) entropy of an item with `count` of `n`
+    /// users: `entropy(count, n − count)`. Constant along a row (column), so
+    /// the co-occurrence pass computes it once per item.
+    #[inline(always)]
+    pub fn marginal_entropy(&self, count: u64, n: u64) -> f64 {
+        entropy2(self.get(count), self.get(n - count), self.get(n))
+    }
+
+    /// The same LLR as [`XLogXTable::llr`], from precomputed marginal
+    /// entropies: identical operations in identical order, so identical bits.
+    #[inline(always)]
+    pub fn llr_from_marginals(
+        &self,
+        row_entropy: f64,
+        column_entropy: f64,
+        k11: u64,
+        row_count: u64,
+        column_count: u64,
+        n: u64,
+    ) -> f64 {
+        let k12 = row_count - k11;
+        let k21 = column_count - k11;
+        let k22 = n + k11 - row_count - column_count;
+        let matrix_entropy =
+            self.get(n) - self.get(k11) - self.get(k12) - self.get(k21) - self.get(k22);
+        if row_entropy + column_entropy < matrix_entropy {
+            return 0.0;
+        }
+        2.0 * (row_entropy + column_entropy - matrix_entropy)
+    }
 }
 
 #[cfg(test)]
