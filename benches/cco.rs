@@ -15,10 +15,7 @@ use ur::dataflow::llr::XLogXTable;
 use ur::dataflow::users::Csr;
 
 fn main() {
-    let interactions: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(3_000_000);
+    let interactions: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3_000_000);
     let (block, counts, n, n_items) = synthetic(interactions, 1);
     let indicators: Vec<Indicator> = ["purchase", "view"]
         .iter()
@@ -40,32 +37,18 @@ fn main() {
         best = best.min(t.elapsed().as_secs_f64());
         visits = c.pair_visits;
     }
-    println!(
-        "gustavson:    {:>6.1} ns/pair-visit ({visits} pair-visits, {:.3} s)",
-        best * 1e9 / visits as f64,
-        best
-    );
+    println!("gustavson:    {:>6.1} ns/pair-visit ({visits} pair-visits, {:.3} s)", best * 1e9 / visits as f64, best);
 
     let t = Instant::now();
     let rows = hash_join_count(&block, &counts, n, &indicators);
     let secs = t.elapsed().as_secs_f64();
-    println!(
-        "hash join:    {:>6.1} ns/pair-visit ({:.3} s, {} rows)",
-        secs * 1e9 / visits as f64,
-        secs,
-        rows
-    );
+    println!("hash join:    {:>6.1} ns/pair-visit ({:.3} s, {} rows)", secs * 1e9 / visits as f64, secs, rows);
     println!("ratio:        {:>6.1}x", secs / best);
 }
 
 /// The generic plan: emit every (i, j) of every user, count in a hash map,
 /// then score and keep the top K per row.
-fn hash_join_count(
-    block: &RowBlock,
-    counts: &[Vec<u32>],
-    n: u64,
-    indicators: &[Indicator],
-) -> usize {
+fn hash_join_count(block: &RowBlock, counts: &[Vec<u32>], n: u64, indicators: &[Indicator]) -> usize {
     let table = XLogXTable::new(500, n);
     let mut rows = 0;
     for (k, ind) in indicators.iter().enumerate() {
@@ -82,20 +65,13 @@ fn hash_join_count(
             if k == 0 && i == j {
                 continue;
             }
-            let llr = table.llr(
-                k11 as u64,
-                counts[0][i as usize] as u64,
-                counts[k][j as usize] as u64,
-                n,
-            );
+            let llr = table.llr(k11 as u64, counts[0][i as usize] as u64, counts[k][j as usize] as u64, n);
             if llr > 0.0 {
                 by_row.entry(i).or_default().push((llr, j));
             }
         }
         for (_, mut c) in by_row {
-            rows += top_k(&mut c, ind.max_correlators_per_item as usize)
-                .len()
-                .min(1);
+            rows += top_k(&mut c, ind.max_correlators_per_item as usize).len().min(1);
         }
     }
     rows
@@ -119,10 +95,7 @@ fn synthetic(interactions: usize, seed: u64) -> (RowBlock, Vec<Vec<u32>>, u64, u
     let mut counts = vec![vec![0u32; n_items]; 2];
     for _ in 0..users {
         let cluster = (rand() * clusters as f64) as usize;
-        let views = ((rand() * 2.0 - 1.0) * 1.2 + 2.8)
-            .exp()
-            .round()
-            .clamp(1.0, 500.0) as usize;
+        let views = ((rand() * 2.0 - 1.0) * 1.2 + 2.8).exp().round().clamp(1.0, 500.0) as usize;
         let mut row: Vec<u32> = (0..views)
             .map(|_| {
                 if rand() < 0.7 {
@@ -162,15 +135,5 @@ fn synthetic(interactions: usize, seed: u64) -> (RowBlock, Vec<Vec<u32>>, u64, u
         at.push_row(owned[start..pos].iter().map(|&(_, u)| u));
     }
     let n = users as u64;
-    (
-        RowBlock {
-            range: 0..n_items as u32,
-            indicators: 2,
-            b,
-            at,
-        },
-        counts,
-        n,
-        n_items,
-    )
+    (RowBlock { range: 0..n_items as u32, indicators: 2, b, at }, counts, n, n_items)
 }

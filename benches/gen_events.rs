@@ -20,19 +20,10 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        events: 1_000_000,
-        out: "bench-data/events".into(),
-        files: 8,
-        gzip: false,
-        seed: 1,
-    };
+    let mut args = Args { events: 1_000_000, out: "bench-data/events".into(), files: 8, gzip: false, seed: 1 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
-        };
+        let mut value = || it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
             "--events" => args.events = value().parse().unwrap_or_else(|_| usage("--events N")),
             "--out" => args.out = value().into(),
@@ -124,20 +115,11 @@ fn main() {
         .map(|p| {
             let dir = args.out.join(format!("part={p:03}"));
             std::fs::create_dir_all(&dir).expect("create partition");
-            let name = if args.gzip {
-                "events.jsonl.gz"
-            } else {
-                "events.jsonl"
-            };
-            let file = std::io::BufWriter::with_capacity(
-                1 << 20,
-                std::fs::File::create(dir.join(name)).expect("create"),
-            );
+            let name = if args.gzip { "events.jsonl.gz" } else { "events.jsonl" };
+            let file =
+                std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join(name)).expect("create"));
             if args.gzip {
-                Box::new(flate2::write::GzEncoder::new(
-                    file,
-                    flate2::Compression::fast(),
-                )) as Box<dyn Write>
+                Box::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast())) as Box<dyn Write>
             } else {
                 Box::new(file)
             }
@@ -164,19 +146,13 @@ fn main() {
     let mut u = 0u64;
     while written < args.events {
         let heavy = u % 2_000 == 1_999;
-        let views = if heavy {
-            (mean_views * 60.0) as u64
-        } else {
-            (mu + sigma * rng.normal()).exp().round().max(1.0) as u64
-        };
+        let views =
+            if heavy { (mean_views * 60.0) as u64 } else { (mu + sigma * rng.normal()).exp().round().max(1.0) as u64 };
         let cluster = rng.below(clusters as u64) as usize;
         let w = &mut *writers[(u % args.files as u64) as usize];
         for _ in 0..views {
-            let item = if rng.unit() < 0.7 {
-                cluster * per_cluster + local.sample(&mut rng)
-            } else {
-                global.sample(&mut rng)
-            };
+            let item =
+                if rng.unit() < 0.7 { cluster * per_cluster + local.sample(&mut rng) } else { global.sample(&mut rng) };
             let t = NOW_SECS - rng.below(SPAN_SECS as u64) as i64;
             for (event, p) in [("view", 1.0), ("cart", 0.25), ("purchase", 0.4)] {
                 if rng.unit() >= p {
@@ -199,11 +175,7 @@ fn main() {
         w.flush().expect("flush");
     }
     drop(writers);
-    eprintln!(
-        "{written} events, {u} users, {items} items in {} files under {}",
-        args.files,
-        args.out.display()
-    );
+    eprintln!("{written} events, {u} users, {items} items in {} files under {}", args.files, args.out.display());
 }
 
 fn format_time(secs: i64) -> String {
@@ -218,10 +190,5 @@ fn format_time(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", s / 3600, s / 60 % 60, s % 60)
 }

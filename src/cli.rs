@@ -1,14 +1,16 @@
 //! The `ur-train` command line: flags → [`TrainOptions`] → a run → an exit
 //! code. Raw flags stop here; the library sees validated options only.
 
+use crate::cluster::Hosts;
 use crate::config::Engine;
 use crate::dataflow::Failure;
 use crate::report::RejectLimit;
 use crate::source::time::{format_iso8601, parse_iso8601};
-use crate::train::{TrainError, TrainOptions, train};
+use crate::train::{ClusterOptions, TrainError, TrainOptions, train};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
@@ -46,15 +48,38 @@ pub struct Args {
     #[arg(short, long, value_name = "PATH")]
     pub input: String,
 
-    /// Model directory to write: items.jsonl (one document per item, sorted
-    /// by id) and manifest.json (engine, input statistics, timings).
+    /// Model directory to write, a local path or `hdfs://...`: items.jsonl
+    /// (one document per item, sorted by id; one part per worker,
+    /// items-NNNNN.jsonl, when several processes write) and manifest.json
+    /// (engine, input statistics, timings).
     #[arg(short, long, value_name = "DIR", default_value = "model")]
-    pub output: PathBuf,
+    pub output: String,
 
-    /// Worker threads [default: the number of CPUs]. The model does not
-    /// depend on it.
+    /// Worker threads per process [default: the number of CPUs]. The model
+    /// does not depend on it.
     #[arg(short, long, value_name = "N")]
     pub workers: Option<usize>,
+
+    /// Run on several hosts: a file with one `host:port` per process, in
+    /// process order (timely's hostfile). Start the same command on every
+    /// host (cluster/launch.sh does it over ssh).
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+
+    /// This process's line of the hosts file, from 0 [default: the line
+    /// whose host is this machine].
+    #[arg(long, value_name = "N", requires = "hosts")]
+    pub process: Option<usize>,
+
+    /// Give up when another process has not connected after this many
+    /// seconds, naming it.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub connect_timeout: u64,
+
+    /// Read uncompressed files larger than this in ranges of this many bytes,
+    /// on several workers (`.gz` files are read whole).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub split_size: u64,
 
     /// The clock for ranking windows (ISO-8601, e.g. 2026-01-15T12:00:00Z)
     /// [default: the current time]. Fix it to reproduce a run.
@@ -104,10 +129,10 @@ pub fn main_with(args: Args) -> i32 {
             for w in s.warnings.iter().skip(opts.engine_warnings.len()) {
                 tracing::warn!("{w}");
             }
-            if !args.quiet {
+            if !args.quiet && trained.process == 0 {
                 eprintln!(
                     "model written to {}: {} documents ({} primary items), {} users ({} trained), {} events kept of {} lines, {:.2}s",
-                    opts.output.display(),
+                    opts.output,
                     s.model.documents,
                     s.model.primary_items,
                     s.model.users,
@@ -143,24 +168,37 @@ pub fn main_with(args: Args) -> i32 {
 fn options(args: &Args) -> Result<TrainOptions, String> {
     let loaded = Engine::load(&args.engine)?;
     let now = match &args.now {
-        Some(s) => {
-            parse_iso8601(s).ok_or_else(|| format!("--now `{s}` is not an ISO-8601 date-time"))?
-        }
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
+        Some(s) => Some(parse_iso8601(s).ok_or_else(|| format!("--now `{s}` is not an ISO-8601 date-time"))?),
+        None => None,
     };
     let workers = match args.workers {
         Some(0) => return Err("--workers must be at least 1".into()),
         Some(n) => n,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
-    let max_rejected =
-        RejectLimit::parse(&args.max_rejected).map_err(|e| format!("--max-rejected {e}"))?;
-    tracing::debug!(now = %format_iso8601(now), workers, "options");
+    let max_rejected = RejectLimit::parse(&args.max_rejected).map_err(|e| format!("--max-rejected {e}"))?;
+    let cluster = match &args.hosts {
+        None => None,
+        Some(path) => {
+            let hosts = Hosts::load(path)?;
+            let process = match args.process {
+                Some(p) if p >= hosts.addresses.len() => {
+                    return Err(format!(
+                        "--process {p}: the hosts file has {} lines (processes 0..{})",
+                        hosts.addresses.len(),
+                        hosts.addresses.len() - 1
+                    ));
+                }
+                Some(p) => p,
+                None => hosts.find_me().map_err(|e| format!("--hosts {}: {e}", path.display()))?,
+            };
+            Some(ClusterOptions { hosts, process, connect_timeout: Duration::from_secs(args.connect_timeout.max(1)) })
+        }
+    };
+    if args.split_size == 0 {
+        return Err("--split-size must be at least 1".into());
+    }
+    tracing::debug!(now = ?now.map(format_iso8601), workers, "options");
     Ok(TrainOptions {
         engine: loaded.engine,
         engine_warnings: loaded.warnings,
@@ -170,6 +208,8 @@ fn options(args: &Args) -> Result<TrainOptions, String> {
         workers,
         max_rejected,
         show_rejected: args.show_rejected,
+        split_bytes: args.split_size,
+        cluster,
         progress: !args.no_progress && !args.quiet && std::io::stderr().is_terminal(),
     })
 }
@@ -179,11 +219,7 @@ fn report_rejections(stats: &crate::report::ReadStats, failing: bool) {
     if total == 0 {
         return;
     }
-    let reasons: Vec<String> = stats
-        .rejected
-        .iter()
-        .map(|(r, n)| format!("{r}: {n}"))
-        .collect();
+    let reasons: Vec<String> = stats.rejected.iter().map(|(r, n)| format!("{r}: {n}")).collect();
     let verdict = if failing { "" } else { " (skipped)" };
     eprintln!("{total} lines rejected{verdict}: {}", reasons.join(", "));
     for sample in &stats.samples {
@@ -201,9 +237,8 @@ fn init_tracing(quiet: bool, verbose: u8) {
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("ur={default},timely=warn"))
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ur={default},timely=warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -50,43 +50,16 @@ mod tests {
         // Pinned so a dependency upgrade cannot silently change every model.
         assert_eq!(id_hash("u1"), id_hash("u1"));
         assert_ne!(id_hash("u1"), id_hash("u2"));
-        let k = sample_key(
-            indicator_salt(0, "purchase"),
-            id_hash("u1"),
-            id_hash("Iphone 6"),
-        );
-        assert_eq!(
-            k,
-            sample_key(
-                indicator_salt(0, "purchase"),
-                id_hash("u1"),
-                id_hash("Iphone 6")
-            )
-        );
-        assert_ne!(
-            k,
-            sample_key(
-                indicator_salt(1, "purchase"),
-                id_hash("u1"),
-                id_hash("Iphone 6")
-            )
-        );
-        assert_ne!(
-            k,
-            sample_key(
-                indicator_salt(0, "view"),
-                id_hash("u1"),
-                id_hash("Iphone 6")
-            )
-        );
+        let k = sample_key(indicator_salt(0, "purchase"), id_hash("u1"), id_hash("Iphone 6"));
+        assert_eq!(k, sample_key(indicator_salt(0, "purchase"), id_hash("u1"), id_hash("Iphone 6")));
+        assert_ne!(k, sample_key(indicator_salt(1, "purchase"), id_hash("u1"), id_hash("Iphone 6")));
+        assert_ne!(k, sample_key(indicator_salt(0, "view"), id_hash("u1"), id_hash("Iphone 6")));
         assert_eq!(xxh3_64_with_seed(b"", 0), 0x2d06_8005_38d3_94c2);
     }
 
     #[test]
     fn unit_interval_is_in_range_and_spread() {
-        let values: Vec<f64> = (0..1000)
-            .map(|i| unit_interval(7, "uniqueRank", &format!("item-{i}")))
-            .collect();
+        let values: Vec<f64> = (0..1000).map(|i| unit_interval(7, "uniqueRank", &format!("item-{i}"))).collect();
         assert!(values.iter().all(|v| (0.0..1.0).contains(v)));
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         assert!((mean - 0.5).abs() < 0.05, "mean {mean}");

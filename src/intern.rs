@@ -33,22 +33,14 @@ impl Interner {
     #[inline]
     pub fn intern(&mut self, s: &str) -> u32 {
         let hash = self.hasher.hash_one(s);
-        let Interner {
-            arena,
-            ends,
-            table,
-            hasher,
-        } = self;
+        let Interner { arena, ends, table, hasher } = self;
         let found = table.find(hash, |&id| slice(arena, ends, id) == s);
         if let Some(&id) = found {
             return id;
         }
         let id = ends.len() as u32;
         arena.push_str(s);
-        assert!(
-            arena.len() <= u32::MAX as usize,
-            "more than 4 GiB of distinct ids in one worker"
-        );
+        assert!(arena.len() <= u32::MAX as usize, "more than 4 GiB of distinct ids in one worker");
         ends.push(arena.len() as u32);
         table.insert_unique(hash, id, |&id| hasher.hash_one(slice(arena, ends, id)));
         id
@@ -78,11 +70,7 @@ impl Interner {
 #[inline]
 fn slice<'a>(arena: &'a str, ends: &[u32], id: u32) -> &'a str {
     let end = ends[id as usize] as usize;
-    let start = if id == 0 {
-        0
-    } else {
-        ends[id as usize - 1] as usize
-    };
+    let start = if id == 0 { 0 } else { ends[id as usize - 1] as usize };
     &arena[start..end]
 }
 
@@ -136,10 +124,7 @@ impl SortedIds {
     fn push(&mut self, s: &str) {
         debug_assert!(self.ends.is_empty() || self.get(self.ends.len() as u32 - 1) < s);
         self.arena.push_str(s);
-        assert!(
-            self.arena.len() <= u32::MAX as usize,
-            "more than 4 GiB of distinct item ids"
-        );
+        assert!(self.arena.len() <= u32::MAX as usize, "more than 4 GiB of distinct item ids");
         self.ends.push(self.arena.len() as u32);
     }
 

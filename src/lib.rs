@@ -1,6 +1,7 @@
 //! ur-train: the Universal Recommender's training job on timely dataflow.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dataflow;
 pub mod hash;
@@ -8,4 +9,5 @@ pub mod intern;
 pub mod report;
 pub mod sink;
 pub mod source;
+pub mod storage;
 pub mod train;

@@ -25,6 +25,9 @@ pub struct EventCounts {
 pub struct RejectedLine {
     /// Index of the file in the sorted input list (orders samples).
     pub file_index: u32,
+    /// Start of the byte range the line was read in (0: the whole file);
+    /// `line` counts from there until [`ReadStats::resolve_lines`].
+    pub unit_start: u64,
     pub line: u64,
     pub file: String,
     pub message: String,
@@ -51,8 +54,9 @@ pub struct ReadStats {
     /// Ignored events by reason.
     pub ignored: BTreeMap<String, u64>,
     /// The first rejected lines (by file and line), for messages.
-    #[serde(skip)]
     pub samples: Vec<RejectedLine>,
+    /// Lines read per work unit: (file index, unit start, lines).
+    pub unit_lines: Vec<(u32, u64, u64)>,
 }
 
 impl ReadStats {
@@ -86,6 +90,26 @@ impl ReadStats {
         self.samples.extend(other.samples);
         self.samples.sort();
         self.samples.truncate(keep);
+        self.unit_lines.extend(other.unit_lines);
+    }
+
+    /// Turns line numbers counted from the start of a byte range into line
+    /// numbers in the file, from the line counts of every unit (all
+    /// workers' statistics must have been merged).
+    pub fn resolve_lines(&mut self) {
+        self.unit_lines.sort_unstable();
+        for s in &mut self.samples {
+            if s.unit_start > 0 {
+                let before: u64 = self
+                    .unit_lines
+                    .iter()
+                    .filter(|&&(f, start, _)| f == s.file_index && start < s.unit_start)
+                    .map(|&(_, _, n)| n)
+                    .sum();
+                s.line += before;
+                s.unit_start = 0;
+            }
+        }
     }
 }
 
@@ -100,18 +124,13 @@ impl RejectLimit {
     pub fn parse(s: &str) -> Result<RejectLimit, String> {
         let s = s.trim();
         if let Some(p) = s.strip_suffix('%') {
-            let p: f64 = p
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not a percentage"))?;
+            let p: f64 = p.trim().parse().map_err(|_| format!("`{s}` is not a percentage"))?;
             if !(0.0..=100.0).contains(&p) {
                 return Err(format!("`{s}`: a percentage must be between 0% and 100%"));
             }
             Ok(RejectLimit::Percent(p))
         } else {
-            s.parse()
-                .map(RejectLimit::Count)
-                .map_err(|_| format!("`{s}` is neither a count nor a percentage like 1%"))
+            s.parse().map(RejectLimit::Count).map_err(|_| format!("`{s}` is neither a count nor a percentage like 1%"))
         }
     }
 
@@ -203,21 +222,28 @@ mod tests {
     }
 
     #[test]
+    fn lines_of_ranges_become_file_lines() {
+        let mut s = ReadStats {
+            samples: vec![RejectedLine {
+                file_index: 1,
+                unit_start: 500,
+                line: 3,
+                file: "f".into(),
+                message: "m".into(),
+            }],
+            unit_lines: vec![(1, 1000, 7), (1, 0, 10), (1, 500, 20), (0, 0, 99)],
+            ..Default::default()
+        };
+        s.resolve_lines();
+        assert_eq!(s.samples[0].line, 13);
+    }
+
+    #[test]
     fn samples_keep_the_first_lines() {
-        let sample = |f, l| RejectedLine {
-            file_index: f,
-            line: l,
-            file: format!("f{f}"),
-            message: "m".into(),
-        };
-        let mut a = ReadStats {
-            samples: vec![sample(1, 5), sample(1, 9)],
-            ..Default::default()
-        };
-        let b = ReadStats {
-            samples: vec![sample(0, 7), sample(2, 1)],
-            ..Default::default()
-        };
+        let sample =
+            |f, l| RejectedLine { file_index: f, unit_start: 0, line: l, file: format!("f{f}"), message: "m".into() };
+        let mut a = ReadStats { samples: vec![sample(1, 5), sample(1, 9)], ..Default::default() };
+        let b = ReadStats { samples: vec![sample(0, 7), sample(2, 1)], ..Default::default() };
         a.merge(b, 3);
         assert_eq!(a.samples, vec![sample(0, 7), sample(1, 5), sample(1, 9)]);
     }

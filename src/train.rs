@@ -1,18 +1,35 @@
 //! A training run: source → dataflow → sink, as one library call.
 //!
-//! Lists the input, prepares the model directory, runs the workers
-//! ([`crate::dataflow::run_worker`]) on timely, and publishes the model
-//! with its manifest only if every worker succeeded.
+//! Lists the input, connects to the other processes (if any), prepares the
+//! model directory, runs the workers ([`crate::dataflow::run_worker`]) on
+//! timely, and publishes the model with its manifest only if every worker
+//! succeeded.
 
+use crate::cluster::Hosts;
+use crate::cluster::connect::{Hello, connect_all};
 use crate::config::Engine;
 use crate::dataflow::{Failure, Summary, WorkerContext, read::ReadPlan, run_worker};
 use crate::report::{RejectLimit, peak_rss_bytes};
-use crate::sink::directory::ModelDir;
+use crate::sink::directory::{ModelDir, Parts};
 use crate::source::time::{Millis, format_iso8601};
-use crate::source::{assign_files, list_inputs};
-use std::path::PathBuf;
+use crate::source::{assign_units, list_inputs, plan_units};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use timely::WorkerConfig;
+use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+use timely::communication::{Hooks, WorkerGuards};
+
+/// The processes of a multi-host run.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub hosts: Hosts,
+    /// This process's line of the hosts file (0-based).
+    pub process: usize,
+    pub connect_timeout: Duration,
+}
 
 /// Everything a run needs, validated.
 #[derive(Debug, Clone)]
@@ -21,17 +38,22 @@ pub struct TrainOptions {
     /// Engine warnings, repeated in the manifest.
     pub engine_warnings: Vec<String>,
     pub input: String,
-    pub output: PathBuf,
-    pub now: Millis,
+    pub output: String,
+    /// The clock for ranking windows; `None`: now (process 0's, in a cluster).
+    pub now: Option<Millis>,
+    /// Worker threads per process.
     pub workers: usize,
     pub max_rejected: RejectLimit,
     pub show_rejected: usize,
+    /// Uncompressed files larger than this are read in ranges by several workers.
+    pub split_bytes: u64,
+    pub cluster: Option<ClusterOptions>,
     pub progress: bool,
 }
 
 #[derive(Debug)]
 pub enum TrainError {
-    /// The run could not start: bad input location or output directory.
+    /// The run could not start: bad input location, output directory or cluster.
     Setup(String),
     /// The run failed; no model was published.
     Failed(Failure),
@@ -50,43 +72,74 @@ impl std::fmt::Display for TrainError {
 pub struct Trained {
     pub summary: Summary,
     pub manifest: serde_json::Value,
+    /// This process's index and whether it published the model.
+    pub process: usize,
+    pub published: bool,
 }
 
 /// Trains and publishes the model.
 pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
-    let inputs = list_inputs(&opts.input).map_err(TrainError::Setup)?;
-    let model_dir = ModelDir::create(&opts.output).map_err(TrainError::Setup)?;
+    let (store, inputs) = list_inputs(&opts.input).map_err(TrainError::Setup)?;
     let workers = opts.workers.max(1);
+    let clock = || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    };
+
+    // Connect the processes; adopt process 0's clock and run id.
+    let (process, processes, now, run, sockets) = match &opts.cluster {
+        None => (0, 1, opts.now.unwrap_or_else(clock), std::process::id().to_string(), None),
+        Some(c) => {
+            let hello = Hello {
+                process: c.process as u64,
+                processes: c.hosts.addresses.len() as u64,
+                workers: workers as u64,
+                fingerprint: fingerprint(opts),
+                now: opts.now.unwrap_or_else(clock),
+                run_id: crate::hash::mix(clock() as u64 ^ ((std::process::id() as u64) << 32)),
+            };
+            tracing::info!(process = c.process, processes = hello.processes, "connecting to the other processes");
+            let (sockets, agreed) =
+                connect_all(&c.hosts.addresses, hello, c.connect_timeout).map_err(TrainError::Setup)?;
+            (c.process, c.hosts.addresses.len(), agreed.now, format!("c{:016x}", agreed.run_id), Some(sockets))
+        }
+    };
+
+    let model_dir = ModelDir::create(&opts.output, &run).map_err(TrainError::Setup)?;
+    let peers = workers * processes;
+    let units = plan_units(&inputs, opts.split_bytes);
     let total_bytes: u64 = inputs.iter().map(|f| f.len).sum();
     let ctx = Arc::new(WorkerContext {
-        shares: assign_files(&inputs, workers),
-        plan: ReadPlan::new(&opts.engine, opts.now),
+        shares: assign_units(&units, &inputs, peers),
+        listing: listing_hash(&inputs),
+        units,
+        plan: ReadPlan::new(&opts.engine, now),
         engine: opts.engine.clone(),
+        store,
         inputs,
-        now: opts.now,
+        now,
         max_rejected: opts.max_rejected,
         show_rejected: opts.show_rejected,
-        parts_dir: model_dir.tmp_path().to_path_buf(),
+        output: model_dir.store().clone(),
+        parts_dir: model_dir.tmp_path().to_string(),
+        process,
+        processes,
         bytes_read: Arc::new(AtomicU64::new(0)),
     });
-    tracing::info!(
-        files = ctx.inputs.len(),
-        bytes = total_bytes,
-        workers,
-        "training"
-    );
+    tracing::info!(files = ctx.inputs.len(), bytes = total_bytes, workers, processes, now = %format_iso8601(now), "training");
 
     let done = Arc::new(AtomicBool::new(false));
-    let progress = opts
-        .progress
-        .then(|| spawn_progress(ctx.bytes_read.clone(), total_bytes, done.clone()));
-
+    let progress = opts.progress.then(|| {
+        // This process reads about its share of the bytes.
+        spawn_progress(ctx.bytes_read.clone(), total_bytes / processes as u64, done.clone())
+    });
     let worker_ctx = ctx.clone();
-    let results = timely::execute(timely::Config::process(workers), move |worker| {
-        run_worker(worker, &worker_ctx)
-    })
-    .map_err(|e| TrainError::Setup(format!("cannot start the workers: {e}")))?
-    .join();
+    let run_workers = move |worker: &mut timely::worker::Worker| run_worker(worker, &worker_ctx);
+    let guards = match sockets {
+        None => timely::execute(timely::Config::process(workers), run_workers),
+        Some(sockets) => execute_cluster(sockets, process, workers, run_workers),
+    }
+    .map_err(|e| TrainError::Setup(format!("cannot start the workers: {e}")))?;
+    let results = guards.join();
     done.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {
         let _ = handle.join();
@@ -95,34 +148,68 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     let mut summary = None;
     for (w, result) in results.into_iter().enumerate() {
         match result {
-            Err(panic) => {
-                return Err(TrainError::Failed(Failure::Output(format!(
-                    "worker {w} failed: {panic}"
-                ))));
-            }
+            Err(panic) => return Err(TrainError::Failed(Failure::Output(format!("worker {w} failed: {panic}")))),
             Ok(Err(failure)) => return Err(TrainError::Failed(failure)),
-            Ok(Ok(Some(s))) => summary = Some(s),
-            Ok(Ok(None)) => {}
+            Ok(Ok(s)) => summary = summary.or(Some(s)),
         }
     }
-    let mut summary = summary.ok_or_else(|| {
-        TrainError::Failed(Failure::Output("worker 0 returned no summary".into()))
-    })?;
-    summary
-        .warnings
-        .splice(0..0, opts.engine_warnings.iter().cloned());
-    let manifest = manifest(opts, &summary, workers);
-    model_dir
-        .publish(workers, &manifest)
-        .map_err(|e| TrainError::Failed(Failure::Output(e)))?;
-    Ok(Trained { summary, manifest })
+    let mut summary = summary.ok_or_else(|| TrainError::Failed(Failure::Output("no worker ran".into())))?;
+    summary.warnings.splice(0..0, opts.engine_warnings.iter().cloned());
+    let manifest = manifest(opts, &summary, workers, processes, now);
+    // One process: one items.jsonl. Several sharing a directory: process 0
+    // publishes every part. Several with their own disks: each publishes its own.
+    let parts = if processes == 1 { Parts::Concatenate(workers) } else { Parts::Keep };
+    let publishes = processes == 1 || process == 0 || !summary.shared_output;
+    if publishes {
+        model_dir.publish(parts, &manifest).map_err(|e| TrainError::Failed(Failure::Output(e)))?;
+    } else {
+        model_dir.detach();
+    }
+    Ok(Trained { summary, manifest, process, published: publishes })
 }
 
-fn manifest(opts: &TrainOptions, s: &Summary, workers: usize) -> serde_json::Value {
+/// Runs the workers of this process over connected sockets.
+fn execute_cluster<T, F>(
+    sockets: Vec<Option<TcpStream>>,
+    process: usize,
+    workers: usize,
+    func: F,
+) -> Result<WorkerGuards<T>, String>
+where
+    T: Send + 'static,
+    F: Fn(&mut timely::worker::Worker) -> T + Send + Sync + 'static,
+{
+    let hooks = Hooks::default();
+    let local = ProcessBuilder::new_typed_vector(workers, hooks.refill.clone(), None);
+    let (builders, guard) = initialize_networking_from_sockets(local, sockets, process, workers, hooks)
+        .map_err(|e| format!("cannot start networking: {e}"))?;
+    let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
+    timely::execute::execute_from(builders, Box::new(guard), WorkerConfig::default(), func)
+}
+
+/// What must be equal on every process for a consistent model.
+fn fingerprint(opts: &TrainOptions) -> u64 {
+    let text = format!(
+        "{:?}|{}|{}|{:?}|{}|{}|{}",
+        opts.engine, opts.input, opts.output, opts.now, opts.max_rejected, opts.show_rejected, opts.split_bytes
+    );
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+fn listing_hash(inputs: &[crate::source::InputFile]) -> u64 {
+    let mut h = 0u64;
+    for f in inputs {
+        h = crate::hash::mix(h ^ xxhash_rust::xxh3::xxh3_64(f.path.as_bytes()) ^ f.len.rotate_left(17));
+    }
+    h
+}
+
+fn manifest(opts: &TrainOptions, s: &Summary, workers: usize, processes: usize, now: Millis) -> serde_json::Value {
+    let events = s.read.lines.max(1) as f64;
     serde_json::json!({
         "format": "ur-train model 1",
         "version": env!("CARGO_PKG_VERSION"),
-        "now": format_iso8601(opts.now),
+        "now": format_iso8601(now),
         "engine": opts.engine,
         "input": {
             "location": opts.input,
@@ -137,29 +224,27 @@ fn manifest(opts: &TrainOptions, s: &Summary, workers: usize) -> serde_json::Val
         },
         "model": s.model,
         "workers": workers,
-        "processes": 1,
+        "processes": processes,
+        "network": {
+            "bytesToOtherProcesses": s.network_bytes,
+            "bytesPerLine": s.network_bytes as f64 / events,
+        },
         "timings": s.timings,
         "peakRssBytes": peak_rss_bytes(),
         "warnings": s.warnings,
     })
 }
 
-fn spawn_progress(
-    read: Arc<AtomicU64>,
-    total: u64,
-    done: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+fn spawn_progress(read: Arc<AtomicU64>, total: u64, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "reading {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("reading {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         while !done.load(Ordering::Relaxed) {
             let n = read.load(Ordering::Relaxed);
-            bar.set_position(n);
+            bar.set_position(n.min(total));
             if n >= total {
                 break;
             }

@@ -44,22 +44,13 @@ fn rejected_lines_are_counted_and_shown() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("3 lines rejected"), "{err}");
     assert!(err.contains("events.jsonl:11: malformed JSON"), "{err}");
-    assert!(
-        err.contains("events.jsonl:21: field eventTime: `yesterday`"),
-        "{err}"
-    );
-    assert!(
-        err.contains("events.jsonl:31: missing field targetEntityId"),
-        "{err}"
-    );
+    assert!(err.contains("events.jsonl:21: field eventTime: `yesterday`"), "{err}");
+    assert!(err.contains("events.jsonl:31: missing field targetEntityId"), "{err}");
     let m = manifest(&model);
     assert_eq!(m["input"]["rejected"], 3);
     assert_eq!(m["input"]["rejectedByReason"]["bad eventTime"], 1);
     assert_eq!(m["input"]["rejectedByReason"]["malformed JSON"], 1);
-    assert_eq!(
-        m["input"]["rejectedByReason"]["missing field targetEntityId"],
-        1
-    );
+    assert_eq!(m["input"]["rejectedByReason"]["missing field targetEntityId"], 1);
     assert_eq!(m["input"]["events"]["purchase"]["rejected"], 2);
 }
 
@@ -77,23 +68,11 @@ fn too_many_rejected_fails_without_a_model_and_keeps_the_old_one() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("events.jsonl:6: malformed JSON"), "{err}");
-    assert!(
-        err.contains("1 of 50 lines rejected") && err.contains("no model written"),
-        "{err}"
-    );
-    assert_eq!(
-        std::fs::read(model.join("items.jsonl")).unwrap(),
-        before,
-        "the previous model must stay"
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert!(
-        leftovers.iter().all(|n| !n.contains(".tmp-")),
-        "{leftovers:?}"
-    );
+    assert!(err.contains("1 of 50 lines rejected") && err.contains("no model written"), "{err}");
+    assert_eq!(std::fs::read(model.join("items.jsonl")).unwrap(), before, "the previous model must stay");
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(leftovers.iter().all(|n| !n.contains(".tmp-")), "{leftovers:?}");
 
     // A count: 0 allows none, 1 allows this one.
     let (out, _) = run(dir.path(), &lines, &["--max-rejected", "1"]);
@@ -105,16 +84,11 @@ fn too_many_rejected_fails_without_a_model_and_keeps_the_old_one() {
 #[test]
 fn no_primary_events_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..20)
-        .map(|i| usage("view", &format!("u{i}"), "i", "2026-01-10T00:00:00Z"))
-        .collect();
+    let lines: Vec<String> = (0..20).map(|i| usage("view", &format!("u{i}"), "i", "2026-01-10T00:00:00Z")).collect();
     let (out, model) = run(dir.path(), &lines, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("no primary events") && err.contains("purchase"),
-        "{err}"
-    );
+    assert!(err.contains("no primary events") && err.contains("purchase"), "{err}");
     assert!(!model.exists());
 }
 
@@ -132,10 +106,8 @@ fn setup_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/no/such/events"), "{}", stderr(&out));
 
-    let engine = engine_file(
-        dir.path(),
-        serde_json::json!({"indicators": [{"name": "buy", "maxCorrelatorsPerItem": "many"}]}),
-    );
+    let engine =
+        engine_file(dir.path(), serde_json::json!({"indicators": [{"name": "buy", "maxCorrelatorsPerItem": "many"}]}));
     let out = ur_train([
         "-e",
         engine.to_str().unwrap(),
@@ -145,11 +117,7 @@ fn setup_errors_exit_2() {
         dir.path().join("m").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("algorithms[0].params.indicators[0].maxCorrelatorsPerItem"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("algorithms[0].params.indicators[0].maxCorrelatorsPerItem"), "{}", stderr(&out));
 
     let out = ur_train([
         "-e",
@@ -177,11 +145,7 @@ fn corrupt_gzip_fails_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events");
     write_lines(&input.join("part-0.jsonl"), &good_lines(30));
-    std::fs::write(
-        input.join("part-1.jsonl.gz"),
-        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage",
-    )
-    .unwrap();
+    std::fs::write(input.join("part-1.jsonl.gz"), b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage").unwrap();
     let model = dir.path().join("model");
     let out = ur_train([
         "-e",
@@ -193,10 +157,7 @@ fn corrupt_gzip_fails_naming_the_file() {
     ]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("part-1.jsonl.gz") && err.contains("decompress"),
-        "{err}"
-    );
+    assert!(err.contains("part-1.jsonl.gz") && err.contains("decompress"), "{err}");
     assert!(!model.exists());
 }
 
@@ -242,9 +203,5 @@ fn garbage_never_panics() {
         "100%",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("bin.jsonl:61: malformed JSON"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("bin.jsonl:61: malformed JSON"), "{}", stderr(&out));
 }

@@ -10,32 +10,18 @@ use std::collections::BTreeMap;
 fn handmade_model_equals_the_urs() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    train_ok(
-        &handmade_engine(),
-        &handmade_events(),
-        &model,
-        &["--now", HANDMADE_NOW, "--workers", "2"],
-    );
-    let got: BTreeMap<String, _> = documents(&model)
-        .into_iter()
-        .map(|d| (d["id"].as_str().unwrap().to_string(), d))
-        .collect();
-    let expected_text =
-        std::fs::read_to_string(repo().join("data/handmade/expected-model.jsonl")).unwrap();
+    train_ok(&handmade_engine(), &handmade_events(), &model, &["--now", HANDMADE_NOW, "--workers", "2"]);
+    let got: BTreeMap<String, _> =
+        documents(&model).into_iter().map(|d| (d["id"].as_str().unwrap().to_string(), d)).collect();
+    let expected_text = std::fs::read_to_string(repo().join("data/handmade/expected-model.jsonl")).unwrap();
     let mut expected_ids = Vec::new();
     for line in expected_text.lines() {
-        let Value::Object(mut exp) = serde_json::from_str(line).unwrap() else {
-            panic!()
-        };
+        let Value::Object(mut exp) = serde_json::from_str(line).unwrap() else { panic!() };
         let llr = exp.remove("_llr").unwrap();
         let id = exp["id"].as_str().unwrap().to_string();
         expected_ids.push(id.clone());
-        let doc = got
-            .get(&id)
-            .unwrap_or_else(|| panic!("no document for {id}"));
-        let keys = |m: &serde_json::Map<String, Value>| {
-            m.keys().cloned().collect::<std::collections::BTreeSet<_>>()
-        };
+        let doc = got.get(&id).unwrap_or_else(|| panic!("no document for {id}"));
+        let keys = |m: &serde_json::Map<String, Value>| m.keys().cloned().collect::<std::collections::BTreeSet<_>>();
         assert_eq!(keys(doc), keys(&exp), "{id}: fields");
         for (field, value) in &exp {
             match llr.get(field) {
@@ -53,37 +39,15 @@ fn handmade_model_equals_the_urs() {
 /// Same items; position p holds an item whose expected LLR equals the LLR
 /// of the expected item at p.
 fn assert_same_up_to_ties(id: &str, field: &str, got: &Value, expected: &Value, scores: &Value) {
-    let got: Vec<&str> = got
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let exp: Vec<&str> = expected
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let scores: Vec<f64> = scores
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let got: Vec<&str> = got.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let exp: Vec<&str> = expected.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let scores: Vec<f64> = scores.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(got.len(), exp.len(), "{id}.{field}: {got:?} vs {exp:?}");
     let score_of = |item: &str| {
-        scores[exp
-            .iter()
-            .position(|e| *e == item)
-            .unwrap_or_else(|| panic!("{id}.{field}: unexpected {item}"))]
+        scores[exp.iter().position(|e| *e == item).unwrap_or_else(|| panic!("{id}.{field}: unexpected {item}"))]
     };
     for (p, item) in got.iter().enumerate() {
-        assert_eq!(
-            score_of(item),
-            scores[p],
-            "{id}.{field}: {got:?} is not in LLR order {exp:?} {scores:?}"
-        );
+        assert_eq!(score_of(item), scores[p], "{id}.{field}: {got:?} is not in LLR order {exp:?} {scores:?}");
     }
 }
 
@@ -97,8 +61,7 @@ fn shipped_engines_load() {
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
-        let l =
-            ur::config::Engine::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let l = ur::config::Engine::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!l.engine.indicators.is_empty(), "{}", path.display());
         for w in &l.warnings {
             assert!(!w.contains("unknown key"), "{}: {w}", path.display());
@@ -110,36 +73,15 @@ fn shipped_engines_load() {
     let load = |name: &str| ur::config::Engine::load(&dir.join(name)).unwrap();
     let e = load("handmade-engine-downsample.json").engine;
     assert_eq!(e.min_events_per_user, 6);
-    assert_eq!(
-        e.indicators
-            .iter()
-            .map(|i| i.max_items_per_user)
-            .collect::<Vec<_>>(),
-        vec![500, 500]
-    );
+    assert_eq!(e.indicators.iter().map(|i| i.max_items_per_user).collect::<Vec<_>>(), vec![500, 500]);
     let rank = load("rank-engine.json");
-    let names: Vec<&str> = rank
-        .engine
-        .rankings
-        .iter()
-        .map(|r| r.name.as_str())
-        .collect();
+    let names: Vec<&str> = rank.engine.rankings.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["popularRank", "defaultRank", "uniqueRank"]);
-    assert!(
-        rank.warnings.iter().any(|w| w.contains("endDate")),
-        "{:?}",
-        rank.warnings
-    );
+    assert!(rank.warnings.iter().any(|w| w.contains("endDate")), "{:?}", rank.warnings);
     let hot = load("hot-3-day-engine.json").engine;
-    assert_eq!(
-        (hot.rankings[0].name.as_str(), hot.rankings[0].duration_secs),
-        ("hotRank", 259_200)
-    );
+    assert_eq!((hot.rankings[0].name.as_str(), hot.rankings[0].duration_secs), ("hotRank", 259_200));
     let pop = load("pop-engine-4-days-ago.json").engine;
-    assert_eq!(
-        pop.rankings[0].offset_date,
-        ur::source::time::parse_iso8601("2016-01-19T11:55:07Z")
-    );
+    assert_eq!(pop.rankings[0].offset_date, ur::source::time::parse_iso8601("2016-01-19T11:55:07Z"));
     assert_eq!(pop.recs_model, ur::config::RecsModel::Backfill);
     let sets = load("handmade-engine-item-sets.json").engine;
     assert_eq!(sets.recs_model, ur::config::RecsModel::CollabFiltering);
@@ -160,12 +102,7 @@ fn shipped_engines_train_on_handmade_events() {
         "handmade-engine-item-sets.json",
     ] {
         let model = root.path().join(name);
-        train_ok(
-            &repo().join("tests/engines").join(name),
-            &handmade_events(),
-            &model,
-            &["--now", HANDMADE_NOW, "-q"],
-        );
+        train_ok(&repo().join("tests/engines").join(name), &handmade_events(), &model, &["--now", HANDMADE_NOW, "-q"]);
         let docs = documents(&model);
         assert!(!docs.is_empty(), "{name}");
         match name {
@@ -174,11 +111,9 @@ fn shipped_engines_train_on_handmade_events() {
                 assert!(docs.iter().all(|d| !d.contains_key("purchase")), "{name}")
             }
             // collabFiltering: indicators only
-            "handmade-engine-item-sets.json" => assert!(
-                docs.iter()
-                    .all(|d| d.keys().all(|k| k == "id" || k == "purchase")),
-                "{name}"
-            ),
+            "handmade-engine-item-sets.json" => {
+                assert!(docs.iter().all(|d| d.keys().all(|k| k == "id" || k == "purchase")), "{name}")
+            }
             _ => assert!(docs.iter().any(|d| d.contains_key("purchase")), "{name}"),
         }
     }

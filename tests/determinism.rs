@@ -29,12 +29,7 @@ fn online_retail_is_byte_identical_for_1_2_and_3_workers() {
     let mut outputs = Vec::new();
     for w in ["1", "2", "3"] {
         let model = dir.path().join(format!("model-{w}"));
-        train_ok(
-            &engine,
-            &data,
-            &model,
-            &["--workers", w, "--now", "2011-12-10T00:00:00Z", "-q"],
-        );
+        train_ok(&engine, &data, &model, &["--workers", w, "--now", "2011-12-10T00:00:00Z", "-q"]);
         outputs.push(std::fs::read(model.join("items.jsonl")).unwrap());
     }
     assert!(outputs[0].len() > 100_000);
@@ -42,10 +37,7 @@ fn online_retail_is_byte_identical_for_1_2_and_3_workers() {
     assert!(outputs[0] == outputs[2], "1 vs 3 workers differ");
     let m = manifest(&dir.path().join("model-2"));
     let purchase = &m["model"]["interactions"]["purchase"];
-    assert!(
-        purchase["after_downsampling"].as_u64() < purchase["distinct"].as_u64(),
-        "caps must bite: {purchase}"
-    );
+    assert!(purchase["after_downsampling"].as_u64() < purchase["distinct"].as_u64(), "caps must bite: {purchase}");
 }
 
 #[test]
@@ -55,13 +47,10 @@ fn file_layout_and_order_do_not_matter() {
     // Take two months of retail data, re-partitioned three ways.
     let mut lines = Vec::new();
     for month in ["2011-01", "2011-02"] {
-        let path = shared().join(format!(
-            "data/online-retail/month={month}/part-00000.jsonl.gz"
-        ));
+        let path = shared().join(format!("data/online-retail/month={month}/part-00000.jsonl.gz"));
         let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text)
-            .unwrap();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text).unwrap();
         lines.extend(text.lines().map(str::to_string));
     }
     let one = dir.path().join("one/events.jsonl");
@@ -90,12 +79,7 @@ fn file_layout_and_order_do_not_matter() {
     let mut outputs = Vec::new();
     for (input, workers) in [(&one, "1"), (&reversed_dir, "2"), (&gz_dir, "3")] {
         let model = dir.path().join(format!("model-{workers}"));
-        train_ok(
-            &engine,
-            input,
-            &model,
-            &["--workers", workers, "--now", "2011-03-01T00:00:00Z", "-q"],
-        );
+        train_ok(&engine, input, &model, &["--workers", workers, "--now", "2011-03-01T00:00:00Z", "-q"]);
         outputs.push(std::fs::read_to_string(model.join("items.jsonl")).unwrap());
     }
     assert!(outputs[0].lines().count() > 1000);
@@ -114,12 +98,7 @@ fn seed_changes_the_sample() {
             json!({"indicators": [{"name": "purchase", "maxItemsPerUser": 5}], "seed": seed}),
         );
         let model = dir.path().join(format!("model-{seed}"));
-        train_ok(
-            &engine,
-            &data,
-            &model,
-            &["-q", "--now", "2011-12-01T00:00:00Z"],
-        );
+        train_ok(&engine, &data, &model, &["-q", "--now", "2011-12-01T00:00:00Z"]);
         outputs.push(std::fs::read_to_string(model.join("items.jsonl")).unwrap());
     }
     assert_ne!(outputs[0], outputs[1]);

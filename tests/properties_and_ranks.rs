@@ -4,12 +4,8 @@ use crate::util::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-fn by_id(
-    docs: Vec<serde_json::Map<String, Value>>,
-) -> BTreeMap<String, serde_json::Map<String, Value>> {
-    docs.into_iter()
-        .map(|d| (d["id"].as_str().unwrap().to_string(), d))
-        .collect()
+fn by_id(docs: Vec<serde_json::Map<String, Value>>) -> BTreeMap<String, serde_json::Map<String, Value>> {
+    docs.into_iter().map(|d| (d["id"].as_str().unwrap().to_string(), d)).collect()
 }
 
 #[test]
@@ -29,7 +25,8 @@ fn properties_aggregate_by_time_not_file_order() {
         item_event("$delete", "R", json!({}), &t(5)),
         item_event("$delete", "S", json!({}), &t(1)),
         item_event("$set", "S", json!({"n": 2.5}), &t(2)),
-        json!({"event": "$set", "entityType": "user", "entityId": "u1", "properties": {"age": 3}, "eventTime": t(1)}).to_string(),
+        json!({"event": "$set", "entityType": "user", "entityId": "u1", "properties": {"age": 3}, "eventTime": t(1)})
+            .to_string(),
     ];
     // Newest first, split over files.
     let mut reversed = events.clone();
@@ -37,12 +34,7 @@ fn properties_aggregate_by_time_not_file_order() {
     write_lines(&dir.path().join("in/a.jsonl"), &reversed[..6]);
     write_lines(&dir.path().join("in/b.jsonl"), &reversed[6..]);
     let model = dir.path().join("model");
-    train_ok(
-        &engine,
-        &dir.path().join("in"),
-        &model,
-        &["--workers", "2", "--now", &t(10), "-q"],
-    );
+    train_ok(&engine, &dir.path().join("in"), &model, &["--workers", "2", "--now", &t(10), "-q"]);
     let docs = by_id(documents(&model));
     assert_eq!(docs.keys().collect::<Vec<_>>(), ["P", "R", "S"]);
     assert_eq!(docs["P"]["a"], json!(["y", "z"]));
@@ -52,10 +44,7 @@ fn properties_aggregate_by_time_not_file_order() {
     assert_eq!(docs["R"]["buy"], json!([]));
     assert_eq!(docs["S"]["n"], json!(2.5));
     let m = manifest(&model);
-    assert_eq!(
-        m["input"]["ignoredByReason"]["property event on a non-item entity"],
-        1
-    );
+    assert_eq!(m["input"]["ignoredByReason"]["property event on a non-item entity"], 1);
     assert_eq!(m["model"]["items_with_properties"], 2);
 }
 
@@ -100,12 +89,7 @@ fn ranking_windows_and_kinds() {
     let mut runs = Vec::new();
     for workers in ["1", "2"] {
         let model = dir.path().join(format!("model-{workers}"));
-        train_ok(
-            &engine,
-            &dir.path().join("events.jsonl"),
-            &model,
-            &["--workers", workers, "--now", &t(11, 0), "-q"],
-        );
+        train_ok(&engine, &dir.path().join("events.jsonl"), &model, &["--workers", workers, "--now", &t(11, 0), "-q"]);
         runs.push(by_id(documents(&model)));
     }
     assert_eq!(runs[0], runs[1]);
@@ -115,10 +99,7 @@ fn ranking_windows_and_kinds() {
     assert_eq!(docs["A"]["trendRank"], json!(1.0)); // 3 newer − 2 older
     assert_eq!(docs["A"]["hotRank"], json!(1.0)); // (2 − 1) − (1 − 1)
     assert_eq!(docs["B"]["popRank"], json!(2.0));
-    assert!(
-        !docs["B"].contains_key("trendRank"),
-        "no older events: the UR's join gives no value"
-    );
+    assert!(!docs["B"].contains_key("trendRank"), "no older events: the UR's join gives no value");
     assert!(!docs["B"].contains_key("hotRank"));
     assert!(!docs["C"].contains_key("popRank"));
     assert_eq!(docs["C"]["hotRank"], json!(-2.0)); // (1 − 2) − (2 − 1)
@@ -145,12 +126,7 @@ fn offset_date_moves_the_window() {
     ];
     write_lines(&dir.path().join("e.jsonl"), &events);
     let model = dir.path().join("model");
-    train_ok(
-        &engine,
-        &dir.path().join("e.jsonl"),
-        &model,
-        &["--now", "2026-01-11T00:00:00Z", "-q"],
-    );
+    train_ok(&engine, &dir.path().join("e.jsonl"), &model, &["--now", "2026-01-11T00:00:00Z", "-q"]);
     let docs = by_id(documents(&model));
     assert_eq!(docs["A"]["popRank"], json!(1.0));
     assert!(!docs["B"].contains_key("popRank"));

@@ -18,28 +18,14 @@ struct Interaction {
     item: String,
 }
 
-fn random_events(
-    seed: u64,
-    users: u64,
-    items: u64,
-    events: usize,
-    names: &[&str],
-) -> Vec<Interaction> {
+fn random_events(seed: u64, users: u64, items: u64, events: usize, names: &[&str]) -> Vec<Interaction> {
     let mut rng = Rng(seed);
     let mut out = Vec::new();
     for _ in 0..events {
         // A few heavy users, skewed item popularity.
-        let user = if rng.below(10) == 0 {
-            rng.below(3)
-        } else {
-            rng.below(users)
-        };
+        let user = if rng.below(10) == 0 { rng.below(3) } else { rng.below(users) };
         let name = names[rng.skewed(names.len() as u64) as usize];
-        let item = if name == names[names.len() - 1] {
-            rng.below(6)
-        } else {
-            rng.skewed(items)
-        };
+        let item = if name == names[names.len() - 1] { rng.below(6) } else { rng.skewed(items) };
         out.push(Interaction {
             event: name.to_string(),
             user: format!("user-{user}"),
@@ -51,12 +37,7 @@ fn random_events(
 
 /// The UR model's indicator fields, computed the obvious way.
 fn naive_model(events: &[Interaction], engine: &Engine) -> BTreeMap<String, Vec<Vec<String>>> {
-    let indicator_of = |name: &str| {
-        engine
-            .indicators
-            .iter()
-            .position(|i| i.event_names.iter().any(|e| e == name))
-    };
+    let indicator_of = |name: &str| engine.indicators.iter().position(|i| i.event_names.iter().any(|e| e == name));
     let mut raw_primary: HashMap<&str, u32> = HashMap::new();
     let mut sets: Vec<BTreeSet<(&str, &str)>> = vec![BTreeSet::new(); engine.indicators.len()];
     for e in events {
@@ -67,17 +48,10 @@ fn naive_model(events: &[Interaction], engine: &Engine) -> BTreeMap<String, Vec<
             }
         }
     }
-    let rows: BTreeSet<&str> = raw_primary
-        .iter()
-        .filter(|(_, c)| **c >= engine.min_events_per_user.max(1))
-        .map(|(u, _)| *u)
-        .collect();
+    let rows: BTreeSet<&str> =
+        raw_primary.iter().filter(|(_, c)| **c >= engine.min_events_per_user.max(1)).map(|(u, _)| *u).collect();
     let n = rows.len() as u64;
-    let primary_items: BTreeSet<&str> = sets[0]
-        .iter()
-        .filter(|(u, _)| rows.contains(u))
-        .map(|(_, i)| *i)
-        .collect();
+    let primary_items: BTreeSet<&str> = sets[0].iter().filter(|(u, _)| rows.contains(u)).map(|(_, i)| *i).collect();
 
     // Downsampling: smallest keys per user and per item, both sides.
     let mut sampled: Vec<BTreeSet<(&str, &str)>> = Vec::new();
@@ -85,11 +59,7 @@ fn naive_model(events: &[Interaction], engine: &Engine) -> BTreeMap<String, Vec<
         let cap = ind.max_items_per_user as usize;
         let salt = indicator_salt(engine.seed, &ind.name);
         let key = |u: &str, i: &str| sample_key(salt, id_hash(u), id_hash(i));
-        let pairs: Vec<(&str, &str)> = sets[k]
-            .iter()
-            .filter(|(u, _)| rows.contains(u))
-            .copied()
-            .collect();
+        let pairs: Vec<(&str, &str)> = sets[k].iter().filter(|(u, _)| rows.contains(u)).copied().collect();
         let kept_by = |by_user: bool| -> BTreeSet<(&str, &str)> {
             let mut groups: BTreeMap<&str, Vec<(u64, Pair)>> = BTreeMap::new();
             for p in &pairs {
@@ -110,11 +80,7 @@ fn naive_model(events: &[Interaction], engine: &Engine) -> BTreeMap<String, Vec<
         sampled.push(by_user.intersection(&by_item).copied().collect());
     }
     let users_of = |k: usize, item: &str| -> BTreeSet<&str> {
-        sampled[k]
-            .iter()
-            .filter(|(_, i)| *i == item)
-            .map(|(u, _)| *u)
-            .collect()
+        sampled[k].iter().filter(|(_, i)| *i == item).map(|(u, _)| *u).collect()
     };
 
     let mut model = BTreeMap::new();
@@ -157,32 +123,17 @@ fn check(seed: u64, params: serde_json::Value, names: &[&str], files: usize, wor
     let lines: Vec<String> = events
         .iter()
         .enumerate()
-        .map(|(n, e)| {
-            usage(
-                &e.event,
-                &e.user,
-                &e.item,
-                &format!("2026-01-{:02}T00:00:00Z", 1 + n % 28),
-            )
-        })
+        .map(|(n, e)| usage(&e.event, &e.user, &e.item, &format!("2026-01-{:02}T00:00:00Z", 1 + n % 28)))
         .collect();
     for f in 0..files {
         let part: Vec<String> = lines.iter().skip(f).step_by(files).cloned().collect();
         write_lines(&input.join(format!("part={f}/events.jsonl")), &part);
     }
     let expected = naive_model(&events, &engine);
-    assert!(
-        expected.values().any(|f| f.iter().any(|c| c.len() > 1)),
-        "test data too sparse to mean anything"
-    );
+    assert!(expected.values().any(|f| f.iter().any(|c| c.len() > 1)), "test data too sparse to mean anything");
     for &w in workers {
         let model = dir.path().join(format!("model-{w}"));
-        train_ok(
-            &engine_path,
-            &input,
-            &model,
-            &["--workers", &w.to_string(), "-q"],
-        );
+        train_ok(&engine_path, &input, &model, &["--workers", &w.to_string(), "-q"]);
         let docs = documents(&model);
         let mut got = BTreeMap::new();
         for d in &docs {
@@ -192,28 +143,15 @@ fn check(seed: u64, params: serde_json::Value, names: &[&str], files: usize, wor
                     .indicators
                     .iter()
                     .map(|ind| {
-                        d[&ind.name]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|v| v.as_str().unwrap().to_string())
-                            .collect()
+                        d[&ind.name].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
                     })
                     .collect();
                 got.insert(d["id"].as_str().unwrap().to_string(), fields);
             }
         }
-        assert_eq!(
-            got.len(),
-            expected.len(),
-            "seed {seed}, {w} workers: primary items"
-        );
+        assert_eq!(got.len(), expected.len(), "seed {seed}, {w} workers: primary items");
         for (item, fields) in &expected {
-            assert_eq!(
-                got.get(item),
-                Some(fields),
-                "seed {seed}, {w} workers: item {item}"
-            );
+            assert_eq!(got.get(item), Some(fields), "seed {seed}, {w} workers: item {item}");
         }
     }
 }
@@ -228,13 +166,7 @@ fn matches_naive_model_with_downsampling_and_caps() {
         ],
         "seed": 42
     });
-    check(
-        1,
-        params.clone(),
-        &["buy", "view", "purchase", "category"],
-        3,
-        &[1, 2, 3],
-    );
+    check(1, params.clone(), &["buy", "view", "purchase", "category"], 3, &[1, 2, 3]);
     check(2, params, &["buy", "view", "purchase", "category"], 1, &[2]);
 }
 

@@ -4,6 +4,7 @@
 mod util;
 
 mod bad_input;
+mod cluster;
 mod conformance;
 mod determinism;
 mod properties_and_ranks;

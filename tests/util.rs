@@ -69,8 +69,7 @@ pub fn documents(model: &Path) -> Vec<serde_json::Map<String, serde_json::Value>
 }
 
 pub fn manifest(model: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(model.join("manifest.json")).expect("manifest"))
-        .expect("JSON")
+    serde_json::from_str(&std::fs::read_to_string(model.join("manifest.json")).expect("manifest")).expect("JSON")
 }
 
 /// Writes lines to a file.

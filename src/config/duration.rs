@@ -9,13 +9,11 @@
 /// Parses a duration into whole seconds.
 pub fn parse_duration_secs(s: &str) -> Result<i64, String> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    let unit_start = s
-        .find(|c: char| c.is_alphabetic() || c == 'µ')
-        .unwrap_or(s.len());
+    let unit_start = s.find(|c: char| c.is_alphabetic() || c == 'µ').unwrap_or(s.len());
     let (number, unit) = s.split_at(unit_start);
-    let value: f64 = number.parse().map_err(|_| {
-        format!("`{s}` is not a duration (expected e.g. \"3650 days\", \"72 hours\" or seconds)")
-    })?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (expected e.g. \"3650 days\", \"72 hours\" or seconds)"))?;
     let seconds_per_unit = match unit {
         "" => 1.0,
         "d" | "day" | "days" => 86_400.0,

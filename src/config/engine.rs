@@ -153,21 +153,16 @@ pub struct Loaded {
 impl Engine {
     /// Reads and validates an engine.json file.
     pub fn load(path: &std::path::Path) -> Result<Loaded, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read engine file {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read engine file {}: {e}", path.display()))?;
         Engine::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     pub fn from_json(text: &str) -> Result<Loaded, String> {
         let root: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        let mut r = Reader {
-            warnings: Vec::new(),
-        };
+        let mut r = Reader { warnings: Vec::new() };
         let engine = r.engine(&root)?;
-        Ok(Loaded {
-            engine,
-            warnings: r.warnings,
-        })
+        Ok(Loaded { engine, warnings: r.warnings })
     }
 
     /// The primary indicator.
@@ -178,44 +173,21 @@ impl Engine {
     /// The date property names, for mappings and queries.
     pub fn date_names(&self) -> Vec<String> {
         let q = &self.query;
-        let mut v: Vec<String> = [&q.date_name, &q.available_date_name, &q.expire_date_name]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+        let mut v: Vec<String> =
+            [&q.date_name, &q.available_date_name, &q.expire_date_name].into_iter().flatten().cloned().collect();
         v.dedup();
         v
     }
 
     /// The largest downsampling cap, which bounds every count after sampling.
     pub fn max_cap(&self) -> u32 {
-        self.indicators
-            .iter()
-            .map(|i| i.max_items_per_user)
-            .max()
-            .unwrap_or(0)
+        self.indicators.iter().map(|i| i.max_items_per_user).max().unwrap_or(0)
     }
 }
 
-const PIO_TOP_KEYS: &[&str] = &[
-    "id",
-    "description",
-    "engineFactory",
-    "comment",
-    "sparkConf",
-    "preparator",
-    "serving",
-    "evaluator",
-    "version",
-];
-const DATASOURCE_KEYS: &[&str] = &[
-    "name",
-    "appName",
-    "eventNames",
-    "minEventsPerUser",
-    "eventWindow",
-    "comment",
-];
+const PIO_TOP_KEYS: &[&str] =
+    &["id", "description", "engineFactory", "comment", "sparkConf", "preparator", "serving", "evaluator", "version"];
+const DATASOURCE_KEYS: &[&str] = &["name", "appName", "eventNames", "minEventsPerUser", "eventWindow", "comment"];
 const ALGO_PARAM_KEYS: &[&str] = &[
     "appName",
     "indexName",
@@ -305,38 +277,23 @@ impl Reader {
         };
 
         // algorithms[0].params
-        let algos = root
-            .get("algorithms")
-            .ok_or("missing key algorithms (the UR's algorithm parameters)")?;
+        let algos = root.get("algorithms").ok_or("missing key algorithms (the UR's algorithm parameters)")?;
         let algos = algos.as_array().ok_or("algorithms: expected an array")?;
-        let algo = algos
-            .first()
-            .ok_or("algorithms: expected one algorithm, found none")?;
+        let algo = algos.first().ok_or("algorithms: expected one algorithm, found none")?;
         if algos.len() > 1 {
-            self.warn(format!(
-                "algorithms has {} entries; only algorithms[0] is used",
-                algos.len()
-            ));
+            self.warn(format!("algorithms has {} entries; only algorithms[0] is used", algos.len()));
         }
         let algo = object(algo, "algorithms[0]")?;
         self.check_keys(algo, "algorithms[0]", &["name", "params", "comment"]);
-        let p = object(
-            algo.get("params")
-                .ok_or("missing key algorithms[0].params")?,
-            "algorithms[0].params",
-        )?;
+        let p = object(algo.get("params").ok_or("missing key algorithms[0].params")?, "algorithms[0].params")?;
         let path = "algorithms[0].params";
         self.check_keys(p, path, ALGO_PARAM_KEYS);
 
-        let max_events =
-            uint(p, "maxEventsPerEventType", path)?.unwrap_or(DEFAULT_MAX_EVENTS_PER_EVENT_TYPE);
-        let max_correlators = uint(p, "maxCorrelatorsPerEventType", path)?
-            .unwrap_or(DEFAULT_MAX_CORRELATORS_PER_EVENT_TYPE);
+        let max_events = uint(p, "maxEventsPerEventType", path)?.unwrap_or(DEFAULT_MAX_EVENTS_PER_EVENT_TYPE);
+        let max_correlators =
+            uint(p, "maxCorrelatorsPerEventType", path)?.unwrap_or(DEFAULT_MAX_CORRELATORS_PER_EVENT_TYPE);
         positive(max_events, &format!("{path}.maxEventsPerEventType"))?;
-        positive(
-            max_correlators,
-            &format!("{path}.maxCorrelatorsPerEventType"),
-        )?;
+        positive(max_correlators, &format!("{path}.maxCorrelatorsPerEventType"))?;
         let algo_event_names = string_list(p, "eventNames", path)?;
 
         let indicators = match (p.get("indicators"), &algo_event_names) {
@@ -369,17 +326,12 @@ impl Reader {
             }
         };
         if indicators.is_empty() {
-            return Err(format!(
-                "{path}: the list of indicators (or eventNames) is empty"
-            ));
+            return Err(format!("{path}: the list of indicators (or eventNames) is empty"));
         }
         let mut seen = BTreeSet::new();
         for (k, ind) in indicators.iter().enumerate() {
             if !seen.insert(ind.name.as_str()) {
-                return Err(format!(
-                    "{path}.indicators[{k}].name: indicator `{}` appears twice",
-                    ind.name
-                ));
+                return Err(format!("{path}.indicators[{k}].name: indicator `{}` appears twice", ind.name));
             }
         }
         let mut seen_events = BTreeSet::new();
@@ -389,9 +341,7 @@ impl Reader {
                     return Err(format!("{path}: event `{e}` is claimed by two indicators"));
                 }
                 if e.starts_with('$') {
-                    return Err(format!(
-                        "{path}: `{e}` is a reserved PIO event and cannot be an indicator"
-                    ));
+                    return Err(format!("{path}: `{e}` is a reserved PIO event and cannot be an indicator"));
                 }
             }
         }
@@ -408,21 +358,16 @@ impl Reader {
 
         let min_events_per_user = match (ds_min_events, uint(p, "minEventsPerUser", path)?) {
             (Some(a), Some(b)) if a != b => {
-                return Err(format!(
-                    "minEventsPerUser is {a} in datasource.params but {b} in {path}; keep one"
-                ));
+                return Err(format!("minEventsPerUser is {a} in datasource.params but {b} in {path}; keep one"));
             }
             (a, b) => a.or(b).unwrap_or(1),
         };
 
         let primary_events = indicators[0].event_names.clone();
         let rankings = match (p.get("rankings"), p.get("backfillField")) {
-            (Some(v), _) if !v.is_null() => {
-                self.rankings(v, &format!("{path}.rankings"), &primary_events)?
-            }
+            (Some(v), _) if !v.is_null() => self.rankings(v, &format!("{path}.rankings"), &primary_events)?,
             (_, Some(v)) if !v.is_null() => {
-                let backfill =
-                    self.ranking(v, &format!("{path}.backfillField"), &primary_events, true)?;
+                let backfill = self.ranking(v, &format!("{path}.backfillField"), &primary_events, true)?;
                 vec![backfill]
             }
             _ => vec![Ranking {
@@ -439,9 +384,7 @@ impl Reader {
             Some("collabFiltering") => RecsModel::CollabFiltering,
             Some("backfill") => RecsModel::Backfill,
             Some(other) => {
-                return Err(format!(
-                    "{path}.recsModel: `{other}` is not one of all, collabFiltering, backfill"
-                ));
+                return Err(format!("{path}.recsModel: `{other}` is not one of all, collabFiltering, backfill"));
             }
         };
 
@@ -476,24 +419,14 @@ impl Reader {
             positive(n, &format!("{path}.numESWriteConnections"))?;
         }
 
-        let engine = Engine {
-            app_name,
-            indicators,
-            min_events_per_user,
-            rankings,
-            seed,
-            recs_model,
-            event_window_secs,
-            query,
-        };
+        let engine =
+            Engine { app_name, indicators, min_events_per_user, rankings, seed, recs_model, event_window_secs, query };
         self.check_field_clashes(&engine)?;
         Ok(engine)
     }
 
     fn indicators(&mut self, v: &Value, path: &str) -> Result<Vec<Indicator>, String> {
-        let list = v
-            .as_array()
-            .ok_or_else(|| format!("{path}: expected an array"))?;
+        let list = v.as_array().ok_or_else(|| format!("{path}: expected an array"))?;
         let mut out = Vec::new();
         for (k, item) in list.iter().enumerate() {
             let path = format!("{path}[{k}]");
@@ -501,17 +434,9 @@ impl Reader {
             self.check_keys(
                 o,
                 &path,
-                &[
-                    "name",
-                    "aliases",
-                    "maxItemsPerUser",
-                    "maxCorrelatorsPerItem",
-                    "minLLR",
-                    "comment",
-                ],
+                &["name", "aliases", "maxItemsPerUser", "maxCorrelatorsPerItem", "minLLR", "comment"],
             );
-            let name =
-                string(o, "name", &path)?.ok_or_else(|| format!("{path}.name is missing"))?;
+            let name = string(o, "name", &path)?.ok_or_else(|| format!("{path}.name is missing"))?;
             if name.is_empty() {
                 return Err(format!("{path}.name is empty"));
             }
@@ -520,36 +445,19 @@ impl Reader {
                 Some(a) => a,
                 None => vec![name.clone()],
             };
-            let max_items_per_user =
-                uint(o, "maxItemsPerUser", &path)?.unwrap_or(DEFAULT_MAX_EVENTS_PER_EVENT_TYPE);
+            let max_items_per_user = uint(o, "maxItemsPerUser", &path)?.unwrap_or(DEFAULT_MAX_EVENTS_PER_EVENT_TYPE);
             positive(max_items_per_user, &format!("{path}.maxItemsPerUser"))?;
-            let max_correlators_per_item = uint(o, "maxCorrelatorsPerItem", &path)?
-                .unwrap_or(DEFAULT_MAX_CORRELATORS_PER_EVENT_TYPE);
-            positive(
-                max_correlators_per_item,
-                &format!("{path}.maxCorrelatorsPerItem"),
-            )?;
+            let max_correlators_per_item =
+                uint(o, "maxCorrelatorsPerItem", &path)?.unwrap_or(DEFAULT_MAX_CORRELATORS_PER_EVENT_TYPE);
+            positive(max_correlators_per_item, &format!("{path}.maxCorrelatorsPerItem"))?;
             let min_llr = number(o, "minLLR", &path)?;
-            out.push(Indicator {
-                name,
-                event_names,
-                max_items_per_user,
-                max_correlators_per_item,
-                min_llr,
-            });
+            out.push(Indicator { name, event_names, max_items_per_user, max_correlators_per_item, min_llr });
         }
         Ok(out)
     }
 
-    fn rankings(
-        &mut self,
-        v: &Value,
-        path: &str,
-        primary: &[String],
-    ) -> Result<Vec<Ranking>, String> {
-        let list = v
-            .as_array()
-            .ok_or_else(|| format!("{path}: expected an array"))?;
+    fn rankings(&mut self, v: &Value, path: &str, primary: &[String]) -> Result<Vec<Ranking>, String> {
+        let list = v.as_array().ok_or_else(|| format!("{path}: expected an array"))?;
         let mut out: Vec<Ranking> = Vec::new();
         for (k, item) in list.iter().enumerate() {
             let r = self.ranking(item, &format!("{path}[{k}]"), primary, false)?;
@@ -561,28 +469,10 @@ impl Reader {
         Ok(out)
     }
 
-    fn ranking(
-        &mut self,
-        v: &Value,
-        path: &str,
-        primary: &[String],
-        backfill: bool,
-    ) -> Result<Ranking, String> {
+    fn ranking(&mut self, v: &Value, path: &str, primary: &[String], backfill: bool) -> Result<Ranking, String> {
         let o = object(v, path)?;
         let type_key = if backfill { "backfillType" } else { "type" };
-        self.check_keys(
-            o,
-            path,
-            &[
-                "name",
-                type_key,
-                "eventNames",
-                "duration",
-                "offsetDate",
-                "endDate",
-                "comment",
-            ],
-        );
+        self.check_keys(o, path, &["name", type_key, "eventNames", "duration", "offsetDate", "endDate", "comment"]);
         let kind = match string(o, type_key, path)? {
             None => RankingKind::Popular,
             Some(t) => RankingKind::parse(&t).ok_or_else(|| {
@@ -595,31 +485,20 @@ impl Reader {
             Some(d) => d,
             None => parse_duration_secs(DEFAULT_BACKFILL_DURATION)?,
         };
-        let offset_date =
-            match string(o, "offsetDate", path)? {
-                None => None,
-                Some(s) => Some(parse_iso8601(&s).ok_or_else(|| {
-                    format!("{path}.offsetDate: `{s}` is not an ISO-8601 date-time")
-                })?),
-            };
+        let offset_date = match string(o, "offsetDate", path)? {
+            None => None,
+            Some(s) => Some(
+                parse_iso8601(&s).ok_or_else(|| format!("{path}.offsetDate: `{s}` is not an ISO-8601 date-time"))?,
+            ),
+        };
         if o.contains_key("endDate") {
-            self.warn(format!(
-                "{path}.endDate is not used by the UR (the window ends at offsetDate or now); ignored"
-            ));
+            self.warn(format!("{path}.endDate is not used by the UR (the window ends at offsetDate or now); ignored"));
         }
-        Ok(Ranking {
-            name,
-            kind,
-            event_names,
-            duration_secs,
-            offset_date,
-        })
+        Ok(Ranking { name, kind, event_names, duration_secs, offset_date })
     }
 
     fn fields(&mut self, v: &Value, path: &str) -> Result<Vec<FieldRule>, String> {
-        let list = v
-            .as_array()
-            .ok_or_else(|| format!("{path}: expected an array"))?;
+        let list = v.as_array().ok_or_else(|| format!("{path}: expected an array"))?;
         let mut out = Vec::new();
         for (k, item) in list.iter().enumerate() {
             let path = format!("{path}[{k}]");
@@ -637,10 +516,7 @@ impl Reader {
     fn check_field_clashes(&mut self, e: &Engine) -> Result<(), String> {
         for r in &e.rankings {
             if e.indicators.iter().any(|i| i.name == r.name) {
-                return Err(format!(
-                    "ranking `{}` has the name of an indicator field",
-                    r.name
-                ));
+                return Err(format!("ranking `{}` has the name of an indicator field", r.name));
             }
         }
         Ok(())
@@ -648,27 +524,18 @@ impl Reader {
 }
 
 fn prefix(path: &str) -> String {
-    if path.is_empty() {
-        String::new()
-    } else {
-        format!("{path}.")
-    }
+    if path.is_empty() { String::new() } else { format!("{path}.") }
 }
 
 fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Obj, String> {
-    v.as_object()
-        .ok_or_else(|| format!("{path}: expected a JSON object"))
+    v.as_object().ok_or_else(|| format!("{path}: expected a JSON object"))
 }
 
 fn string(o: &Obj, key: &str, path: &str) -> Result<Option<String>, String> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!(
-            "{}{key}: expected a string, got {}",
-            prefix(path),
-            kind(other)
-        )),
+        Some(other) => Err(format!("{}{key}: expected a string, got {}", prefix(path), kind(other))),
     }
 }
 
@@ -680,19 +547,11 @@ fn string_list(o: &Obj, key: &str, path: &str) -> Result<Option<Vec<String>>, St
             .enumerate()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(format!(
-                    "{}{key}[{k}]: expected a string, got {}",
-                    prefix(path),
-                    kind(other)
-                )),
+                other => Err(format!("{}{key}[{k}]: expected a string, got {}", prefix(path), kind(other))),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
-        Some(other) => Err(format!(
-            "{}{key}: expected an array of strings, got {}",
-            prefix(path),
-            kind(other)
-        )),
+        Some(other) => Err(format!("{}{key}: expected an array of strings, got {}", prefix(path), kind(other))),
     }
 }
 
@@ -703,17 +562,8 @@ fn uint(o: &Obj, key: &str, path: &str) -> Result<Option<u32>, String> {
             .as_u64()
             .and_then(|v| u32::try_from(v).ok())
             .map(Some)
-            .ok_or_else(|| {
-                format!(
-                    "{}{key}: expected a non-negative integer, got {n}",
-                    prefix(path)
-                )
-            }),
-        Some(other) => Err(format!(
-            "{}{key}: expected an integer, got {}",
-            prefix(path),
-            kind(other)
-        )),
+            .ok_or_else(|| format!("{}{key}: expected a non-negative integer, got {n}", prefix(path))),
+        Some(other) => Err(format!("{}{key}: expected an integer, got {}", prefix(path), kind(other))),
     }
 }
 
@@ -721,11 +571,7 @@ fn number(o: &Obj, key: &str, path: &str) -> Result<Option<f64>, String> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(other) => Err(format!(
-            "{}{key}: expected a number, got {}",
-            prefix(path),
-            kind(other)
-        )),
+        Some(other) => Err(format!("{}{key}: expected a number, got {}", prefix(path), kind(other))),
     }
 }
 
@@ -733,11 +579,7 @@ fn boolean(o: &Obj, key: &str, path: &str) -> Result<Option<bool>, String> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(format!(
-            "{}{key}: expected true or false, got {}",
-            prefix(path),
-            kind(other)
-        )),
+        Some(other) => Err(format!("{}{key}: expected true or false, got {}", prefix(path), kind(other))),
     }
 }
 
@@ -746,28 +588,15 @@ fn duration(o: &Obj, key: &str, path: &str) -> Result<Option<i64>, String> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(s) if s >= 0.0 => Ok(Some(s.trunc() as i64)),
-            _ => Err(format!(
-                "{}{key}: expected a non-negative number of seconds, got {n}",
-                prefix(path)
-            )),
+            _ => Err(format!("{}{key}: expected a non-negative number of seconds, got {n}", prefix(path))),
         },
-        Some(Value::String(s)) => parse_duration_secs(s)
-            .map(Some)
-            .map_err(|e| format!("{}{key}: {e}", prefix(path))),
-        Some(other) => Err(format!(
-            "{}{key}: expected a duration, got {}",
-            prefix(path),
-            kind(other)
-        )),
+        Some(Value::String(s)) => parse_duration_secs(s).map(Some).map_err(|e| format!("{}{key}: {e}", prefix(path))),
+        Some(other) => Err(format!("{}{key}: expected a duration, got {}", prefix(path), kind(other))),
     }
 }
 
 fn positive(v: u32, path: &str) -> Result<(), String> {
-    if v == 0 {
-        Err(format!("{path}: must be at least 1"))
-    } else {
-        Ok(())
-    }
+    if v == 0 { Err(format!("{path}: must be at least 1")) } else { Ok(()) }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -786,9 +615,7 @@ mod tests {
     use super::*;
 
     fn load(params: &str) -> Result<Loaded, String> {
-        Engine::from_json(&format!(
-            r#"{{"algorithms":[{{"name":"ur","params":{params}}}]}}"#
-        ))
+        Engine::from_json(&format!(r#"{{"algorithms":[{{"name":"ur","params":{params}}}]}}"#))
     }
 
     #[test]
@@ -819,17 +646,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err =
-            load(r#"{"indicators":[{"name":"buy"},{"name":"view","maxCorrelatorsPerItem":-3}]}"#)
-                .unwrap_err();
-        assert!(
-            err.contains("algorithms[0].params.indicators[1].maxCorrelatorsPerItem"),
-            "{err}"
-        );
+        let err = load(r#"{"indicators":[{"name":"buy"},{"name":"view","maxCorrelatorsPerItem":-3}]}"#).unwrap_err();
+        assert!(err.contains("algorithms[0].params.indicators[1].maxCorrelatorsPerItem"), "{err}");
         let err = load(r#"{"eventNames":["a"],"rankings":[{"type":"weird"}]}"#).unwrap_err();
         assert!(err.contains("rankings[0].type"), "{err}");
-        let err = load(r#"{"eventNames":["a"],"rankings":[{"type":"popular","duration":"ever"}]}"#)
-            .unwrap_err();
+        let err = load(r#"{"eventNames":["a"],"rankings":[{"type":"popular","duration":"ever"}]}"#).unwrap_err();
         assert!(err.contains("rankings[0].duration"), "{err}");
         let err = load(r#"{"eventNames":["a"],"recsModel":"some"}"#).unwrap_err();
         assert!(err.contains("recsModel"), "{err}");
@@ -840,13 +661,7 @@ mod tests {
     #[test]
     fn unknown_keys_warn() {
         let l = load(r#"{"eventNames":["a"],"frobnicate":1}"#).unwrap();
-        assert!(
-            l.warnings
-                .iter()
-                .any(|w| w.contains("algorithms[0].params.frobnicate")),
-            "{:?}",
-            l.warnings
-        );
+        assert!(l.warnings.iter().any(|w| w.contains("algorithms[0].params.frobnicate")), "{:?}", l.warnings);
     }
 
     #[test]

@@ -112,10 +112,7 @@ pub fn distribute_rows(comm: &mut Comm, matrices: &[Csr], ranges: &RowRanges) ->
             pos = end;
         }
     }
-    let received = comm.shuffle(
-        "cco: distribute user rows",
-        batches.into_iter().enumerate().collect(),
-    );
+    let received = comm.shuffle("cco: distribute user rows", batches.into_iter().enumerate().collect());
 
     let range = ranges.range(comm.index);
     let mut b = Csr::with_rows(0);
@@ -130,11 +127,7 @@ pub fn distribute_rows(comm: &mut Comm, matrices: &[Csr], ranges: &RowRanges) ->
                 item_pos += len;
             }
             let primary = b.row(user as usize * indicators);
-            owned.extend(
-                primary[lo as usize..hi as usize]
-                    .iter()
-                    .map(|&i| (i - range.start, user)),
-            );
+            owned.extend(primary[lo as usize..hi as usize].iter().map(|&i| (i - range.start, user)));
             user += 1;
         }
     }
@@ -153,15 +146,7 @@ pub fn distribute_rows(comm: &mut Comm, matrices: &[Csr], ranges: &RowRanges) ->
         users[fill[r as usize]] = u;
         fill[r as usize] += 1;
     }
-    RowBlock {
-        range,
-        indicators,
-        b,
-        at: Csr {
-            offsets,
-            items: users,
-        },
-    }
+    RowBlock { range, indicators, b, at: Csr { offsets, items: users } }
 }
 
 /// The correlators of every owned row: `[row][indicator]` → items, best first.
@@ -181,11 +166,7 @@ pub fn correlate(
     n_items: usize,
 ) -> Correlators {
     let kinds = indicators.len();
-    let small = indicators
-        .iter()
-        .map(|i| i.max_items_per_user)
-        .max()
-        .unwrap_or(1) as u64;
+    let small = indicators.iter().map(|i| i.max_items_per_user).max().unwrap_or(1) as u64;
     let table = XLogXTable::new(small, n);
     // One accumulator and touched list per indicator: a user is visited once
     // per row and all its indicators are accumulated together.
@@ -229,23 +210,13 @@ pub fn correlate(
                 }
                 let column_count = column_counts[j as usize] as u64;
                 let column_entropy = table.marginal_entropy(column_count, n);
-                let llr = table.llr_from_marginals(
-                    row_entropy,
-                    column_entropy,
-                    k11,
-                    row_count,
-                    column_count,
-                    n,
-                );
+                let llr = table.llr_from_marginals(row_entropy, column_entropy, k11, row_count, column_count, n);
                 if llr > 0.0 && llr >= min_llr {
                     candidates.push((llr, j));
                 }
             }
             touched[k].clear();
-            per_indicator.push(top_k(
-                &mut candidates,
-                indicator.max_correlators_per_item as usize,
-            ));
+            per_indicator.push(top_k(&mut candidates, indicator.max_correlators_per_item as usize));
             candidates.clear();
         }
         rows.push(per_indicator);

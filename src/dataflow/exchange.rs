@@ -28,27 +28,31 @@ pub struct Comm<'w> {
     worker: &'w mut Worker,
     pub index: usize,
     pub peers: usize,
+    /// Workers per process (workers are numbered process by process).
+    per_process: usize,
+    /// Bytes sent to workers of other processes (bincode size of the parcels).
+    pub sent_remote: u64,
 }
 
 impl<'w> Comm<'w> {
-    pub fn new(worker: &'w mut Worker) -> Comm<'w> {
+    pub fn new(worker: &'w mut Worker, processes: usize) -> Comm<'w> {
         let (index, peers) = (worker.index(), worker.peers());
-        Comm {
-            worker,
-            index,
-            peers,
-        }
+        Comm { worker, index, peers, per_process: peers / processes.max(1), sent_remote: 0 }
     }
 
     /// Sends each `(destination, payload)`; returns `(sender, payload)` for
     /// everything sent to this worker, ordered by sender (and by send order
     /// for one sender).
-    pub fn shuffle<T: ExchangeData>(
-        &mut self,
-        name: &str,
-        parcels: Vec<(usize, T)>,
-    ) -> Vec<(usize, T)> {
+    pub fn shuffle<T: ExchangeData>(&mut self, name: &str, parcels: Vec<(usize, T)>) -> Vec<(usize, T)> {
         let me = self.index;
+        if self.per_process < self.peers {
+            let my_process = me / self.per_process;
+            for (to, payload) in &parcels {
+                if to / self.per_process != my_process {
+                    self.sent_remote += bincode::serialized_size(payload).unwrap_or(0);
+                }
+            }
+        }
         let received: Rc<RefCell<Vec<Tagged<T>>>> = Rc::new(RefCell::new(Vec::new()));
         let done = Rc::new(Cell::new(false));
         let tagged: Vec<Tagged<T>> = parcels
@@ -64,24 +68,22 @@ impl<'w> Comm<'w> {
             let done = done.clone();
             let name = name.to_string();
             self.worker.dataflow::<u64, _, _>(move |scope| {
-                tagged
-                    .to_stream(scope)
-                    .container::<Vec<_>>()
-                    .exchange(|(to, _, _, _)| *to as u64)
-                    .sink(Pipeline, &name, move |(input, frontier)| {
+                tagged.to_stream(scope).container::<Vec<_>>().exchange(|(to, _, _, _)| *to as u64).sink(
+                    Pipeline,
+                    &name,
+                    move |(input, frontier)| {
                         input.for_each(|_cap, data| received.borrow_mut().append(data));
                         if frontier.is_empty() {
                             done.set(true);
                         }
-                    });
+                    },
+                );
             });
         }
         self.worker.step_while(|| !done.get());
         let mut out = std::mem::take(&mut *received.borrow_mut());
         out.sort_by_key(|(_, from, seq, _)| (*from, *seq));
-        out.into_iter()
-            .map(|(_, from, _, payload)| (from, payload))
-            .collect()
+        out.into_iter().map(|(_, from, _, payload)| (from, payload)).collect()
     }
 
     /// Every worker's value, indexed by worker.
@@ -112,10 +114,7 @@ impl<'w> Comm<'w> {
         let (a, b) = bounds(self.index);
         let mut sum = vec![T::default(); b - a];
         for (from, (their_len, slice)) in slices {
-            assert_eq!(
-                their_len as usize, len,
-                "worker {from} reduced a vector of another length"
-            );
+            assert_eq!(their_len as usize, len, "worker {from} reduced a vector of another length");
             for (s, v) in sum.iter_mut().zip(slice) {
                 *s += v;
             }
@@ -141,11 +140,10 @@ mod tests {
     #[test]
     fn shuffle_gather_reduce_on_three_workers() {
         let results = timely::execute(timely::Config::process(3), |worker| {
-            let mut comm = Comm::new(worker);
+            let mut comm = Comm::new(worker, 1);
             let me = comm.index;
             // Each worker sends one parcel to every worker, and two to worker 0.
-            let mut parcels: Vec<(usize, String)> =
-                (0..3).map(|to| (to, format!("{me}->{to}"))).collect();
+            let mut parcels: Vec<(usize, String)> = (0..3).map(|to| (to, format!("{me}->{to}"))).collect();
             parcels.push((0, format!("{me}->0 again")));
             let got = comm.shuffle("test", parcels);
             let gathered = comm.all_gather("gather", me as u64 * 10);

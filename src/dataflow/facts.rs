@@ -53,9 +53,7 @@ pub fn exchange_facts(
                 for (local, &c) in counts.iter().enumerate() {
                     if c > 0 {
                         let item = global_item[local];
-                        parcels[ranges.owner(item)]
-                            .counts
-                            .push((r as u32, b as u32, item, c));
+                        parcels[ranges.owner(item)].counts.push((r as u32, b as u32, item, c));
                     }
                 }
             }
@@ -72,10 +70,7 @@ pub fn exchange_facts(
     let range: Range<u32> = ranges.range(comm.index);
     let len = (range.end - range.start) as usize;
     let mut events = Vec::new();
-    let mut counts: RangeCounts = rankings
-        .iter()
-        .map(|r| vec![vec![0u32; len]; r.kind.buckets()])
-        .collect();
+    let mut counts: RangeCounts = rankings.iter().map(|r| vec![vec![0u32; len]; r.kind.buckets()]).collect();
     let mut random = vec![vec![false; len]; rankings.len()];
     for (_, facts) in received {
         events.extend(facts.properties);
@@ -90,9 +85,5 @@ pub fn exchange_facts(
     for (item, props) in aggregate(events) {
         properties[(item - range.start) as usize] = Some(props);
     }
-    RangeFacts {
-        properties,
-        counts,
-        random,
-    }
+    RangeFacts { properties, counts, random }
 }

@@ -58,11 +58,7 @@ impl XLogXTable {
         let low = (0..=small).map(x_log_x).collect();
         let high_start = n.saturating_sub(2 * small).max(small + 1);
         let high = (high_start..=n).map(x_log_x).collect();
-        XLogXTable {
-            low,
-            high_start,
-            high,
-        }
+        XLogXTable { low, high_start, high }
     }
 
     #[inline(always)]
@@ -111,8 +107,7 @@ impl XLogXTable {
         let k12 = row_count - k11;
         let k21 = column_count - k11;
         let k22 = n + k11 - row_count - column_count;
-        let matrix_entropy =
-            self.get(n) - self.get(k11) - self.get(k12) - self.get(k21) - self.get(k22);
+        let matrix_entropy = self.get(n) - self.get(k11) - self.get(k12) - self.get(k21) - self.get(k22);
         if row_entropy + column_entropy < matrix_entropy {
             return 0.0;
         }
@@ -133,12 +128,7 @@ mod tests {
     #[test]
     fn mahout_matrix_a() {
         // A (users × items); only co-occurring pairs (k11 > 0) are scored.
-        let a = [
-            [1u64, 1, 0, 0, 0],
-            [0, 0, 1, 1, 0],
-            [0, 0, 0, 0, 1],
-            [1, 0, 0, 1, 0],
-        ];
+        let a = [[1u64, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1], [1, 0, 0, 1, 0]];
         let n = a.len() as u64;
         let count = |j: usize| a.iter().map(|r| r[j]).sum::<u64>();
         let mut nonzero = Vec::new();
@@ -155,10 +145,8 @@ mod tests {
                 }
             }
         }
-        let expected: Vec<_> = [(0, 1), (1, 0), (2, 3), (3, 2)]
-            .into_iter()
-            .map(|(i, j)| (i, j, 1.7260924347106847))
-            .collect();
+        let expected: Vec<_> =
+            [(0, 1), (1, 0), (2, 3), (3, 2)].into_iter().map(|(i, j)| (i, j, 1.7260924347106847)).collect();
         assert_eq!(nonzero, expected);
     }
 
@@ -177,14 +165,7 @@ mod tests {
 
     #[test]
     fn table_matches_direct_computation() {
-        for &(small, n) in &[
-            (3u64, 5u64),
-            (10, 1000),
-            (500, 4372),
-            (50, 60),
-            (0, 0),
-            (7, 7),
-        ] {
+        for &(small, n) in &[(3u64, 5u64), (10, 1000), (500, 4372), (50, 60), (0, 0), (7, 7)] {
             let table = XLogXTable::new(small, n);
             for x in 0..=n.min(3000) {
                 assert_eq!(table.get(x).to_bits(), x_log_x(x).to_bits(), "x={x} n={n}");
@@ -195,8 +176,7 @@ mod tests {
                         if n + k11 < row + col {
                             continue;
                         }
-                        let direct =
-                            log_likelihood_ratio(k11, row - k11, col - k11, n + k11 - row - col);
+                        let direct = log_likelihood_ratio(k11, row - k11, col - k11, n + k11 - row - col);
                         assert_eq!(table.llr(k11, row, col, n).to_bits(), direct.to_bits());
                     }
                 }

@@ -28,41 +28,52 @@ use crate::hash::{id_hash, indicator_salt};
 use crate::intern::SortedIds;
 use crate::report::{Interactions, ModelStats, ReadStats, RejectLimit, Timings};
 use crate::sink::document::{Document, DocumentLayout};
-use crate::source::InputFile;
 use crate::source::time::format_iso8601;
+use crate::source::{InputFile, WorkUnit};
+use crate::storage::{Store, join};
 use cco::RowRanges;
 use exchange::Comm;
 use read::{ReadPlan, Share, read_share};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 use timely::worker::Worker;
 
-/// What all workers share, read-only.
+/// What all workers of a process share, read-only.
 pub struct WorkerContext {
     pub engine: Engine,
+    pub store: Store,
     pub inputs: Vec<InputFile>,
-    /// `shares[w]`: indices of the input files worker w reads.
+    pub units: Vec<WorkUnit>,
+    /// `shares[w]`: indices of the units worker w reads (w over all processes).
     pub shares: Vec<Vec<usize>>,
+    /// Hash of the input listing, compared across processes.
+    pub listing: u64,
     pub plan: ReadPlan,
     pub now: i64,
     pub max_rejected: RejectLimit,
     pub show_rejected: usize,
-    /// Directory where worker w writes `items-w.jsonl`.
-    pub parts_dir: PathBuf,
+    /// Where worker w writes `items-0000w.jsonl`.
+    pub output: Store,
+    pub parts_dir: String,
+    pub process: usize,
+    pub processes: usize,
     pub bytes_read: Arc<AtomicU64>,
 }
 
-/// The result of a run, produced by worker 0.
-#[derive(Debug, Clone)]
+/// The result of a run, produced by worker 0 and given to every worker.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub read: ReadStats,
     pub model: ModelStats,
     pub timings: Timings,
     pub warnings: Vec<String>,
+    /// Bytes of exchanged data sent to workers of other processes.
+    pub network_bytes: u64,
+    /// True if every process wrote its parts into one shared directory.
+    pub shared_output: bool,
 }
 
 /// A failure that every worker agrees on.
@@ -93,9 +104,9 @@ impl std::fmt::Display for Failure {
 }
 
 /// One worker's program.
-pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Summary>, Failure> {
+pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, Failure> {
     let started = Instant::now();
-    let mut comm = Comm::new(worker);
+    let mut comm = Comm::new(worker, ctx.processes);
     let me = comm.index;
     let lead = me == 0;
     let engine = &ctx.engine;
@@ -107,43 +118,49 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
         clock = Instant::now();
     };
 
-    // Read this worker's files; agree on errors and on the rejection limit.
+    // Every process must see the same input; each marks the output directory.
+    let first_of_process = me % (comm.peers / ctx.processes) == 0;
+    let mut setup_error = None;
+    if first_of_process {
+        let marker = join(&ctx.parts_dir, &format!(".process-{}", ctx.process));
+        setup_error = ctx.output.create(&marker).and_then(|f| f.finish().map_err(|e| format!("{marker}: {e}"))).err();
+    }
+    let listings = comm.all_gather("input listing", (ctx.process, ctx.inputs.len(), ctx.listing, setup_error));
+    for (process, files, listing, error) in listings {
+        if let Some(e) = error {
+            return Err(Failure::Output(e));
+        }
+        if listing != ctx.listing {
+            return Err(Failure::Input(format!(
+                "process {process} sees other input files ({files}) than process {} ({}): every process must see the same --input",
+                ctx.process,
+                ctx.inputs.len()
+            )));
+        }
+    }
+
+    // Read this worker's units; agree on errors and on the rejection limit.
     let mine = ctx.shares.get(me).map(Vec::as_slice).unwrap_or(&[]);
-    let (mut share, error) = match read_share(
-        &ctx.plan,
-        &ctx.inputs,
-        mine,
-        ctx.show_rejected,
-        &ctx.bytes_read,
-    ) {
+    let input = read::Input { store: &ctx.store, files: &ctx.inputs, units: &ctx.units };
+    let (mut share, error) = match read_share(&ctx.plan, &input, mine, ctx.show_rejected, &ctx.bytes_read) {
         Ok(share) => (share, None),
         Err(e) => (Share::empty(&ctx.plan), Some(e)),
     };
-    let gathered = comm.all_gather(
-        "read: outcome",
-        (share.stats.clone(), share.stats.samples.clone(), error),
-    );
+    let gathered = comm.all_gather("read: outcome", (share.stats.clone(), error));
     let mut stats = ReadStats::default();
-    for (mut s, samples, error) in gathered {
+    for (s, error) in gathered {
         if let Some(e) = error {
             return Err(Failure::Input(e));
         }
-        s.samples = samples;
         stats.merge(s, ctx.show_rejected);
     }
-    if ctx
-        .max_rejected
-        .exceeded(stats.rejected_total(), stats.lines)
-    {
+    stats.resolve_lines();
+    share.stats = ReadStats::default();
+    if ctx.max_rejected.exceeded(stats.rejected_total(), stats.lines) {
         return Err(Failure::TooManyRejected(Box::new(stats)));
     }
     let primary = engine.primary();
-    let primary_events: u64 = primary
-        .event_names
-        .iter()
-        .filter_map(|e| stats.events.get(e))
-        .map(|c| c.kept)
-        .sum();
+    let primary_events: u64 = primary.event_names.iter().filter_map(|e| stats.events.get(e)).map(|c| c.kept).sum();
     if primary_events == 0 && engine.recs_model != RecsModel::Backfill {
         return Err(Failure::NoData(format!(
             "no primary events: none of the {} lines read is a usable `{}` event (user → item); the first indicator must have data",
@@ -153,35 +170,19 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
     }
     lap(&mut timings.read);
     if lead {
-        tracing::info!(
-            lines = stats.lines,
-            rejected = stats.rejected_total(),
-            secs = timings.read,
-            "read"
-        );
+        tracing::info!(lines = stats.lines, rejected = stats.rejected_total(), secs = timings.read, "read");
     }
 
     // Dictionary: every item id, sorted; item i is the i-th.
     let mine = SortedIds::from_unsorted(share.items.iter());
     let dict = SortedIds::merge(&comm.all_gather("dictionary", mine));
-    let global_item: Vec<u32> = share
-        .items
-        .iter()
-        .map(|s| {
-            dict.position(s)
-                .expect("every local item is in the dictionary")
-        })
-        .collect();
+    let global_item: Vec<u32> =
+        share.items.iter().map(|s| dict.position(s).expect("every local item is in the dictionary")).collect();
     let n_items = dict.len();
     lap(&mut timings.dictionary);
 
     // Users meet at their owners; minEventsPerUser picks the rows.
-    let mut rows = users::group_users(
-        &mut comm,
-        &mut share,
-        &global_item,
-        engine.min_events_per_user,
-    );
+    let mut rows = users::group_users(&mut comm, &mut share, &global_item, engine.min_events_per_user);
     let n = comm.sum("rows", rows.user_of_row.len() as u64);
     let users_seen = comm.sum("users", rows.names.len() as u64);
     if n == 0 && engine.recs_model != RecsModel::Backfill {
@@ -192,13 +193,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
     }
     lap(&mut timings.group);
     if lead {
-        tracing::info!(
-            users = users_seen,
-            n,
-            items = n_items,
-            secs = timings.group,
-            "grouped users"
-        );
+        tracing::info!(users = users_seen, n, items = n_items, secs = timings.group, "grouped users");
     }
 
     // Downsample each indicator; count users per item before and after.
@@ -211,27 +206,10 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
         let pre = comm.all_reduce_sum("downsample: counts before", column_counts(matrix, n_items));
         let distinct: u64 = pre.iter().map(|&c| c as u64).sum();
         let salt = indicator_salt(engine.seed, &indicator.name);
-        sample::downsample(
-            &mut comm,
-            &rows.hash,
-            matrix,
-            &pre,
-            &item_hash,
-            salt,
-            indicator.max_items_per_user,
-        );
-        let post = comm.all_reduce_sum(
-            "downsample: counts after",
-            column_counts(&rows.matrices[k], n_items),
-        );
+        sample::downsample(&mut comm, &rows.hash, matrix, &pre, &item_hash, salt, indicator.max_items_per_user);
+        let post = comm.all_reduce_sum("downsample: counts after", column_counts(&rows.matrices[k], n_items));
         let after: u64 = post.iter().map(|&c| c as u64).sum();
-        interactions.insert(
-            indicator.name.clone(),
-            Interactions {
-                distinct,
-                after_downsampling: after,
-            },
-        );
+        interactions.insert(indicator.name.clone(), Interactions { distinct, after_downsampling: after });
         if distinct == 0 && engine.recs_model != RecsModel::Backfill {
             warnings.push(format!(
                 "indicator `{}` has no events of training users: its field is empty in every document",
@@ -248,17 +226,10 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
 
     // Correlators of the rows this worker owns.
     let with_indicators = engine.recs_model != RecsModel::Backfill;
-    let cost = comm.all_reduce_sum(
-        "cco: row costs",
-        row_costs(&rows.matrices, n_items, with_indicators),
-    );
+    let cost = comm.all_reduce_sum("cco: row costs", row_costs(&rows.matrices, n_items, with_indicators));
     let ranges = RowRanges::split(&cost, comm.peers);
     drop(cost);
-    let matrices = if with_indicators {
-        std::mem::take(&mut rows.matrices)
-    } else {
-        Vec::new()
-    };
+    let matrices = if with_indicators { std::mem::take(&mut rows.matrices) } else { Vec::new() };
     let (correlators, pair_visits) = if with_indicators {
         let block = cco::distribute_rows(&mut comm, &matrices, &ranges);
         drop(matrices);
@@ -277,28 +248,13 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
 
     // Properties and ranks of the items this worker owns.
     let with_facts = engine.recs_model != RecsModel::CollabFiltering;
-    let facts = facts::exchange_facts(
-        &mut comm,
-        &mut share,
-        &global_item,
-        &ranges,
-        &engine.rankings,
-        with_facts,
-        with_facts,
-    );
+    let facts =
+        facts::exchange_facts(&mut comm, &mut share, &global_item, &ranges, &engine.rankings, with_facts, with_facts);
     drop(share);
     let range = ranges.range(me);
     let has_properties: Vec<bool> = facts.properties.iter().map(Option::is_some).collect();
     let rank_values = if with_facts {
-        ranks::rank_values(
-            &engine.rankings,
-            &facts.counts,
-            &facts.random,
-            &has_properties,
-            &range,
-            &dict,
-            engine.seed,
-        )
+        ranks::rank_values(&engine.rankings, &facts.counts, &facts.random, &has_properties, &range, &dict, engine.seed)
     } else {
         vec![vec![None; has_properties.len()]; engine.rankings.len()]
     };
@@ -323,23 +279,27 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
         &mut local,
     );
     let write_error = written.err();
-    let gathered = comm.all_gather("documents: outcome", (local, write_error));
+    // Worker 0 checks whether every process wrote into the directory it sees.
+    let shared = lead
+        && (0..ctx.processes).all(|p| {
+            let marker = join(&ctx.parts_dir, &format!(".process-{p}"));
+            matches!(ctx.output.stat(&marker), Ok(Some(_)))
+        });
+    let gathered = comm.all_gather("documents: outcome", (local, write_error, shared, comm.sent_remote));
     lap(&mut timings.write);
 
     let mut total = LocalModelStats::default();
-    for (s, error) in gathered {
+    let shared_output = gathered[0].2;
+    let mut network_bytes = 0;
+    for (s, error, _, sent) in gathered {
         if let Some(e) = error {
             return Err(Failure::Output(e));
         }
         total.add(s);
-    }
-    if !lead {
-        return Ok(None);
+        network_bytes += sent;
     }
     for (field, count) in &total.clashes {
-        warnings.push(format!(
-            "property `{field}` of {count} item(s) is not written: the model uses that field name"
-        ));
+        warnings.push(format!("property `{field}` of {count} item(s) is not written: the model uses that field name"));
     }
     let model = ModelStats {
         users: users_seen,
@@ -348,29 +308,19 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Option<Sum
         primary_items: pre_primary.iter().filter(|&&c| c > 0).count() as u64,
         interactions,
         pair_visits,
-        correlators: engine
-            .indicators
-            .iter()
-            .zip(&total.correlators)
-            .map(|(i, &c)| (i.name.clone(), c))
-            .collect(),
+        correlators: engine.indicators.iter().zip(&total.correlators).map(|(i, &c)| (i.name.clone(), c)).collect(),
         items_with_properties: total.items_with_properties,
-        ranked_items: engine
-            .rankings
-            .iter()
-            .zip(&total.ranked)
-            .map(|(r, &c)| (r.name.clone(), c))
-            .collect(),
+        ranked_items: engine.rankings.iter().zip(&total.ranked).map(|(r, &c)| (r.name.clone(), c)).collect(),
         documents: total.documents,
     };
     timings.total = started.elapsed().as_secs_f64();
-    tracing::info!(documents = model.documents, now = %format_iso8601(ctx.now), secs = timings.total, "model written");
-    Ok(Some(Summary {
-        read: stats,
-        model,
-        timings,
-        warnings,
-    }))
+    if lead {
+        tracing::info!(documents = model.documents, now = %format_iso8601(ctx.now), secs = timings.total, "documents written");
+    }
+    let summary = Summary { read: stats, model, timings, warnings, network_bytes, shared_output };
+    // Every process gets worker 0's summary (for its manifest).
+    let all = comm.all_gather("summary", lead.then_some(summary));
+    Ok(all.into_iter().flatten().next().expect("worker 0 sends its summary"))
 }
 
 /// Users per item in a matrix (rows of this worker).
@@ -439,10 +389,8 @@ fn write_part(
     layout: &DocumentLayout,
     stats: &mut LocalModelStats,
 ) -> Result<(), String> {
-    let path = crate::sink::directory::part_path(&ctx.parts_dir, me);
-    let file = std::fs::File::create(&path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let path = join(&ctx.parts_dir, &crate::sink::directory::part_name(me));
+    let mut out = ctx.output.create(&path)?;
     let mut line = Vec::with_capacity(4096);
     stats.correlators = vec![0; layout.indicators.len()];
     stats.ranked = vec![0; layout.rankings.len()];
@@ -469,18 +417,9 @@ fn write_part(
         stats.items_with_properties += properties.is_some() as u64;
         stats.documents += 1;
         line.clear();
-        let doc = Document {
-            id: dict.get(item),
-            correlators,
-            ranks: &ranks,
-            properties,
-        };
+        let doc = Document { id: dict.get(item), correlators, ranks: &ranks, properties };
         layout.write(&mut line, &doc, dict, &mut stats.clashes);
-        out.write_all(&line)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        out.write_all(&line).map_err(|e| format!("cannot write {path}: {e}"))?;
     }
-    out.into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    out.finish().map_err(|e| format!("cannot write {path}: {e}"))
 }

@@ -23,14 +23,12 @@ pub fn aggregate(mut events: Vec<PropertyEvent>) -> Vec<(u32, Properties)> {
             match e.op {
                 PropertyOp::Delete => state = None,
                 PropertyOp::Set => {
-                    let props: Map<String, Value> =
-                        serde_json::from_str(&e.properties).unwrap_or_default();
+                    let props: Map<String, Value> = serde_json::from_str(&e.properties).unwrap_or_default();
                     state.get_or_insert_with(Properties::new).extend(props);
                 }
                 PropertyOp::Unset => {
                     if let Some(s) = state.as_mut() {
-                        let props: Map<String, Value> =
-                            serde_json::from_str(&e.properties).unwrap_or_default();
+                        let props: Map<String, Value> = serde_json::from_str(&e.properties).unwrap_or_default();
                         for key in props.keys() {
                             s.remove(key);
                         }
@@ -51,29 +49,14 @@ mod tests {
     use serde_json::json;
 
     fn ev(item: u32, time: i64, op: PropertyOp, props: Value) -> PropertyEvent {
-        PropertyEvent {
-            item,
-            time,
-            op,
-            properties: props.to_string(),
-        }
+        PropertyEvent { item, time, op, properties: props.to_string() }
     }
 
     #[test]
     fn latest_set_wins_by_time_not_file_order() {
         let events = vec![
-            ev(
-                1,
-                20,
-                PropertyOp::Set,
-                json!({"categories": ["Phones"], "countries": ["US"]}),
-            ),
-            ev(
-                1,
-                10,
-                PropertyOp::Set,
-                json!({"categories": ["Cameras"], "price": 7.0}),
-            ),
+            ev(1, 20, PropertyOp::Set, json!({"categories": ["Phones"], "countries": ["US"]})),
+            ev(1, 10, PropertyOp::Set, json!({"categories": ["Cameras"], "price": 7.0})),
         ];
         let out = aggregate(events);
         assert_eq!(out.len(), 1);

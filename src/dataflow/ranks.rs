@@ -46,13 +46,11 @@ pub fn rank_values(
                     }
                     RankingKind::Hot => {
                         let (older, middle, newer) = (c[0][x], c[1][x], c[2][x]);
-                        (older > 0 && middle > 0 && newer > 0).then_some(
-                            (newer as f64 - middle as f64) - (middle as f64 - older as f64),
-                        )
+                        (older > 0 && middle > 0 && newer > 0)
+                            .then_some((newer as f64 - middle as f64) - (middle as f64 - older as f64))
                     }
-                    RankingKind::Random => (random_items[r][x] || has_properties[x]).then(|| {
-                        unit_interval(seed, &ranking.name, dict.get(range.start + x as u32))
-                    }),
+                    RankingKind::Random => (random_items[r][x] || has_properties[x])
+                        .then(|| unit_interval(seed, &ranking.name, dict.get(range.start + x as u32))),
                     RankingKind::UserDefined => None,
                 })
                 .collect()

@@ -14,14 +14,13 @@ use crate::intern::Interner;
 use crate::report::{ReadStats, RejectedLine};
 use crate::source::event::{Event, Reject, parse_event};
 use crate::source::time::Millis;
-use crate::source::{InputFile, lines::for_each_line};
+use crate::source::{InputFile, WorkUnit, lines::read_unit};
+use crate::storage::Store;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
 /// `$set`, `$unset` or `$delete` (ordered as applied within one instant).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum PropertyOp {
     Delete,
     Set,
@@ -97,11 +96,7 @@ impl ReadPlan {
         let mut random = Vec::new();
         for (r, ranking) in engine.rankings.iter().enumerate() {
             let end = ranking.offset_date.unwrap_or(now);
-            windows.push(RankWindow {
-                kind: ranking.kind,
-                start: end - ranking.duration_secs * 1000,
-                end,
-            });
+            windows.push(RankWindow { kind: ranking.kind, start: end - ranking.duration_secs * 1000, end });
             match ranking.kind {
                 RankingKind::Popular | RankingKind::Trending | RankingKind::Hot => {
                     for e in &ranking.event_names {
@@ -146,11 +141,7 @@ impl Share {
             items: Interner::new(),
             usage: vec![Vec::new(); plan.indicators],
             primary_events: Vec::new(),
-            rank_counts: plan
-                .windows
-                .iter()
-                .map(|w| vec![Vec::new(); w.kind.buckets()])
-                .collect(),
+            rank_counts: plan.windows.iter().map(|w| vec![Vec::new(); w.kind.buckets()]).collect(),
             random_items: vec![Vec::new(); plan.windows.len()],
             property_events: Vec::new(),
             stats: ReadStats::default(),
@@ -158,29 +149,35 @@ impl Share {
     }
 }
 
-/// Reads `files[i]` for each `i` in `mine`. An I/O error ends the read.
+/// What a worker reads.
+pub struct Input<'a> {
+    pub store: &'a Store,
+    pub files: &'a [InputFile],
+    pub units: &'a [WorkUnit],
+}
+
+/// Reads `units[i]` for each `i` in `mine`. An I/O error ends the read.
 pub fn read_share(
     plan: &ReadPlan,
-    files: &[InputFile],
+    input: &Input,
     mine: &[usize],
     keep_samples: usize,
     bytes_read: &AtomicU64,
 ) -> Result<Share, String> {
     let mut share = Share::empty(plan);
-    let mut reader = LineHandler {
-        plan,
-        share: &mut share,
-        keep_samples,
-        random_seen: Vec::new(),
-    };
+    let mut reader = LineHandler { plan, share: &mut share, keep_samples, random_seen: Vec::new() };
     reader.random_seen = vec![Vec::new(); plan.windows.len()];
-    for &f in mine {
-        let file = &files[f];
-        reader.share.stats.files += 1;
-        reader.share.stats.bytes += file.len;
-        for_each_line(file, bytes_read, |line_no, line| {
-            reader.line(f as u32, file, line_no, line)
+    for &u in mine {
+        let unit = &input.units[u];
+        let file = &input.files[unit.file as usize];
+        if unit.start == 0 {
+            reader.share.stats.files += 1;
+        }
+        reader.share.stats.bytes += unit.end.min(file.len) - unit.start;
+        let lines = read_unit(input.store, file, unit, bytes_read, |line_no, line| {
+            reader.line(unit.file, unit.start, file, line_no, line)
         })?;
+        reader.share.stats.unit_lines.push((unit.file, unit.start, lines));
     }
     Ok(share)
 }
@@ -194,7 +191,8 @@ struct LineHandler<'a> {
 }
 
 impl LineHandler<'_> {
-    fn line(&mut self, file_index: u32, file: &InputFile, line_no: u64, line: &[u8]) {
+    fn line(&mut self, file_index: u32, unit_start: u64, file: &InputFile, line_no: u64, line: &[u8]) {
+        let at = (file_index, unit_start, file, line_no);
         if line.iter().all(u8::is_ascii_whitespace) {
             self.share.stats.blank_lines += 1;
             return;
@@ -206,13 +204,7 @@ impl LineHandler<'_> {
                 if let Some(name) = &rejected.event {
                     self.count(name, |c| c.read += 1);
                 }
-                return self.reject(
-                    rejected.event.as_deref(),
-                    file_index,
-                    file,
-                    line_no,
-                    rejected.reason,
-                );
+                return self.reject(rejected.event.as_deref(), at, rejected.reason);
             }
         };
         self.count(&event.event, |c| c.read += 1);
@@ -230,7 +222,7 @@ impl LineHandler<'_> {
                 match self.property_event(&event) {
                     Ok(()) => kept = true,
                     Err(reason) => {
-                        return self.reject(Some(&event.event), file_index, file, line_no, reason);
+                        return self.reject(Some(&event.event), at, reason);
                     }
                 }
             }
@@ -241,7 +233,7 @@ impl LineHandler<'_> {
                     let target = match event.target() {
                         Ok(t) => t,
                         Err(reason) => {
-                            return self.reject(Some(name), file_index, file, line_no, reason);
+                            return self.reject(Some(name), at, reason);
                         }
                     };
                     if event.entity_type != "user" {
@@ -294,12 +286,7 @@ impl LineHandler<'_> {
             _ => serde_json::to_string(&event.properties_object()?).unwrap_or_default(),
         };
         let item = self.share.items.intern(&event.entity_id);
-        self.share.property_events.push(PropertyEvent {
-            item,
-            time: event.event_time,
-            op,
-            properties,
-        });
+        self.share.property_events.push(PropertyEvent { item, time: event.event_time, op, properties });
         Ok(())
     }
 
@@ -347,26 +334,16 @@ impl LineHandler<'_> {
         }
     }
 
-    fn reject(
-        &mut self,
-        name: Option<&str>,
-        file_index: u32,
-        file: &InputFile,
-        line: u64,
-        reason: Reject,
-    ) {
+    fn reject(&mut self, name: Option<&str>, at: (u32, u64, &InputFile, u64), reason: Reject) {
+        let (file_index, unit_start, file, line) = at;
         if let Some(name) = name {
             self.count(name, |c| c.rejected += 1);
         }
-        *self
-            .share
-            .stats
-            .rejected
-            .entry(reason.reason())
-            .or_default() += 1;
+        *self.share.stats.rejected.entry(reason.reason()).or_default() += 1;
         if self.share.stats.samples.len() < self.keep_samples {
             self.share.stats.samples.push(RejectedLine {
                 file_index,
+                unit_start,
                 line,
                 file: file.display(),
                 message: reason.to_string(),
@@ -380,34 +357,18 @@ mod tests {
     use super::*;
 
     fn window(kind: RankingKind) -> RankWindow {
-        RankWindow {
-            kind,
-            start: 0,
-            end: 90,
-        }
+        RankWindow { kind, start: 0, end: 90 }
     }
 
     #[test]
     fn buckets_follow_the_ur_intervals() {
         let p = window(RankingKind::Popular);
-        assert_eq!(
-            (p.bucket(-1), p.bucket(0), p.bucket(90), p.bucket(91)),
-            (None, Some(0), Some(0), None)
-        );
+        assert_eq!((p.bucket(-1), p.bucket(0), p.bucket(90), p.bucket(91)), (None, Some(0), Some(0), None));
         let t = window(RankingKind::Trending);
-        assert_eq!(
-            (t.bucket(44), t.bucket(45), t.bucket(90)),
-            (Some(0), Some(1), Some(1))
-        );
+        assert_eq!((t.bucket(44), t.bucket(45), t.bucket(90)), (Some(0), Some(1), Some(1)));
         let h = window(RankingKind::Hot);
         assert_eq!(
-            (
-                h.bucket(29),
-                h.bucket(30),
-                h.bucket(59),
-                h.bucket(60),
-                h.bucket(90)
-            ),
+            (h.bucket(29), h.bucket(30), h.bucket(59), h.bucket(60), h.bucket(90)),
             (Some(0), Some(1), Some(1), Some(2), Some(2))
         );
     }

@@ -48,19 +48,12 @@ pub fn downsample(
                 }
             }
         }
-        let received = comm.shuffle(
-            "downsample: item keys",
-            parcels.into_iter().enumerate().collect(),
-        );
+        let received = comm.shuffle("downsample: item keys", parcels.into_iter().enumerate().collect());
         let mut keys: Vec<(u32, u64)> = received.into_iter().flat_map(|(_, v)| v).collect();
         keys.sort_unstable();
-        let mine: Vec<(u32, u64)> = keys
-            .chunk_by(|a, b| a.0 == b.0)
-            .map(|group| (group[0].0, group[cap.min(group.len()) - 1].1))
-            .collect();
-        item_threshold = comm
-            .all_gather("downsample: item thresholds", mine)
-            .concat();
+        let mine: Vec<(u32, u64)> =
+            keys.chunk_by(|a, b| a.0 == b.0).map(|group| (group[0].0, group[cap.min(group.len()) - 1].1)).collect();
+        item_threshold = comm.all_gather("downsample: item thresholds", mine).concat();
         item_threshold.sort_unstable();
     }
     let threshold_of = |i: u32| -> u64 {

@@ -22,10 +22,7 @@ impl Csr {
     pub fn with_rows(rows: usize) -> Csr {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
-        Csr {
-            offsets,
-            items: Vec::new(),
-        }
+        Csr { offsets, items: Vec::new() }
     }
 
     #[inline]
@@ -70,12 +67,7 @@ struct UserBatch {
 }
 
 /// Sends each user's events to its owner and builds the owner's rows.
-pub fn group_users(
-    comm: &mut Comm,
-    share: &mut Share,
-    global_item: &[u32],
-    min_events: u32,
-) -> Rows {
+pub fn group_users(comm: &mut Comm, share: &mut Share, global_item: &[u32], min_events: u32) -> Rows {
     let indicators = share.usage.len();
     let peers = comm.peers;
 
@@ -83,10 +75,7 @@ pub fn group_users(
     let usage: Vec<Vec<(u32, u32)>> = std::mem::take(&mut share.usage)
         .into_iter()
         .map(|pairs| {
-            let mut pairs: Vec<(u32, u32)> = pairs
-                .into_iter()
-                .map(|(u, i)| (u, global_item[i as usize]))
-                .collect();
+            let mut pairs: Vec<(u32, u32)> = pairs.into_iter().map(|(u, i)| (u, global_item[i as usize])).collect();
             pairs.sort_unstable();
             pairs.dedup();
             pairs
@@ -100,13 +89,7 @@ pub fn group_users(
         let batch = &mut batches[(id_hash(name) % peers as u64) as usize];
         batch.names.push_str(name);
         batch.name_ends.push(batch.names.len() as u32);
-        batch.primary_events.push(
-            share
-                .primary_events
-                .get(user as usize)
-                .copied()
-                .unwrap_or(0),
-        );
+        batch.primary_events.push(share.primary_events.get(user as usize).copied().unwrap_or(0));
         for (k, pairs) in usage.iter().enumerate() {
             let start = cursors[k];
             let mut end = start;
@@ -114,9 +97,7 @@ pub fn group_users(
                 end += 1;
             }
             batch.lens.push((end - start) as u32);
-            batch
-                .items
-                .extend(pairs[start..end].iter().map(|&(_, i)| i));
+            batch.items.extend(pairs[start..end].iter().map(|&(_, i)| i));
             cursors[k] = end;
         }
     }
@@ -143,11 +124,7 @@ pub fn group_users(
             primary[user as usize] += batch.primary_events[u];
             for (k, list) in pairs.iter_mut().enumerate() {
                 let len = batch.lens[u * indicators + k] as usize;
-                list.extend(
-                    batch.items[item_pos..item_pos + len]
-                        .iter()
-                        .map(|&i| (user, i)),
-                );
+                list.extend(batch.items[item_pos..item_pos + len].iter().map(|&i| (user, i)));
                 item_pos += len;
             }
         }
@@ -187,14 +164,6 @@ pub fn group_users(
             csr
         })
         .collect();
-    let hash = user_of_row
-        .iter()
-        .map(|&u| id_hash(names.resolve(u)))
-        .collect();
-    Rows {
-        names,
-        user_of_row,
-        hash,
-        matrices,
-    }
+    let hash = user_of_row.iter().map(|&u| id_hash(names.resolve(u))).collect();
+    Rows { names, user_of_row, hash, matrices }
 }

@@ -32,13 +32,7 @@ pub struct Document<'a> {
 
 impl DocumentLayout {
     /// Appends the document as one JSON line; counts skipped properties.
-    pub fn write(
-        &self,
-        out: &mut Vec<u8>,
-        doc: &Document,
-        dict: &SortedIds,
-        clashes: &mut BTreeMap<String, u64>,
-    ) {
+    pub fn write(&self, out: &mut Vec<u8>, doc: &Document, dict: &SortedIds, clashes: &mut BTreeMap<String, u64>) {
         out.extend_from_slice(b"{\"id\":");
         json_string(out, doc.id);
         if let Some(correlators) = doc.correlators {
@@ -65,11 +59,7 @@ impl DocumentLayout {
         }
         if let Some(props) = doc.properties {
             for (key, value) in props {
-                let ranked = self
-                    .rankings
-                    .iter()
-                    .zip(doc.ranks)
-                    .any(|(n, v)| n == key && v.is_some());
+                let ranked = self.rankings.iter().zip(doc.ranks).any(|(n, v)| n == key && v.is_some());
                 if key == "id" || self.indicators.contains(key) || ranked {
                     *clashes.entry(key.clone()).or_default() += 1;
                     continue;
@@ -93,8 +83,7 @@ fn json_number(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
         serde_json::to_writer(&mut *out, &v).expect("writing to a Vec cannot fail");
     } else {
-        out.write_all(b"null")
-            .expect("writing to a Vec cannot fail");
+        out.write_all(b"null").expect("writing to a Vec cannot fail");
     }
 }
 
@@ -135,9 +124,6 @@ mod tests {
             line,
             "{\"id\":\"b \\\"quoted\\\"\",\"buy\":[\"c\",\"a\"],\"view\":[],\"popRank\":8.0,\"categories\":[\"Phones\"],\"defaultRank\":5.0}\n"
         );
-        assert_eq!(
-            clashes,
-            BTreeMap::from([("buy".to_string(), 1), ("popRank".to_string(), 1)])
-        );
+        assert_eq!(clashes, BTreeMap::from([("buy".to_string(), 1), ("popRank".to_string(), 1)]));
     }
 }

@@ -102,25 +102,15 @@ pub struct Rejected<'a> {
 /// Parses one line. Checks what every event needs; what a particular use
 /// needs (a target for usage events) is checked by the caller.
 pub fn parse_event(line: &[u8]) -> Result<Event<'_>, Rejected<'_>> {
-    let raw = scan_event(line).map_err(|e| Rejected {
-        event: None,
-        reason: Reject::MalformedJson(e),
-    })?;
-    let event = required(raw.event, "event").map_err(|reason| Rejected {
-        event: None,
-        reason,
-    })?;
-    let fail = |reason| Rejected {
-        event: Some(event.clone()),
-        reason,
-    };
+    let raw = scan_event(line).map_err(|e| Rejected { event: None, reason: Reject::MalformedJson(e) })?;
+    let event = required(raw.event, "event").map_err(|reason| Rejected { event: None, reason })?;
+    let fail = |reason| Rejected { event: Some(event.clone()), reason };
     let entity_type = required(raw.entity_type, "entityType").map_err(fail)?;
     let entity_id = required(raw.entity_id, "entityId").map_err(fail)?;
     let target_entity_type = optional(raw.target_entity_type, "targetEntityType").map_err(fail)?;
     let target_entity_id = optional(raw.target_entity_id, "targetEntityId").map_err(fail)?;
     let time = required(raw.event_time, "eventTime").map_err(fail)?;
-    let event_time =
-        parse_iso8601(&time).ok_or_else(|| fail(Reject::BadEventTime(truncate(&time, 60))))?;
+    let event_time = parse_iso8601(&time).ok_or_else(|| fail(Reject::BadEventTime(truncate(&time, 60))))?;
     Ok(Event {
         event,
         entity_type,
@@ -207,26 +197,14 @@ mod tests {
                 r#"{"event":"view","entityType":"user","entityId":"u1","eventTime":"2026-01-15"} trailing"#,
                 "malformed JSON",
             ),
-            (
-                r#"{"entityType":"user","entityId":"u1","eventTime":"2026-01-15"}"#,
-                "missing field event",
-            ),
+            (r#"{"entityType":"user","entityId":"u1","eventTime":"2026-01-15"}"#, "missing field event"),
             (
                 r#"{"event":"view","entityType":"user","entityId":7,"eventTime":"2026-01-15"}"#,
                 "wrong type of field entityId",
             ),
-            (
-                r#"{"event":"view","entityType":"user","entityId":"","eventTime":"2026-01-15"}"#,
-                "empty field entityId",
-            ),
-            (
-                r#"{"event":"view","entityType":"user","entityId":"u","eventTime":"last tuesday"}"#,
-                "bad eventTime",
-            ),
-            (
-                r#"{"event":"view","entityType":"user","entityId":"u"}"#,
-                "missing field eventTime",
-            ),
+            (r#"{"event":"view","entityType":"user","entityId":"","eventTime":"2026-01-15"}"#, "empty field entityId"),
+            (r#"{"event":"view","entityType":"user","entityId":"u","eventTime":"last tuesday"}"#, "bad eventTime"),
+            (r#"{"event":"view","entityType":"user","entityId":"u"}"#, "missing field eventTime"),
             (
                 r#"{"event":"view","entityType":"user","entityId":"u","targetEntityId":["a"],"eventTime":"2026-01-15"}"#,
                 "wrong type of field targetEntityId",
@@ -236,13 +214,8 @@ mod tests {
             let err = parse_event(line.as_bytes()).unwrap_err();
             assert_eq!(err.reason.reason(), reason, "{line}");
         }
-        let err =
-            parse_event(br#"{"event":"view","entityType":"user","entityId":5,"eventTime":"x"}"#)
-                .unwrap_err();
-        assert_eq!(
-            err.reason.to_string(),
-            "field entityId: expected a string, found a number"
-        );
+        let err = parse_event(br#"{"event":"view","entityType":"user","entityId":5,"eventTime":"x"}"#).unwrap_err();
+        assert_eq!(err.reason.to_string(), "field entityId: expected a string, found a number");
         assert_eq!(err.event.as_deref(), Some("view"));
     }
 
@@ -251,11 +224,11 @@ mod tests {
         let e = parse_event(br#"{"event":"$set","entityType":"item","entityId":"i","properties":{"a":["x"],"n":7.0},"eventTime":"2026-01-15"}"#).unwrap();
         let p = e.properties_object().unwrap();
         assert_eq!(p["a"], serde_json::json!(["x"]));
-        let e = parse_event(br#"{"event":"$set","entityType":"item","entityId":"i","properties":[1],"eventTime":"2026-01-15"}"#).unwrap();
-        assert_eq!(
-            e.properties_object().unwrap_err().reason(),
-            "bad properties"
-        );
+        let e = parse_event(
+            br#"{"event":"$set","entityType":"item","entityId":"i","properties":[1],"eventTime":"2026-01-15"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.properties_object().unwrap_err().reason(), "bad properties");
     }
 }
 
@@ -375,21 +348,13 @@ pub mod tests_support {
                     fn g<'x>(x: &Option<Field<'x>>) -> Option<Field<'x>> {
                         x.clone().filter(|v| *v != Field::Null)
                     }
-                    assert_eq!(
-                        g(&a.event),
-                        f(&b.event),
-                        "{}",
-                        String::from_utf8_lossy(&line)
-                    );
+                    assert_eq!(g(&a.event), f(&b.event), "{}", String::from_utf8_lossy(&line));
                     assert_eq!(g(&a.entity_type), f(&b.entity_type));
                     assert_eq!(g(&a.entity_id), f(&b.entity_id));
                     assert_eq!(g(&a.target_entity_type), f(&b.target_entity_type));
                     assert_eq!(g(&a.target_entity_id), f(&b.target_entity_id));
                     assert_eq!(g(&a.event_time), f(&b.event_time));
-                    assert_eq!(
-                        a.properties,
-                        b.properties.map(|r| r.get()).filter(|r| *r != "null")
-                    );
+                    assert_eq!(a.properties, b.properties.map(|r| r.get()).filter(|r| *r != "null"));
                     agreed.0 += 1;
                 }
                 (Err(_), Err(_)) => agreed.1 += 1,

@@ -39,23 +39,15 @@ const MAX_DEPTH: usize = 128;
 
 /// Scans one line; `Err` is a message for "malformed JSON: ...".
 pub fn scan_event(line: &[u8]) -> Result<EventMembers<'_>, String> {
-    let text = std::str::from_utf8(line)
-        .map_err(|e| format!("invalid UTF-8 at column {}", e.valid_up_to() + 1))?;
-    let mut s = Scanner {
-        s: text,
-        b: text.as_bytes(),
-        i: 0,
-    };
+    let text = std::str::from_utf8(line).map_err(|e| format!("invalid UTF-8 at column {}", e.valid_up_to() + 1))?;
+    let mut s = Scanner { s: text, b: text.as_bytes(), i: 0 };
     let mut m = EventMembers::default();
     s.ws();
     if s.peek() != Some(b'{') {
         return Err(match s.peek() {
             None => "EOF while parsing a value".into(),
             Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
-                format!(
-                    "invalid type: expected an event object at column {}",
-                    s.i + 1
-                )
+                format!("invalid type: expected an event object at column {}", s.i + 1)
             }
             Some(_) => s.err("expected value"),
         });
@@ -142,11 +134,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn err_eof_or(&self, msg: &str) -> String {
-        if self.i >= self.b.len() {
-            "EOF while parsing an object".into()
-        } else {
-            self.err(msg)
-        }
+        if self.i >= self.b.len() { "EOF while parsing an object".into() } else { self.err(msg) }
     }
 
     #[inline]
@@ -223,9 +211,7 @@ impl<'a> Scanner<'a> {
                             } else {
                                 hi
                             };
-                            out.push(
-                                char::from_u32(code).ok_or_else(|| self.err("invalid escape"))?,
-                            );
+                            out.push(char::from_u32(code).ok_or_else(|| self.err("invalid escape"))?);
                             continue;
                         }
                         None => return Err("EOF while parsing a string".into()),
@@ -280,15 +266,10 @@ impl<'a> Scanner<'a> {
     }
 
     fn hex4(&mut self) -> Result<u32, String> {
-        let digits = self
-            .b
-            .get(self.i..self.i + 4)
-            .ok_or_else(|| "EOF while parsing a string".to_string())?;
+        let digits = self.b.get(self.i..self.i + 4).ok_or_else(|| "EOF while parsing a string".to_string())?;
         let mut v = 0u32;
         for &d in digits {
-            let x = (d as char)
-                .to_digit(16)
-                .ok_or_else(|| self.err("invalid escape"))?;
+            let x = (d as char).to_digit(16).ok_or_else(|| self.err("invalid escape"))?;
             v = v * 16 + x;
         }
         self.i += 4;
@@ -337,11 +318,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn err_eof_or_number(&self) -> String {
-        if self.i >= self.b.len() {
-            "EOF while parsing a value".into()
-        } else {
-            self.err("invalid number")
-        }
+        if self.i >= self.b.len() { "EOF while parsing a value".into() } else { self.err("invalid number") }
     }
 
     fn digits(&mut self) {
@@ -361,11 +338,7 @@ impl<'a> Scanner<'a> {
             Some(b'-' | b'0'..=b'9') => self.number().map(|_| "a number"),
             Some(open @ (b'{' | b'[')) => {
                 self.skip_container()?;
-                Ok(if open == b'{' {
-                    "an object"
-                } else {
-                    "an array"
-                })
+                Ok(if open == b'{' { "an object" } else { "an array" })
             }
             Some(_) => Err(self.err("expected value")),
         }
@@ -409,17 +382,10 @@ impl<'a> Scanner<'a> {
                         stack.pop();
                     }
                     None => {
-                        return Err(format!(
-                            "EOF while parsing {}",
-                            if top == b'{' { "an object" } else { "a list" }
-                        ));
+                        return Err(format!("EOF while parsing {}", if top == b'{' { "an object" } else { "a list" }));
                     }
                     Some(_) => {
-                        return Err(self.err(if top == b'{' {
-                            "expected `,` or `}`"
-                        } else {
-                            "expected `,` or `]`"
-                        }));
+                        return Err(self.err(if top == b'{' { "expected `,` or `}`" } else { "expected `,` or `]`" }));
                     }
                 }
             }
@@ -476,18 +442,12 @@ mod tests {
         assert_eq!(m.entity_id, Some(Field::Str("u\"1é😀".into())));
         assert_eq!(m.target_entity_id, Some(Field::Null));
         assert_eq!(m.target_entity_type, None);
-        assert_eq!(
-            m.properties,
-            Some(r#"{"a":[1,2.5e3,-0.1,{"b":[]}],"c":true}"#)
-        );
+        assert_eq!(m.properties, Some(r#"{"a":[1,2.5e3,-0.1,{"b":[]}],"c":true}"#));
         let m = ok(r#"{"event":1,"entityId":[{}],"properties":null}"#);
         assert_eq!(m.event, Some(Field::Other("a number")));
         assert_eq!(m.entity_id, Some(Field::Other("an array")));
         assert_eq!(m.properties, None);
-        assert!(matches!(
-            ok(r#"{"event":"plain"}"#).event,
-            Some(Field::Str(Cow::Borrowed(_)))
-        ));
+        assert!(matches!(ok(r#"{"event":"plain"}"#).event, Some(Field::Str(Cow::Borrowed(_)))));
     }
 
     #[test]
@@ -527,8 +487,7 @@ mod tests {
         ] {
             assert!(scan_event(bad.as_bytes()).is_err(), "accepted {bad:?}");
             assert!(
-                serde_json::from_str::<crate::source::event::tests_support::RawEventRef>(bad)
-                    .is_err(),
+                serde_json::from_str::<crate::source::event::tests_support::RawEventRef>(bad).is_err(),
                 "serde accepts {bad:?}"
             );
         }

@@ -5,7 +5,8 @@
 //! checks the strings it reads). Bytes read from storage are added to a
 //! shared counter for the progress bar.
 
-use super::InputFile;
+use super::{InputFile, WorkUnit};
+use crate::storage::Store;
 use flate2::read::MultiGzDecoder;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,43 +27,50 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
-/// Calls `f(line_number, line)` for each line (1-based, without the line
-/// terminator). Errors name the file.
-pub fn for_each_line(
+/// Calls `f(line_number, line)` for each line of a work unit: the lines
+/// that *start* in `unit.start .. unit.end` (the last one may run past the
+/// end). Line numbers count from 1 at the unit's start. Errors name the file.
+pub fn read_unit(
+    store: &Store,
     file: &InputFile,
+    unit: &WorkUnit,
     bytes_read: &AtomicU64,
     mut f: impl FnMut(u64, &[u8]),
 ) -> Result<u64, String> {
-    let raw = std::fs::File::open(&file.path).map_err(|e| format!("{}: {e}", file.display()))?;
-    let counting = Counting {
-        inner: raw,
-        counter: bytes_read,
-    };
+    let open_at = unit.start.saturating_sub(1);
+    let raw = store.open(&file.path, open_at)?;
+    let counting = Counting { inner: raw, counter: bytes_read };
     let mut reader: Box<dyn Read> = if file.is_gzip() {
-        Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(
-            BUFFER, counting,
-        )))
+        Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(BUFFER, counting)))
     } else {
         Box::new(counting)
     };
+    // From inside the range, the first piece read belongs to the unit before.
+    let mut skip = unit.start > 0;
+    let mut pos = open_at;
     let mut line_no = 0u64;
     split_lines(&mut reader, |line| {
+        let line_start = pos;
+        pos += line.len() as u64 + 1;
+        if std::mem::take(&mut skip) {
+            return true;
+        }
+        if line_start >= unit.end {
+            return false;
+        }
         line_no += 1;
-        f(line_no, line)
+        f(line_no, trim_cr(line));
+        true
     })
     .map_err(|e| {
-        let what = if file.is_gzip() {
-            "cannot decompress"
-        } else {
-            "read error"
-        };
+        let what = if file.is_gzip() { "cannot decompress" } else { "read error" };
         format!("{}: {what} after line {line_no}: {e}", file.display())
     })?;
     Ok(line_no)
 }
 
-/// Splits a byte stream into lines (`\n`, optional `\r` before it).
-pub fn split_lines(reader: &mut dyn Read, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+/// Splits a byte stream into lines at `\n`; `f` returns false to stop.
+pub fn split_lines(reader: &mut dyn Read, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
     let mut buf = vec![0u8; BUFFER];
     let mut filled = 0usize;
     loop {
@@ -77,7 +85,7 @@ pub fn split_lines(reader: &mut dyn Read, mut f: impl FnMut(&[u8])) -> io::Resul
         };
         if n == 0 {
             if filled > 0 {
-                f(trim_cr(&buf[..filled]));
+                f(&buf[..filled]);
             }
             return Ok(());
         }
@@ -85,9 +93,11 @@ pub fn split_lines(reader: &mut dyn Read, mut f: impl FnMut(&[u8])) -> io::Resul
         let mut start = 0;
         // Only the new bytes can hold new terminators.
         let mut search_from = filled;
-        while let Some(pos) = memchr::memchr(b'\n', &buf[search_from..end]) {
-            let nl = search_from + pos;
-            f(trim_cr(&buf[start..nl]));
+        while let Some(p) = memchr::memchr(b'\n', &buf[search_from..end]) {
+            let nl = search_from + p;
+            if !f(&buf[start..nl]) {
+                return Ok(());
+            }
             start = nl + 1;
             search_from = start;
         }
@@ -106,16 +116,42 @@ mod tests {
 
     fn lines_of(data: &[u8]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        split_lines(&mut &data[..], |l| out.push(l.to_vec())).unwrap();
+        split_lines(&mut &data[..], |l| {
+            out.push(trim_cr(l).to_vec());
+            true
+        })
+        .unwrap();
         out
+    }
+
+    /// Every line is read exactly once, whatever the cut points.
+    #[test]
+    fn ranges_partition_the_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.jsonl");
+        let lines: Vec<String> = (0..200).map(|i| "x".repeat(i % 17) + &i.to_string()).collect();
+        let text = lines.join("\n") + "\n";
+        std::fs::write(&path, &text).unwrap();
+        let file = InputFile { path: path.to_str().unwrap().into(), len: text.len() as u64 };
+        for split in [1u64, 7, 50, 333, 10_000] {
+            let units = crate::source::plan_units(std::slice::from_ref(&file), split);
+            let mut seen = Vec::new();
+            let mut counts = Vec::new();
+            for unit in &units {
+                let n = read_unit(&Store::Local, &file, unit, &AtomicU64::new(0), |_, l| {
+                    seen.push(String::from_utf8(l.to_vec()).unwrap())
+                })
+                .unwrap();
+                counts.push(n);
+            }
+            assert_eq!(seen, lines, "split {split}");
+            assert_eq!(counts.iter().sum::<u64>(), 200);
+        }
     }
 
     #[test]
     fn splits() {
-        assert_eq!(
-            lines_of(b"a\nbb\r\n\nccc"),
-            vec![b"a".to_vec(), b"bb".to_vec(), b"".to_vec(), b"ccc".to_vec()]
-        );
+        assert_eq!(lines_of(b"a\nbb\r\n\nccc"), vec![b"a".to_vec(), b"bb".to_vec(), b"".to_vec(), b"ccc".to_vec()]);
         assert_eq!(lines_of(b"a\n"), vec![b"a".to_vec()]);
         assert!(lines_of(b"").is_empty());
     }
@@ -137,19 +173,14 @@ mod tests {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.jsonl.gz");
-        let mut gz = flate2::write::GzEncoder::new(
-            std::fs::File::create(&path).unwrap(),
-            flate2::Compression::fast(),
-        );
+        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
         gz.write_all(b"one\ntwo\nthree\n").unwrap();
         gz.finish().unwrap();
-        let file = InputFile {
-            len: std::fs::metadata(&path).unwrap().len(),
-            path,
-        };
+        let file = InputFile { len: std::fs::metadata(&path).unwrap().len(), path: path.to_str().unwrap().into() };
         let counter = AtomicU64::new(0);
         let mut seen = Vec::new();
-        let n = for_each_line(&file, &counter, |no, l| {
+        let unit = WorkUnit { file: 0, start: 0, end: u64::MAX };
+        let n = read_unit(&Store::Local, &file, &unit, &counter, |no, l| {
             seen.push((no, String::from_utf8(l.to_vec()).unwrap()))
         })
         .unwrap();
@@ -163,11 +194,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.gz");
         std::fs::write(&path, b"\x1f\x8b\x08\x00garbage-not-deflate").unwrap();
-        let file = InputFile { len: 10, path };
-        let err = for_each_line(&file, &AtomicU64::new(0), |_, _| {}).unwrap_err();
-        assert!(
-            err.contains("bad.gz") && err.contains("decompress"),
-            "{err}"
-        );
+        let file = InputFile { len: 10, path: path.to_str().unwrap().into() };
+        let unit = WorkUnit { file: 0, start: 0, end: u64::MAX };
+        let err = read_unit(&Store::Local, &file, &unit, &AtomicU64::new(0), |_, _| {}).unwrap_err();
+        assert!(err.contains("bad.gz") && err.contains("decompress"), "{err}");
     }
 }

@@ -12,100 +12,102 @@ pub mod json;
 pub mod lines;
 pub mod time;
 
-use std::path::{Path, PathBuf};
+use crate::storage::{Store, file_name};
 
 /// One file of input.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InputFile {
-    /// Where it is read from.
-    pub path: PathBuf,
+    /// Where it is read from: a local path or an `hdfs://` URL.
+    pub path: String,
     /// Size in bytes as stored (compressed size for `.gz`).
     pub len: u64,
 }
 
 impl InputFile {
     pub fn is_gzip(&self) -> bool {
-        self.path.extension().is_some_and(|e| e == "gz")
+        self.path.ends_with(".gz")
     }
 
     /// The name shown in messages.
     pub fn display(&self) -> String {
-        self.path.display().to_string()
+        self.path.clone()
     }
 }
 
 /// Lists the input files under `input`, sorted by path.
-pub fn list_inputs(input: &str) -> Result<Vec<InputFile>, String> {
-    if let Some(scheme_end) = input.find("://") {
-        let scheme = &input[..scheme_end];
-        if scheme != "file" {
-            return Err(format!(
-                "--input {input}: `{scheme}://` is not supported by this build (use a local path or file://)"
-            ));
-        }
-        return list_local(Path::new(&input[scheme_end + 3..]), input);
-    }
-    list_local(Path::new(input), input)
-}
-
-fn list_local(root: &Path, shown: &str) -> Result<Vec<InputFile>, String> {
-    let meta = std::fs::metadata(root).map_err(|e| format!("--input {shown}: {e}"))?;
+pub fn list_inputs(input: &str) -> Result<(Store, Vec<InputFile>), String> {
+    let (store, path) = Store::resolve(input).map_err(|e| format!("--input {e}"))?;
+    let root = store
+        .stat(&path)
+        .map_err(|e| format!("--input {e}"))?
+        .ok_or_else(|| format!("--input {input}: No such file or directory"))?;
     let mut files = Vec::new();
-    if meta.is_file() {
-        files.push(InputFile {
-            path: root.to_path_buf(),
-            len: meta.len(),
-        });
-    } else {
-        walk(root, &mut files).map_err(|e| format!("--input {shown}: {e}"))?;
+    if root.is_dir {
+        walk(&store, &path, &mut files).map_err(|e| format!("--input {e}"))?;
         if files.is_empty() {
-            return Err(format!("--input {shown}: no input files in this directory"));
+            return Err(format!("--input {input}: no input files in this directory"));
         }
+    } else {
+        files.push(InputFile { path: root.path, len: root.len });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+    Ok((store, files))
 }
 
-fn walk(dir: &Path, out: &mut Vec<InputFile>) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    entries.sort();
-    for path in entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+fn walk(store: &Store, dir: &str, out: &mut Vec<InputFile>) -> Result<(), String> {
+    for entry in store.list_dir(dir)? {
+        let name = file_name(&entry.path);
         if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
-        let meta = std::fs::metadata(&path)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        if meta.is_dir() {
-            walk(&path, out)?;
-        } else if meta.is_file() && !name.ends_with(".md") {
-            out.push(InputFile {
-                path,
-                len: meta.len(),
-            });
+        if entry.is_dir {
+            walk(store, &entry.path, out)?;
+        } else if !name.ends_with(".md") {
+            out.push(InputFile { path: entry.path, len: entry.len });
         }
     }
     Ok(())
 }
 
-/// Splits files among `peers` workers, balancing bytes: largest first, each
+/// A piece of input one worker reads: a whole file, or the lines that
+/// start in a byte range of a large uncompressed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkUnit {
+    pub file: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Cuts the files into units: uncompressed files larger than `split`
+/// bytes into ranges of about `split` bytes (split at line boundaries when
+/// read), `.gz` files whole.
+pub fn plan_units(files: &[InputFile], split: u64) -> Vec<WorkUnit> {
+    let split = split.max(1);
+    let mut units = Vec::new();
+    for (f, file) in files.iter().enumerate() {
+        let pieces = if file.is_gzip() { 1 } else { file.len.div_ceil(split).max(1) };
+        for p in 0..pieces {
+            let start = file.len * p / pieces;
+            let end = file.len * (p + 1) / pieces;
+            units.push(WorkUnit { file: f as u32, start, end: if p + 1 == pieces { u64::MAX } else { end } });
+        }
+    }
+    units
+}
+
+/// Splits units among `peers` workers, balancing bytes: largest first, each
 /// to the least-loaded worker (ties to the lowest index). Deterministic, so
-/// every worker computes the same plan.
-pub fn assign_files(files: &[InputFile], peers: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|&a, &b| files[b].len.cmp(&files[a].len).then(a.cmp(&b)));
+/// every worker of every process computes the same plan.
+pub fn assign_units(units: &[WorkUnit], files: &[InputFile], peers: usize) -> Vec<Vec<usize>> {
+    let size = |u: &WorkUnit| u.end.min(files[u.file as usize].len) - u.start;
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by(|&a, &b| size(&units[b]).cmp(&size(&units[a])).then(a.cmp(&b)));
     let mut load = vec![0u64; peers];
     let mut shares = vec![Vec::new(); peers];
-    for f in order {
-        let (w, _) = load
-            .iter()
-            .enumerate()
-            .min_by_key(|&(w, l)| (*l, w))
-            .expect("peers > 0");
-        load[w] += files[f].len.max(1);
-        shares[w].push(f);
+    for u in order {
+        let (w, _) = load.iter().enumerate().min_by_key(|&(w, l)| (*l, w)).expect("peers > 0");
+        load[w] += size(&units[u]).max(1);
+        shares[w].push(u);
     }
     for s in &mut shares {
         s.sort_unstable();
@@ -129,25 +131,12 @@ mod tests {
         std::fs::write(p.join("_temporary/0/part-1"), b"x").unwrap();
         std::fs::write(p.join("a.jsonl"), b"xy").unwrap();
         std::fs::write(p.join("README.md"), b"# docs").unwrap();
-        let files = list_inputs(p.to_str().unwrap()).unwrap();
-        let names: Vec<_> = files
-            .iter()
-            .map(|f| {
-                f.path
-                    .strip_prefix(p)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
+        let (_, files) = list_inputs(p.to_str().unwrap()).unwrap();
+        let root = format!("{}/", p.display());
+        let names: Vec<_> = files.iter().map(|f| f.path.strip_prefix(&root).unwrap().to_string()).collect();
         assert_eq!(names, ["a.jsonl", "month=2011-01/part-00000.jsonl.gz"]);
         assert!(files[1].is_gzip());
-        assert!(
-            list_inputs("/definitely/not/here")
-                .unwrap_err()
-                .contains("/definitely/not/here")
-        );
+        assert!(list_inputs("/definitely/not/here").err().unwrap().contains("/definitely/not/here"));
     }
 
     #[test]
@@ -155,16 +144,28 @@ mod tests {
         let files: Vec<InputFile> = [10u64, 1, 1, 1, 9, 2]
             .iter()
             .enumerate()
-            .map(|(i, &len)| InputFile {
-                path: format!("f{i}").into(),
-                len,
-            })
+            .map(|(i, &len)| InputFile { path: format!("f{i}"), len })
             .collect();
-        let shares = assign_files(&files, 2);
+        let units = plan_units(&files, 100);
+        let shares = assign_units(&units, &files, 2);
         let mut all: Vec<usize> = shares.concat();
         all.sort();
         assert_eq!(all, vec![0, 1, 2, 3, 4, 5]);
-        let load = |s: &Vec<usize>| s.iter().map(|&f| files[f].len).sum::<u64>();
+        let load = |s: &Vec<usize>| s.iter().map(|&u| files[units[u].file as usize].len).sum::<u64>();
         assert!(load(&shares[0]).abs_diff(load(&shares[1])) <= 2);
+    }
+
+    #[test]
+    fn large_plain_files_are_split_gzip_is_not() {
+        let files = vec![
+            InputFile { path: "a.jsonl".into(), len: 1000 },
+            InputFile { path: "b.jsonl.gz".into(), len: 1000 },
+            InputFile { path: "c.jsonl".into(), len: 10 },
+        ];
+        let units = plan_units(&files, 300);
+        let a: Vec<_> = units.iter().filter(|u| u.file == 0).map(|u| (u.start, u.end)).collect();
+        assert_eq!(a, vec![(0, 250), (250, 500), (500, 750), (750, u64::MAX)]);
+        assert_eq!(units.iter().filter(|u| u.file == 1).count(), 1);
+        assert_eq!(units.iter().filter(|u| u.file == 2).count(), 1);
     }
 }

@@ -89,13 +89,7 @@ pub fn format_iso8601(millis: Millis) -> String {
     let ms_of_day = millis.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
     let secs = ms_of_day / 1000;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        ms_of_day % 1000
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", secs / 3600, secs / 60 % 60, secs % 60, ms_of_day % 1000)
 }
 
 fn digits(b: &[u8], start: usize, n: usize) -> Option<u32> {
@@ -154,18 +148,9 @@ mod tests {
     #[test]
     fn pio_format() {
         assert_eq!(parse_iso8601("1970-01-01T00:00:00.000Z"), Some(0));
-        assert_eq!(
-            parse_iso8601("2026-01-15T12:00:00.000Z"),
-            Some(1_768_478_400_000)
-        );
-        assert_eq!(
-            parse_iso8601("2026-01-15T12:00:00Z"),
-            Some(1_768_478_400_000)
-        );
-        assert_eq!(
-            parse_iso8601("2026-01-15T12:00:00"),
-            Some(1_768_478_400_000)
-        );
+        assert_eq!(parse_iso8601("2026-01-15T12:00:00.000Z"), Some(1_768_478_400_000));
+        assert_eq!(parse_iso8601("2026-01-15T12:00:00Z"), Some(1_768_478_400_000));
+        assert_eq!(parse_iso8601("2026-01-15T12:00:00"), Some(1_768_478_400_000));
         assert_eq!(parse_iso8601("2026-01-15T12:00Z"), Some(1_768_478_400_000));
     }
 
@@ -177,10 +162,7 @@ mod tests {
         assert_eq!(parse_iso8601("2026-01-15T13:00:00+01"), Some(utc));
         assert_eq!(parse_iso8601("2026-01-15T07:30:00-04:30"), Some(utc));
         assert_eq!(parse_iso8601("2026-01-15T12:00:00.5Z"), Some(utc + 500));
-        assert_eq!(
-            parse_iso8601("2026-01-15T12:00:00.123456789Z"),
-            Some(utc + 123)
-        );
+        assert_eq!(parse_iso8601("2026-01-15T12:00:00.123456789Z"), Some(utc + 123));
         assert_eq!(parse_iso8601("2026-01-15"), Some(utc - 12 * 3_600_000));
     }
 
@@ -207,11 +189,7 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for s in [
-            "2026-01-15T12:00:00.000Z",
-            "1969-12-31T23:59:59.999Z",
-            "2000-02-29T01:02:03.004Z",
-        ] {
+        for s in ["2026-01-15T12:00:00.000Z", "1969-12-31T23:59:59.999Z", "2000-02-29T01:02:03.004Z"] {
             assert_eq!(format_iso8601(parse_iso8601(s).unwrap()), s);
         }
     }

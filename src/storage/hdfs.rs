@@ -1,0 +1,238 @@
+//! HDFS through `hdfs-native` (a pure-Rust client: no JVM, no libhdfs).
+//!
+//! `hdfs://namenode:port/path` talks to one NameNode; `hdfs://nameservice/path`
+//! resolves the nameservice (HA) from `core-site.xml`/`hdfs-site.xml` in
+//! `HADOOP_CONF_DIR`, as Hadoop clients do. The client is async; one small
+//! tokio runtime per process runs it and the blocking calls here wait on it
+//! with a deadline, so an unreachable NameNode is an error within seconds,
+//! not a hang.
+
+use super::{Entry, FileSink};
+use bytes::Bytes;
+use hdfs_native::{Client, ClientBuilder, WriteOptions, file::FileReader, file::FileWriter};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Deadline of one metadata call (list, stat, rename...).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of the first contact with a NameNode.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes fetched per read request.
+const READ_CHUNK: usize = 8 << 20;
+/// Bytes buffered per write request.
+const WRITE_CHUNK: usize = 4 << 20;
+
+/// A connected HDFS file system (one per `scheme://authority`).
+pub struct Hdfs {
+    /// `hdfs://authority`, prefixed to paths to form URLs.
+    prefix: String,
+    client: Client,
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ur-hdfs")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for HDFS")
+    })
+}
+
+fn wait<T>(what: &str, timeout: Duration, f: impl Future<Output = hdfs_native::Result<T>>) -> Result<T, String> {
+    runtime().block_on(async {
+        match tokio::time::timeout(timeout, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("{what}: {e}")),
+            Err(_) => Err(format!("{what}: no answer from HDFS within {}s", timeout.as_secs())),
+        }
+    })
+}
+
+/// Splits `hdfs://authority/path` into (`hdfs://authority`, `/path`).
+pub fn split_url(url: &str) -> Result<(String, String), String> {
+    let scheme_end = url.find("://").ok_or_else(|| format!("{url}: not a URL"))?;
+    let rest = &url[scheme_end + 3..];
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(format!("{url}: no NameNode or nameservice (hdfs://namenode:port/path)"));
+    }
+    Ok((format!("{}://{authority}", &url[..scheme_end]), path.to_string()))
+}
+
+impl Hdfs {
+    /// The client for the file system of `url`, created once per process.
+    pub fn connect(url: &str) -> Result<Arc<Hdfs>, String> {
+        static CLIENTS: OnceLock<Mutex<HashMap<String, Arc<Hdfs>>>> = OnceLock::new();
+        let (prefix, _) = split_url(url)?;
+        let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&prefix) {
+            return Ok(c.clone());
+        }
+        // Fail fast on an unreachable NameNode instead of Hadoop's long retries.
+        let config = [("ipc.client.connect.max.retries", "1"), ("dfs.client.failover.max.attempts", "1")];
+        let client = ClientBuilder::new()
+            .with_url(prefix.clone())
+            .with_config(config)
+            .with_io_runtime(runtime().handle().clone())
+            .build()
+            .map_err(|e| format!("{prefix}: {e}"))?;
+        let hdfs = Arc::new(Hdfs { prefix: prefix.clone(), client });
+        // One call, to report an unreachable NameNode now, clearly.
+        wait(&format!("cannot reach the NameNode of {prefix}"), CONNECT_TIMEOUT, hdfs.client.get_file_info("/"))?;
+        clients.insert(prefix, hdfs.clone());
+        Ok(hdfs)
+    }
+
+    fn path(&self, url: &str) -> Result<String, String> {
+        let (prefix, path) = split_url(url)?;
+        if prefix != self.prefix {
+            return Err(format!("{url} is not on {}", self.prefix));
+        }
+        Ok(path)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
+
+    pub fn stat(&self, url: &str) -> Result<Option<Entry>, String> {
+        let path = self.path(url)?;
+        let result = runtime().block_on(tokio::time::timeout(CALL_TIMEOUT, self.client.get_file_info(&path)));
+        match result {
+            Ok(Ok(s)) => Ok(Some(Entry { path: url.to_string(), len: s.length as u64, is_dir: s.isdir })),
+            Ok(Err(hdfs_native::HdfsError::FileNotFound(_))) => Ok(None),
+            Ok(Err(e)) => Err(format!("{url}: {e}")),
+            Err(_) => Err(format!("{url}: no answer from HDFS within {}s", CALL_TIMEOUT.as_secs())),
+        }
+    }
+
+    pub fn list_dir(&self, url: &str) -> Result<Vec<Entry>, String> {
+        let path = self.path(url)?;
+        let statuses = wait(url, CALL_TIMEOUT, self.client.list_status(&path, false))?;
+        Ok(statuses
+            .into_iter()
+            .map(|s| Entry { path: self.url(&s.path), len: s.length as u64, is_dir: s.isdir })
+            .collect())
+    }
+
+    pub fn open(&self, url: &str, offset: u64) -> Result<Box<dyn Read + Send>, String> {
+        let path = self.path(url)?;
+        let reader = wait(url, CALL_TIMEOUT, self.client.read(&path))?;
+        let len = reader.file_length();
+        Ok(Box::new(HdfsRead { url: url.to_string(), reader, pos: offset as usize, len, buf: Bytes::new() }))
+    }
+
+    pub fn create(&self, url: &str) -> Result<Box<dyn FileSink>, String> {
+        let path = self.path(url)?;
+        let options = WriteOptions::default().overwrite(true).create_parent(true);
+        let writer = wait(url, CALL_TIMEOUT, self.client.create(&path, options))?;
+        Ok(Box::new(HdfsWrite { url: url.to_string(), writer, buf: Vec::with_capacity(WRITE_CHUNK) }))
+    }
+
+    pub fn mkdirs(&self, url: &str) -> Result<(), String> {
+        let path = self.path(url)?;
+        wait(url, CALL_TIMEOUT, self.client.mkdirs(&path, 0o755, true))
+    }
+
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), String> {
+        let (a, b) = (self.path(from)?, self.path(to)?);
+        wait(&format!("cannot rename {from} to {to}"), CALL_TIMEOUT, self.client.rename(&a, &b, false))
+    }
+
+    pub fn delete(&self, url: &str) -> Result<(), String> {
+        let path = self.path(url)?;
+        match runtime().block_on(tokio::time::timeout(CALL_TIMEOUT, self.client.delete(&path, true))) {
+            Ok(Ok(_)) | Ok(Err(hdfs_native::HdfsError::FileNotFound(_))) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot remove {url}: {e}")),
+            Err(_) => Err(format!("cannot remove {url}: no answer from HDFS within {}s", CALL_TIMEOUT.as_secs())),
+        }
+    }
+}
+
+/// Sequential reads in large positioned requests.
+struct HdfsRead {
+    url: String,
+    reader: FileReader,
+    pos: usize,
+    len: usize,
+    buf: Bytes,
+}
+
+impl Read for HdfsRead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.buf.is_empty() {
+            if self.pos >= self.len {
+                return Ok(0);
+            }
+            let n = READ_CHUNK.min(self.len - self.pos);
+            let chunk = wait(&self.url, CALL_TIMEOUT, self.reader.read_range(self.pos, n)).map_err(io::Error::other)?;
+            self.pos += chunk.len();
+            if chunk.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: short read", self.url)));
+            }
+            self.buf = chunk;
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        let _ = self.buf.split_to(n);
+        Ok(n)
+    }
+}
+
+struct HdfsWrite {
+    url: String,
+    writer: FileWriter,
+    buf: Vec<u8>,
+}
+
+impl HdfsWrite {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_CHUNK)));
+        wait(&self.url, CALL_TIMEOUT, self.writer.write_bytes(chunk)).map(|_| ()).map_err(io::Error::other)
+    }
+}
+
+impl Write for HdfsWrite {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl FileSink for HdfsWrite {
+    fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.send()?;
+        wait(&self.url, CALL_TIMEOUT, self.writer.close()).map_err(io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_urls() {
+        assert_eq!(split_url("hdfs://nn:9000/events/a"), Ok(("hdfs://nn:9000".into(), "/events/a".into())));
+        assert_eq!(split_url("hdfs://ns"), Ok(("hdfs://ns".into(), "/".into())));
+        assert!(split_url("hdfs:///x").is_err());
+    }
+}

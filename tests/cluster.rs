@@ -1,0 +1,199 @@
+//! Several processes: the local 3-host rehearsal (127.0.0.1, .2, .3 on one
+//! port), identical models, and failing fast when a peer is missing or dies.
+
+use crate::util::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that is free on 127.0.0.1 (and, in practice, on .2 and .3).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn hosts_file(dir: &Path, n: usize) -> std::path::PathBuf {
+    let port = free_port();
+    let path = dir.join("hosts.txt");
+    let lines: Vec<String> = (1..=n).map(|i| format!("127.0.0.{i}:{port}")).collect();
+    write_lines(&path, &lines);
+    path
+}
+
+fn spawn(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ur-train"))
+        .args(args)
+        .arg("--no-progress")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ur-train starts")
+}
+
+fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+    }
+    s
+}
+
+fn args(engine: &Path, input: &Path, output: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "-e".into(),
+        engine.display().to_string(),
+        "-i".into(),
+        input.display().to_string(),
+        "-o".into(),
+        output.display().to_string(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// 3 processes × 2 workers give the documents 1 process × 1 worker gives,
+/// byte for byte, with files split into byte ranges across processes.
+#[test]
+fn three_processes_give_the_single_process_model() {
+    let data = shared().join("data/online-retail");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_file(
+        dir.path(),
+        serde_json::json!({
+            "indicators": [{"name": "purchase", "maxItemsPerUser": 60}, {"name": "cancel"}, {"name": "country", "maxItemsPerUser": 100}],
+            "rankings": [{"name": "popRank", "type": "popular", "eventNames": ["purchase"]}, {"type": "random"}],
+            "seed": 3
+        }),
+    );
+    // One uncompressed copy of two months, so byte ranges are exercised too.
+    let input = dir.path().join("events");
+    for month in ["2011-10", "2011-11"] {
+        let gz = std::fs::File::open(data.join(format!("month={month}/part-00000.jsonl.gz"))).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(gz), &mut text).unwrap();
+        std::fs::create_dir_all(input.join(format!("month={month}"))).unwrap();
+        std::fs::write(input.join(format!("month={month}/part-00000.jsonl")), text).unwrap();
+    }
+    let now = ["--now", "2011-12-10T00:00:00Z", "-q"];
+    let single = dir.path().join("single");
+    train_ok(&engine, &input, &single, &[&now[..], &["--workers", "1"]].concat());
+
+    let hosts = hosts_file(dir.path(), 3);
+    let multi = dir.path().join("multi");
+    let mut children: Vec<Child> = (0..3)
+        .map(|p| {
+            let p = p.to_string();
+            let extra = [
+                &now[..],
+                &["--workers", "2", "--hosts", hosts.to_str().unwrap(), "--process", &p, "--split-size", "1000000"],
+            ]
+            .concat();
+            spawn(&args(&engine, &input, &multi, &extra))
+        })
+        .collect();
+    for (p, child) in children.iter_mut().enumerate() {
+        let status = wait_with_deadline(child, Duration::from_secs(300)).expect("process finishes");
+        assert!(status.success(), "process {p}: {}", stderr_of(child));
+    }
+    let mut parts: Vec<_> = std::fs::read_dir(&multi).unwrap().map(|e| e.unwrap().path()).collect();
+    parts.sort();
+    let names: Vec<String> = parts.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "items-00000.jsonl",
+            "items-00001.jsonl",
+            "items-00002.jsonl",
+            "items-00003.jsonl",
+            "items-00004.jsonl",
+            "items-00005.jsonl",
+            "manifest.json"
+        ]
+    );
+    let joined: Vec<u8> =
+        parts.iter().filter(|p| p.extension().unwrap() == "jsonl").flat_map(|p| std::fs::read(p).unwrap()).collect();
+    let expected = std::fs::read(single.join("items.jsonl")).unwrap();
+    assert!(expected.len() > 100_000);
+    assert!(joined == expected, "3×2 documents differ from 1×1");
+    let m = manifest(&multi);
+    assert_eq!(m["processes"], 3);
+    assert!(m["network"]["bytesToOtherProcesses"].as_u64().unwrap() > 0);
+    assert_eq!(m["input"]["lines"], manifest(&single)["input"]["lines"]);
+}
+
+/// A process that never comes: the others give up after --connect-timeout,
+/// naming it, with no model.
+#[test]
+fn a_missing_process_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = hosts_file(dir.path(), 3);
+    let port = std::fs::read_to_string(&hosts).unwrap().lines().next().unwrap().rsplit(':').next().unwrap().to_string();
+    let output = dir.path().join("model");
+    let mut children: Vec<Child> = (0..2)
+        .map(|p| {
+            let extra = ["--hosts", hosts.to_str().unwrap(), "--process", &p.to_string(), "--connect-timeout", "2"];
+            spawn(&args(&handmade_engine(), &handmade_events(), &output, &extra))
+        })
+        .collect();
+    for child in &mut children {
+        let status = wait_with_deadline(child, Duration::from_secs(60)).expect("gives up");
+        assert_eq!(status.code(), Some(2));
+        let err = stderr_of(child);
+        assert!(err.contains(&format!("process 2 (127.0.0.3:{port}")), "{err}");
+        assert!(err.contains("gave up after 2s"), "{err}");
+    }
+    assert!(!output.exists());
+}
+
+/// A process that dies mid-run: the others exit 1 promptly, publishing nothing.
+#[test]
+fn a_dead_process_fails_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = hosts_file(dir.path(), 3);
+    let output = dir.path().join("model");
+    // Enough input that reading outlasts the kill.
+    let input = shared().join("data/online-retail");
+    let engine = engine_file(dir.path(), serde_json::json!({"eventNames": ["purchase", "cancel"]}));
+    let mut children: Vec<Child> = (0..3)
+        .map(|p| {
+            let extra = ["--hosts", hosts.to_str().unwrap(), "--process", &p.to_string(), "--workers", "1"];
+            spawn(&args(&engine, &input, &output, &extra))
+        })
+        .collect();
+    // Once process 2 has connected to the others (it logs "training"), kill it.
+    let mut victim = children.pop().unwrap();
+    let mut lines = BufReader::new(victim.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("process 2 logs").unwrap();
+        if line.contains("training") {
+            break;
+        }
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    for (p, child) in children.iter_mut().enumerate() {
+        let status = wait_with_deadline(child, Duration::from_secs(60)).expect("exits promptly");
+        let err = stderr_of(child);
+        assert_eq!(status.code(), Some(1), "process {p}: {err}");
+        assert!(err.contains("lost the connection to process"), "{err}");
+    }
+    assert!(!output.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(leftovers.iter().all(|n| !n.to_str().unwrap().contains(".tmp-")), "{leftovers:?}");
+}
