@@ -128,6 +128,40 @@ impl SortedIds {
         self.ends.push(self.arena.len() as u32);
     }
 
+    /// Concatenates lists whose ranges follow each other.
+    pub fn concat(parts: &[SortedIds]) -> SortedIds {
+        let mut out = SortedIds::default();
+        for part in parts {
+            for s in part.iter() {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// Entries `start..end` as a list of their own.
+    pub fn slice(&self, start: usize, end: usize) -> SortedIds {
+        let mut out = SortedIds::default();
+        for i in start..end {
+            out.push(self.get(i as u32));
+        }
+        out
+    }
+
+    /// How many entries from `start` on are less than `s`.
+    pub fn partition_point_from(&self, start: usize, s: &str) -> usize {
+        let (mut lo, mut hi) = (start, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.get(mid as u32) < s {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo - start
+    }
+
     pub fn len(&self) -> usize {
         self.ends.len()
     }

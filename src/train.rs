@@ -206,6 +206,7 @@ fn listing_hash(inputs: &[crate::source::InputFile]) -> u64 {
 
 fn manifest(opts: &TrainOptions, s: &Summary, workers: usize, processes: usize, now: Millis) -> serde_json::Value {
     let events = s.read.lines.max(1) as f64;
+    let network: u64 = s.network_bytes.values().sum();
     serde_json::json!({
         "format": "ur-train model 1",
         "version": env!("CARGO_PKG_VERSION"),
@@ -226,8 +227,9 @@ fn manifest(opts: &TrainOptions, s: &Summary, workers: usize, processes: usize, 
         "workers": workers,
         "processes": processes,
         "network": {
-            "bytesToOtherProcesses": s.network_bytes,
-            "bytesPerLine": s.network_bytes as f64 / events,
+            "bytesToOtherProcesses": network,
+            "bytesPerLine": network as f64 / events,
+            "byExchange": s.network_bytes,
         },
         "timings": s.timings,
         "peakRssBytes": peak_rss_bytes(),

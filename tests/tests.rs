@@ -7,5 +7,6 @@ mod bad_input;
 mod cluster;
 mod conformance;
 mod determinism;
+mod hdfs;
 mod properties_and_ranks;
 mod reference;

@@ -12,6 +12,7 @@
 //! arrival order.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use timely::ExchangeData;
 use timely::dataflow::channels::pact::Pipeline;
@@ -30,14 +31,15 @@ pub struct Comm<'w> {
     pub peers: usize,
     /// Workers per process (workers are numbered process by process).
     per_process: usize,
-    /// Bytes sent to workers of other processes (bincode size of the parcels).
-    pub sent_remote: u64,
+    /// Bytes sent to workers of other processes (bincode size of the
+    /// parcels), by exchange.
+    pub sent_remote: BTreeMap<String, u64>,
 }
 
 impl<'w> Comm<'w> {
     pub fn new(worker: &'w mut Worker, processes: usize) -> Comm<'w> {
         let (index, peers) = (worker.index(), worker.peers());
-        Comm { worker, index, peers, per_process: peers / processes.max(1), sent_remote: 0 }
+        Comm { worker, index, peers, per_process: peers / processes.max(1), sent_remote: BTreeMap::new() }
     }
 
     /// Sends each `(destination, payload)`; returns `(sender, payload)` for
@@ -47,11 +49,13 @@ impl<'w> Comm<'w> {
         let me = self.index;
         if self.per_process < self.peers {
             let my_process = me / self.per_process;
+            let mut bytes = 0;
             for (to, payload) in &parcels {
                 if to / self.per_process != my_process {
-                    self.sent_remote += bincode::serialized_size(payload).unwrap_or(0);
+                    bytes += bincode::serialized_size(payload).unwrap_or(0);
                 }
             }
+            *self.sent_remote.entry(name.split(':').next().unwrap_or(name).to_string()).or_default() += bytes;
         }
         let received: Rc<RefCell<Vec<Tagged<T>>>> = Rc::new(RefCell::new(Vec::new()));
         let done = Rc::new(Cell::new(false));

@@ -14,6 +14,7 @@
 //! depend on how many workers (or processes) there are.
 
 pub mod cco;
+pub mod dictionary;
 pub mod exchange;
 pub mod facts;
 pub mod llr;
@@ -70,8 +71,8 @@ pub struct Summary {
     pub model: ModelStats,
     pub timings: Timings,
     pub warnings: Vec<String>,
-    /// Bytes of exchanged data sent to workers of other processes.
-    pub network_bytes: u64,
+    /// Bytes of exchanged data sent to workers of other processes, by exchange.
+    pub network_bytes: BTreeMap<String, u64>,
     /// True if every process wrote its parts into one shared directory.
     pub shared_output: bool,
 }
@@ -175,7 +176,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
 
     // Dictionary: every item id, sorted; item i is the i-th.
     let mine = SortedIds::from_unsorted(share.items.iter());
-    let dict = SortedIds::merge(&comm.all_gather("dictionary", mine));
+    let dict = dictionary::build_dictionary(&mut comm, mine);
     let global_item: Vec<u32> =
         share.items.iter().map(|s| dict.position(s).expect("every local item is in the dictionary")).collect();
     let n_items = dict.len();
@@ -285,18 +286,21 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
             let marker = join(&ctx.parts_dir, &format!(".process-{p}"));
             matches!(ctx.output.stat(&marker), Ok(Some(_)))
         });
-    let gathered = comm.all_gather("documents: outcome", (local, write_error, shared, comm.sent_remote));
+    let sent = comm.sent_remote.clone();
+    let gathered = comm.all_gather("documents: outcome", (local, write_error, shared, sent));
     lap(&mut timings.write);
 
     let mut total = LocalModelStats::default();
     let shared_output = gathered[0].2;
-    let mut network_bytes = 0;
+    let mut network_bytes = BTreeMap::new();
     for (s, error, _, sent) in gathered {
         if let Some(e) = error {
             return Err(Failure::Output(e));
         }
         total.add(s);
-        network_bytes += sent;
+        for (name, bytes) in sent {
+            *network_bytes.entry(name).or_default() += bytes;
+        }
     }
     for (field, count) in &total.clashes {
         warnings.push(format!("property `{field}` of {count} item(s) is not written: the model uses that field name"));

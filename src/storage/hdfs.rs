@@ -106,7 +106,8 @@ impl Hdfs {
 
     pub fn stat(&self, url: &str) -> Result<Option<Entry>, String> {
         let path = self.path(url)?;
-        let result = runtime().block_on(tokio::time::timeout(CALL_TIMEOUT, self.client.get_file_info(&path)));
+        let result =
+            runtime().block_on(async { tokio::time::timeout(CALL_TIMEOUT, self.client.get_file_info(&path)).await });
         match result {
             Ok(Ok(s)) => Ok(Some(Entry { path: url.to_string(), len: s.length as u64, is_dir: s.isdir })),
             Ok(Err(hdfs_native::HdfsError::FileNotFound(_))) => Ok(None),
@@ -150,7 +151,7 @@ impl Hdfs {
 
     pub fn delete(&self, url: &str) -> Result<(), String> {
         let path = self.path(url)?;
-        match runtime().block_on(tokio::time::timeout(CALL_TIMEOUT, self.client.delete(&path, true))) {
+        match runtime().block_on(async { tokio::time::timeout(CALL_TIMEOUT, self.client.delete(&path, true)).await }) {
             Ok(Ok(_)) | Ok(Err(hdfs_native::HdfsError::FileNotFound(_))) => Ok(()),
             Ok(Err(e)) => Err(format!("cannot remove {url}: {e}")),
             Err(_) => Err(format!("cannot remove {url}: no answer from HDFS within {}s", CALL_TIMEOUT.as_secs())),
