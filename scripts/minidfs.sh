@@ -41,6 +41,11 @@ need_mvn() {
 prepare() {
   need_java
   need_mvn
+  local v
+  v="$("$java_bin" -XshowSettings:properties -version 2>&1 \
+        | sed -n 's/^ *java.specification.version = //p')"
+  [[ "${v%%.*}" =~ ^[0-9]+$ && "${v%%.*}" -ge 17 ]] \
+    || die "$java_bin is Java '${v:-unknown}'; need 17 or newer (set JAVA=/path/to/java)"
   # compile puts log4j.properties and urtrain/MiniDfs.class into target/classes;
   # build-classpath writes the runtime classpath (absolute paths into ~/.m2).
   # (Maven 3.8 prints stray ANSI resets even with -q -B: strip them; all of

@@ -13,6 +13,7 @@ use hdfs_native::{Client, ClientBuilder, WriteOptions, file::FileReader, file::F
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read, Write};
+use crate::runtime::runtime;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -30,18 +31,6 @@ pub struct Hdfs {
     /// `hdfs://authority`, prefixed to paths to form URLs.
     prefix: String,
     client: Client,
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("ur-hdfs")
-            .enable_all()
-            .build()
-            .expect("a tokio runtime for HDFS")
-    })
 }
 
 fn wait<T>(what: &str, timeout: Duration, f: impl Future<Output = hdfs_native::Result<T>>) -> Result<T, String> {
@@ -77,8 +66,15 @@ impl Hdfs {
         if let Some(c) = clients.get(&prefix) {
             return Ok(c.clone());
         }
-        // Fail fast on an unreachable NameNode instead of Hadoop's long retries.
-        let config = [("ipc.client.connect.max.retries", "1"), ("dfs.client.failover.max.attempts", "1")];
+        // Fail fast on an unreachable NameNode: hdfs-native retries through its
+        // failover loop (15 attempts with growing sleeps: about 3 minutes by
+        // default). One failover attempt still reaches the second NameNode of
+        // an HA pair.
+        let config = [
+            ("dfs.client.failover.max.attempts", "1"),
+            ("dfs.client.failover.sleep.base.millis", "100"),
+            ("dfs.client.failover.sleep.max.millis", "500"),
+        ];
         let client = ClientBuilder::new()
             .with_url(prefix.clone())
             .with_config(config)
