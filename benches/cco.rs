@@ -25,6 +25,7 @@ fn main() {
             max_items_per_user: 500,
             max_correlators_per_item: 50,
             min_llr: None,
+            history_cap: 500,
         })
         .collect();
     println!("{} users, {} items, N = {n}", block.users(), n_items);

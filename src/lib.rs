@@ -7,6 +7,7 @@ pub mod dataflow;
 pub mod hash;
 pub mod intern;
 pub mod report;
+pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod storage;

@@ -124,6 +124,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         process,
         processes,
         bytes_read: Arc::new(AtomicU64::new(0)),
+        histories: false,
     });
     tracing::info!(files = ctx.inputs.len(), bytes = total_bytes, workers, processes, now = %format_iso8601(now), "training");
 

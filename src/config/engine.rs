@@ -17,6 +17,7 @@ pub const DEFAULT_MAX_EVENTS_PER_EVENT_TYPE: u32 = 500;
 pub const DEFAULT_MAX_CORRELATORS_PER_EVENT_TYPE: u32 = 50;
 pub const DEFAULT_BACKFILL_DURATION: &str = "3650 days";
 pub const DEFAULT_RANK_FIELD: &str = "popRank";
+pub const DEFAULT_MAX_QUERY_EVENTS: u32 = 100;
 
 /// One indicator (event type) of the model; the first is primary.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -32,6 +33,10 @@ pub struct Indicator {
     pub max_correlators_per_item: u32,
     /// Minimum LLR of a kept correlator.
     pub min_llr: Option<f64>,
+    /// Most recent distinct items of a user kept for queries (the UR's
+    /// per-indicator `maxItemsPerUser`; `maxQueryEvents`, default 100, in
+    /// `eventNames` mode).
+    pub history_cap: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -317,6 +322,7 @@ impl Reader {
                     max_items_per_user: max_events,
                     max_correlators_per_item: max_correlators,
                     min_llr: None,
+                    history_cap: uint(p, "maxQueryEvents", path).ok().flatten().unwrap_or(DEFAULT_MAX_QUERY_EVENTS),
                 })
                 .collect(),
             _ => {
@@ -451,7 +457,14 @@ impl Reader {
                 uint(o, "maxCorrelatorsPerItem", &path)?.unwrap_or(DEFAULT_MAX_CORRELATORS_PER_EVENT_TYPE);
             positive(max_correlators_per_item, &format!("{path}.maxCorrelatorsPerItem"))?;
             let min_llr = number(o, "minLLR", &path)?;
-            out.push(Indicator { name, event_names, max_items_per_user, max_correlators_per_item, min_llr });
+            out.push(Indicator {
+                name,
+                event_names,
+                max_items_per_user,
+                max_correlators_per_item,
+                min_llr,
+                history_cap: max_items_per_user,
+            });
         }
         Ok(out)
     }

@@ -62,6 +62,8 @@ pub struct WorkerContext {
     pub process: usize,
     pub processes: usize,
     pub bytes_read: Arc<AtomicU64>,
+    /// Keep each user's recent items (for the query-time user history).
+    pub histories: bool,
 }
 
 /// The result of a run, produced by worker 0 and given to every worker.
@@ -183,7 +185,9 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     lap(&mut timings.dictionary);
 
     // Users meet at their owners; minEventsPerUser picks the rows.
-    let mut rows = users::group_users(&mut comm, &mut share, &global_item, engine.min_events_per_user);
+    let history_caps: Vec<u32> = engine.indicators.iter().map(|i| i.history_cap).collect();
+    let histories = ctx.histories.then_some(history_caps.as_slice());
+    let mut rows = users::group_users(&mut comm, &mut share, &global_item, engine.min_events_per_user, histories);
     let n = comm.sum("rows", rows.user_of_row.len() as u64);
     let users_seen = comm.sum("users", rows.names.len() as u64);
     if n == 0 && engine.recs_model != RecsModel::Backfill {

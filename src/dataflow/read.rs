@@ -122,8 +122,9 @@ impl ReadPlan {
 pub struct Share {
     pub users: Interner,
     pub items: Interner,
-    /// Per indicator: (local user, local item), duplicates included.
-    pub usage: Vec<Vec<(u32, u32)>>,
+    /// Per indicator: (local user, local item, event time in seconds since
+    /// the epoch, 0 before 1970), duplicates included.
+    pub usage: Vec<Vec<(u32, u32, u32)>>,
     /// Raw primary events per local user (duplicates count).
     pub primary_events: Vec<u32>,
     /// Per ranking, per bucket: event counts by local item.
@@ -245,7 +246,8 @@ impl LineHandler<'_> {
                     let item = self.share.items.intern(target);
                     if let Some(k) = indicator {
                         let user = self.share.users.intern(&event.entity_id);
-                        self.share.usage[k].push((user, item));
+                        let secs = (event.event_time.div_euclid(1000)).clamp(0, u32::MAX as i64) as u32;
+                        self.share.usage[k].push((user, item, secs));
                         if k == 0 {
                             let counts = &mut self.share.primary_events;
                             if counts.len() <= user as usize {

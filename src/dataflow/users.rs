@@ -54,6 +54,9 @@ pub struct Rows {
     pub hash: Vec<u64>,
     /// Per indicator: the row's distinct items.
     pub matrices: Vec<Csr>,
+    /// Every user's most recent distinct items per indicator (row
+    /// `user * indicators + k`, newest first), when asked for.
+    pub histories: Option<Csr>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -64,20 +67,35 @@ struct UserBatch {
     /// For each user, the number of items of each indicator.
     lens: Vec<u32>,
     items: Vec<u32>,
+    /// Latest event time (seconds) of each item.
+    times: Vec<u32>,
 }
 
-/// Sends each user's events to its owner and builds the owner's rows.
-pub fn group_users(comm: &mut Comm, share: &mut Share, global_item: &[u32], min_events: u32) -> Rows {
+/// Sorts (user, item, time) and keeps each (user, item) once, with its latest time.
+fn latest(pairs: &mut Vec<(u32, u32, u32)>) {
+    pairs.sort_unstable_by_key(|&(u, i, t)| (u, i, std::cmp::Reverse(t)));
+    pairs.dedup_by_key(|p| (p.0, p.1));
+}
+
+/// Sends each user's events to its owner and builds the owner's rows; with
+/// `history_caps`, also every user's recent items per indicator.
+pub fn group_users(
+    comm: &mut Comm,
+    share: &mut Share,
+    global_item: &[u32],
+    min_events: u32,
+    history_caps: Option<&[u32]>,
+) -> Rows {
     let indicators = share.usage.len();
     let peers = comm.peers;
 
-    // Per indicator: (local user, global item), sorted and distinct.
-    let usage: Vec<Vec<(u32, u32)>> = std::mem::take(&mut share.usage)
+    // Per indicator: (local user, global item, latest time), sorted and distinct.
+    let usage: Vec<Vec<(u32, u32, u32)>> = std::mem::take(&mut share.usage)
         .into_iter()
         .map(|pairs| {
-            let mut pairs: Vec<(u32, u32)> = pairs.into_iter().map(|(u, i)| (u, global_item[i as usize])).collect();
-            pairs.sort_unstable();
-            pairs.dedup();
+            let mut pairs: Vec<(u32, u32, u32)> =
+                pairs.into_iter().map(|(u, i, t)| (u, global_item[i as usize], t)).collect();
+            latest(&mut pairs);
             pairs
         })
         .collect();
@@ -97,7 +115,10 @@ pub fn group_users(comm: &mut Comm, share: &mut Share, global_item: &[u32], min_
                 end += 1;
             }
             batch.lens.push((end - start) as u32);
-            batch.items.extend(pairs[start..end].iter().map(|&(_, i)| i));
+            batch.items.extend(pairs[start..end].iter().map(|&(_, i, _)| i));
+            if history_caps.is_some() {
+                batch.times.extend(pairs[start..end].iter().map(|&(_, _, t)| t));
+            }
             cursors[k] = end;
         }
     }
@@ -110,7 +131,7 @@ pub fn group_users(comm: &mut Comm, share: &mut Share, global_item: &[u32], min_
     // Merge the batches: a user may come from several workers.
     let mut names = Interner::new();
     let mut primary: Vec<u32> = Vec::new();
-    let mut pairs: Vec<Vec<(u32, u32)>> = vec![Vec::new(); indicators];
+    let mut pairs: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); indicators];
     for (_, batch) in received {
         let mut start = 0usize;
         let mut item_pos = 0usize;
@@ -124,11 +145,19 @@ pub fn group_users(comm: &mut Comm, share: &mut Share, global_item: &[u32], min_
             primary[user as usize] += batch.primary_events[u];
             for (k, list) in pairs.iter_mut().enumerate() {
                 let len = batch.lens[u * indicators + k] as usize;
-                list.extend(batch.items[item_pos..item_pos + len].iter().map(|&i| (user, i)));
+                let items = &batch.items[item_pos..item_pos + len];
+                match batch.times.get(item_pos..item_pos + len) {
+                    Some(times) => list.extend(items.iter().zip(times).map(|(&i, &t)| (user, i, t))),
+                    None => list.extend(items.iter().map(|&i| (user, i, 0))),
+                }
                 item_pos += len;
             }
         }
     }
+    for list in &mut pairs {
+        latest(list);
+    }
+    let histories = history_caps.map(|caps| recent_items(&pairs, caps, names.len()));
 
     // Rows: users with enough raw primary events (at least one).
     let threshold = min_events.max(1);
@@ -143,27 +172,46 @@ pub fn group_users(comm: &mut Comm, share: &mut Share, global_item: &[u32], min_
     let matrices = pairs
         .into_iter()
         .map(|list| {
-            let mut list: Vec<(u32, u32)> = list
+            let mut csr = Csr::with_rows(user_of_row.len());
+            let mut pos = 0;
+            let kept: Vec<(u32, u32)> = list
                 .into_iter()
-                .filter_map(|(u, i)| {
+                .filter_map(|(u, i, _)| {
                     let r = row_of[u as usize];
                     (r != u32::MAX).then_some((r, i))
                 })
                 .collect();
-            list.sort_unstable();
-            list.dedup();
-            let mut csr = Csr::with_rows(user_of_row.len());
-            let mut pos = 0;
+            // `list` is sorted by user, and rows are numbered in user order.
             for r in 0..user_of_row.len() as u32 {
                 let start = pos;
-                while pos < list.len() && list[pos].0 == r {
+                while pos < kept.len() && kept[pos].0 == r {
                     pos += 1;
                 }
-                csr.push_row(list[start..pos].iter().map(|&(_, i)| i));
+                csr.push_row(kept[start..pos].iter().map(|&(_, i)| i));
             }
             csr
         })
         .collect();
     let hash = user_of_row.iter().map(|&u| id_hash(names.resolve(u))).collect();
-    Rows { names, user_of_row, hash, matrices }
+    Rows { names, user_of_row, hash, matrices, histories }
+}
+
+/// Each user's most recent distinct items per indicator, newest first
+/// (equal times: by item id), at most `caps[k]`.
+fn recent_items(pairs: &[Vec<(u32, u32, u32)>], caps: &[u32], users: usize) -> Csr {
+    let indicators = pairs.len();
+    let mut per: Vec<Vec<Vec<(u32, u32)>>> = vec![vec![Vec::new(); indicators]; users];
+    for (k, list) in pairs.iter().enumerate() {
+        for &(u, i, t) in list {
+            per[u as usize][k].push((t, i));
+        }
+    }
+    let mut out = Csr::with_rows(users * indicators);
+    for user in per {
+        for (k, mut items) in user.into_iter().enumerate() {
+            items.sort_unstable_by_key(|&(t, i)| (std::cmp::Reverse(t), i));
+            out.push_row(items.into_iter().take(caps[k] as usize).map(|(_, i)| i));
+        }
+    }
+    out
 }

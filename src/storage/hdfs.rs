@@ -8,12 +8,12 @@
 //! not a hang.
 
 use super::{Entry, FileSink};
+use crate::runtime::runtime;
 use bytes::Bytes;
 use hdfs_native::{Client, ClientBuilder, WriteOptions, file::FileReader, file::FileWriter};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read, Write};
-use crate::runtime::runtime;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 

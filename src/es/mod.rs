@@ -1,0 +1,191 @@
+//! Talking to Elasticsearch (7.17, 8.x, 9.x) or OpenSearch (2.x).
+//!
+//! Only calls common to all of them are used — index create/delete, bulk,
+//! refresh, count, `_aliases`, get, search, `_mapping` — sent as plain JSON
+//! through the `elasticsearch` crate's transport (no version-specific
+//! compatibility headers), with basic auth or an API key and an optional CA
+//! certificate (Elasticsearch 8 is secured by default).
+
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::HeaderMap;
+use elasticsearch::http::transport::{MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::{Method, Url};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use elasticsearch::http::Method as HttpMethod;
+
+/// How to reach the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct EsConfig {
+    pub urls: Vec<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// `id:key`, or the base64 encoded key Elasticsearch returns.
+    pub api_key: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+}
+
+impl EsConfig {
+    /// Parses `--es-url a,b,c`.
+    pub fn with_urls(list: &str) -> Result<EsConfig, String> {
+        let urls: Vec<String> = list.split(',').map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect();
+        if urls.is_empty() {
+            return Err("--es-url: no URL".into());
+        }
+        for u in &urls {
+            Url::parse(u).map_err(|e| format!("--es-url {u}: {e}"))?;
+        }
+        Ok(EsConfig { urls, ..EsConfig::default() })
+    }
+}
+
+/// What the server says it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerInfo {
+    /// `elasticsearch` or `opensearch`.
+    pub distribution: String,
+    pub version: String,
+    pub major: u32,
+}
+
+/// A connected client.
+#[derive(Clone)]
+pub struct Es {
+    client: elasticsearch::Elasticsearch,
+    pub info: ServerInfo,
+    pub urls: Vec<String>,
+}
+
+/// An HTTP answer: status and JSON body (`Null` when empty or not JSON).
+pub type Reply = (u16, Value);
+
+impl Es {
+    /// Connects and asks the server for its version.
+    pub async fn connect(config: &EsConfig) -> Result<Es, String> {
+        let urls: Vec<Url> = config.urls.iter().map(|u| Url::parse(u).map_err(|e| format!("{u}: {e}"))).collect::<Result<_, _>>()?;
+        let mut builder = if urls.len() == 1 {
+            TransportBuilder::new(SingleNodeConnectionPool::new(urls[0].clone()))
+        } else {
+            TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls.clone(), None))
+        };
+        builder = builder.timeout(config.timeout.unwrap_or(Duration::from_secs(60))).enable_meta_header(false);
+        if let Some(key) = &config.api_key {
+            builder = builder.auth(match key.split_once(':') {
+                Some((id, k)) => Credentials::ApiKey(id.into(), k.into()),
+                None => Credentials::EncodedApiKey(key.clone()),
+            });
+        } else if let Some(user) = &config.user {
+            builder = builder.auth(Credentials::Basic(user.clone(), config.password.clone().unwrap_or_default()));
+        }
+        if let Some(path) = &config.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| format!("--es-ca-cert {}: {e}", path.display()))?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| format!("--es-ca-cert {}: {e}", path.display()))?;
+            builder = builder.cert_validation(CertificateValidation::Full(cert));
+        }
+        let transport = builder.build().map_err(|e| format!("Elasticsearch client: {e}"))?;
+        let client = elasticsearch::Elasticsearch::new(transport);
+        let mut es = Es {
+            client,
+            info: ServerInfo { distribution: String::new(), version: String::new(), major: 0 },
+            urls: config.urls.clone(),
+        };
+        let shown = config.urls.join(",");
+        let (status, root) = es
+            .call(Method::Get, "/", None)
+            .await
+            .map_err(|e| format!("cannot reach Elasticsearch at {shown}: {e}"))?;
+        match status {
+            200 => {}
+            401 | 403 => {
+                return Err(format!(
+                    "Elasticsearch at {shown} refused the credentials ({status}): pass --es-user/--es-password or --es-api-key"
+                ));
+            }
+            s => return Err(format!("Elasticsearch at {shown} answered {s}: {root}")),
+        }
+        let version = root["version"]["number"].as_str().unwrap_or("").to_string();
+        let distribution = root["version"]["distribution"].as_str().unwrap_or("elasticsearch").to_string();
+        let major = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        let supported = match distribution.as_str() {
+            "opensearch" => major >= 1,
+            _ => major >= 7,
+        };
+        if !supported {
+            return Err(format!("{shown} runs {distribution} {version}; supported: Elasticsearch 7.17+, 8, 9, OpenSearch 2"));
+        }
+        es.info = ServerInfo { distribution, version, major };
+        Ok(es)
+    }
+
+    /// One request with a JSON (or NDJSON) body.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply, String> {
+        let mut headers = HeaderMap::new();
+        if path.contains("_bulk") {
+            headers.insert(
+                elasticsearch::http::headers::CONTENT_TYPE,
+                elasticsearch::http::headers::HeaderValue::from_static("application/x-ndjson"),
+            );
+        }
+        let response = self
+            .client
+            .send(method, path, headers, Option::<&()>::None, body, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status_code().as_u16();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    /// A request that must succeed (2xx); the error names what was done.
+    pub async fn ok(&self, what: &str, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let bytes = body.map(|b| serde_json::to_vec(&b).expect("JSON"));
+        let (status, value) = self.call(method, path, bytes).await.map_err(|e| format!("{what}: {e}"))?;
+        if (200..300).contains(&status) {
+            Ok(value)
+        } else {
+            Err(format!("{what}: Elasticsearch answered {status}: {}", error_reason(&value)))
+        }
+    }
+}
+
+/// The `error.reason` of an Elasticsearch error body, or the body.
+pub fn error_reason(value: &Value) -> String {
+    match &value["error"] {
+        Value::Object(e) => {
+            let kind = e.get("type").and_then(Value::as_str).unwrap_or("error");
+            let reason = e.get("reason").and_then(Value::as_str).unwrap_or("");
+            let cause = e.get("caused_by").and_then(|c| c.get("reason")).and_then(Value::as_str);
+            match cause {
+                Some(c) => format!("{kind}: {reason} ({c})"),
+                None => format!("{kind}: {reason}"),
+            }
+        }
+        Value::Null => value.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_url_lists() {
+        let c = EsConfig::with_urls("http://a:9200/, http://b:9200").unwrap();
+        assert_eq!(c.urls, vec!["http://a:9200", "http://b:9200"]);
+        assert!(EsConfig::with_urls(" , ").is_err());
+        assert!(EsConfig::with_urls("not a url").is_err());
+    }
+
+    #[test]
+    fn error_reasons() {
+        let v = json!({"error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [popRank]", "caused_by": {"reason": "not a number"}}, "status": 400});
+        assert_eq!(error_reason(&v), "mapper_parsing_exception: failed to parse field [popRank] (not a number)");
+    }
+}

@@ -1,0 +1,23 @@
+//! The process's async runtime, for the clients that are async (HDFS,
+//! Elasticsearch). Training threads call into it with `block_on`; it is
+//! created on first use, so runs that touch neither start no threads.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ur-io")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for I/O clients")
+    })
+}
+
+/// Runs a future to completion from a synchronous thread.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
