@@ -4,7 +4,9 @@
 use crate::cluster::Hosts;
 use crate::config::Engine;
 use crate::dataflow::Failure;
+use crate::es::EsConfig;
 use crate::report::RejectLimit;
+use crate::sink::elasticsearch::EsOptions;
 use crate::source::time::{format_iso8601, parse_iso8601};
 use crate::train::{ClusterOptions, TrainError, TrainOptions, train};
 use clap::Parser;
@@ -51,9 +53,58 @@ pub struct Args {
     /// Model directory to write, a local path or `hdfs://...`: items.jsonl
     /// (one document per item, sorted by id; one part per worker,
     /// items-NNNNN.jsonl, when several processes write) and manifest.json
-    /// (engine, input statistics, timings).
-    #[arg(short, long, value_name = "DIR", default_value = "model")]
-    pub output: String,
+    /// (engine, input statistics, timings) [default: `model`, unless
+    /// --es-url is given].
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<String>,
+
+    /// Index the model into Elasticsearch (7.17, 8, 9) or OpenSearch (2):
+    /// one or more URLs, comma-separated. A new index `<indexName>_<millis>`
+    /// and the users' recent items in `<indexName>_users_<millis>` replace
+    /// the aliases `<indexName>` and `<indexName>_users` atomically when
+    /// complete; a failed run deletes them and leaves the aliases alone.
+    #[arg(long, value_name = "URL[,URL...]", help_heading = "Elasticsearch")]
+    pub es_url: Option<String>,
+
+    /// User for basic authentication (password in --es-password or the
+    /// ES_PASSWORD environment variable).
+    #[arg(long, value_name = "USER", help_heading = "Elasticsearch")]
+    pub es_user: Option<String>,
+
+    /// Password for --es-user [env: ES_PASSWORD].
+    #[arg(long, value_name = "PASSWORD", env = "ES_PASSWORD", hide_env_values = true, help_heading = "Elasticsearch")]
+    pub es_password: Option<String>,
+
+    /// API key, `id:key` or the encoded form [env: ES_API_KEY].
+    #[arg(long, value_name = "KEY", env = "ES_API_KEY", hide_env_values = true, help_heading = "Elasticsearch")]
+    pub es_api_key: Option<String>,
+
+    /// CA certificate (PEM) that signed the cluster's HTTPS certificate
+    /// (Elasticsearch 8's `http_ca.crt`).
+    #[arg(long, value_name = "FILE", help_heading = "Elasticsearch")]
+    pub es_ca_cert: Option<PathBuf>,
+
+    /// Primary shards of the new indices [default: the number of data nodes].
+    #[arg(long, value_name = "N", help_heading = "Elasticsearch")]
+    pub es_shards: Option<u32>,
+
+    /// Replicas of the new indices [default: 1 with several data nodes, 0 with one].
+    #[arg(long, value_name = "N", help_heading = "Elasticsearch")]
+    pub es_replicas: Option<u32>,
+
+    /// Published models kept for `ur rollback`, the live one included; older
+    /// indices are deleted.
+    #[arg(long, value_name = "N", default_value_t = 2, help_heading = "Elasticsearch")]
+    pub es_keep: usize,
+
+    /// Bulk requests in flight per process [default: engine.json
+    /// `numESWriteConnections`, else the number of workers].
+    #[arg(long, value_name = "N", help_heading = "Elasticsearch")]
+    pub es_connections: Option<usize>,
+
+    /// Bytes per bulk request.
+    #[arg(long, value_name = "BYTES", default_value_t = 5 << 20, help_heading = "Elasticsearch")]
+    pub es_batch_bytes: usize,
 
     /// Worker threads per process [default: the number of CPUs]. The model
     /// does not depend on it.
@@ -130,9 +181,13 @@ pub fn main_with(args: Args) -> i32 {
                 tracing::warn!("{w}");
             }
             if !args.quiet && trained.process == 0 {
+                let mut places: Vec<String> = opts.output.iter().cloned().collect();
+                if let Some(index) = &trained.es_index {
+                    places.push(format!("Elasticsearch index {index}"));
+                }
                 eprintln!(
                     "model written to {}: {} documents ({} primary items), {} users ({} trained), {} events kept of {} lines, {:.2}s",
-                    opts.output,
+                    places.join(" and "),
                     s.model.documents,
                     s.model.primary_items,
                     s.model.users,
@@ -198,12 +253,39 @@ fn options(args: &Args) -> Result<TrainOptions, String> {
     if args.split_size == 0 {
         return Err("--split-size must be at least 1".into());
     }
+    let es = match &args.es_url {
+        None => None,
+        Some(urls) => {
+            let mut config = EsConfig::with_urls(urls)?;
+            config.user = args.es_user.clone();
+            config.password = args.es_password.clone();
+            config.api_key = args.es_api_key.clone();
+            config.ca_cert = args.es_ca_cert.clone();
+            if args.es_shards == Some(0) {
+                return Err("--es-shards must be at least 1".into());
+            }
+            Some(EsOptions {
+                config,
+                shards: args.es_shards,
+                replicas: args.es_replicas,
+                keep: args.es_keep.max(1),
+                connections: args.es_connections,
+                batch_bytes: args.es_batch_bytes.max(1024),
+            })
+        }
+    };
+    let output = match (&args.output, &es) {
+        (Some(o), _) => Some(o.clone()),
+        (None, None) => Some("model".to_string()),
+        (None, Some(_)) => None,
+    };
     tracing::debug!(now = ?now.map(format_iso8601), workers, "options");
     Ok(TrainOptions {
         engine: loaded.engine,
         engine_warnings: loaded.warnings,
         input: args.input.clone(),
-        output: args.output.clone(),
+        output,
+        es,
         now,
         workers,
         max_rejected,

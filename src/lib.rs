@@ -4,6 +4,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod dataflow;
+pub mod es;
 pub mod hash;
 pub mod intern;
 pub mod report;

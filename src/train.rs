@@ -8,9 +8,10 @@
 use crate::cluster::Hosts;
 use crate::cluster::connect::{Hello, connect_all};
 use crate::config::Engine;
-use crate::dataflow::{Failure, Summary, WorkerContext, read::ReadPlan, run_worker};
+use crate::dataflow::{DirOutput, Failure, Summary, WorkerContext, read::ReadPlan, run_worker};
 use crate::report::{RejectLimit, peak_rss_bytes};
 use crate::sink::directory::{ModelDir, Parts};
+use crate::sink::elasticsearch::{EsOptions, EsTarget};
 use crate::source::time::{Millis, format_iso8601};
 use crate::source::{assign_units, list_inputs, plan_units};
 use std::net::TcpStream;
@@ -38,7 +39,10 @@ pub struct TrainOptions {
     /// Engine warnings, repeated in the manifest.
     pub engine_warnings: Vec<String>,
     pub input: String,
-    pub output: String,
+    /// The model directory, if one is written.
+    pub output: Option<String>,
+    /// The Elasticsearch cluster the model is indexed into, if any.
+    pub es: Option<EsOptions>,
     /// The clock for ranking windows; `None`: now (process 0's, in a cluster).
     pub now: Option<Millis>,
     /// Worker threads per process.
@@ -75,6 +79,8 @@ pub struct Trained {
     /// This process's index and whether it published the model.
     pub process: usize,
     pub published: bool,
+    /// The live index, when indexed into Elasticsearch by this process.
+    pub es_index: Option<String>,
 }
 
 /// Trains and publishes the model.
@@ -86,8 +92,8 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     };
 
     // Connect the processes; adopt process 0's clock and run id.
-    let (process, processes, now, run, sockets) = match &opts.cluster {
-        None => (0, 1, opts.now.unwrap_or_else(clock), std::process::id().to_string(), None),
+    let (process, processes, now, run, started, sockets) = match &opts.cluster {
+        None => (0, 1, opts.now.unwrap_or_else(clock), std::process::id().to_string(), clock(), None),
         Some(c) => {
             let hello = Hello {
                 process: c.process as u64,
@@ -96,15 +102,39 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
                 fingerprint: fingerprint(opts),
                 now: opts.now.unwrap_or_else(clock),
                 run_id: crate::hash::mix(clock() as u64 ^ ((std::process::id() as u64) << 32)),
+                started: clock(),
             };
             tracing::info!(process = c.process, processes = hello.processes, "connecting to the other processes");
             let (sockets, agreed) =
                 connect_all(&c.hosts.addresses, hello, c.connect_timeout).map_err(TrainError::Setup)?;
-            (c.process, c.hosts.addresses.len(), agreed.now, format!("c{:016x}", agreed.run_id), Some(sockets))
+            (
+                c.process,
+                c.hosts.addresses.len(),
+                agreed.now,
+                format!("c{:016x}", agreed.run_id),
+                agreed.started,
+                Some(sockets),
+            )
         }
     };
 
-    let model_dir = ModelDir::create(&opts.output, &run).map_err(TrainError::Setup)?;
+    let model_dir = match &opts.output {
+        Some(output) => Some(ModelDir::create(output, &run).map_err(TrainError::Setup)?),
+        None => None,
+    };
+    let es = match &opts.es {
+        Some(es) => Some(Arc::new(
+            EsTarget::prepare(es, &opts.engine, started, process == 0, workers).map_err(TrainError::Setup)?,
+        )),
+        None => None,
+    };
+    // A failed run leaves no new index behind.
+    let abort = |e: TrainError| {
+        if let (Some(es), 0) = (&es, process) {
+            es.abort();
+        }
+        e
+    };
     let peers = workers * processes;
     let units = plan_units(&inputs, opts.split_bytes);
     let total_bytes: u64 = inputs.iter().map(|f| f.len).sum();
@@ -119,12 +149,12 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         now,
         max_rejected: opts.max_rejected,
         show_rejected: opts.show_rejected,
-        output: model_dir.store().clone(),
-        parts_dir: model_dir.tmp_path().to_string(),
+        output: model_dir.as_ref().map(|d| DirOutput { store: d.store().clone(), parts_dir: d.tmp_path().to_string() }),
+        es: es.clone(),
         process,
         processes,
         bytes_read: Arc::new(AtomicU64::new(0)),
-        histories: false,
+        histories: opts.es.is_some(),
     });
     tracing::info!(files = ctx.inputs.len(), bytes = total_bytes, workers, processes, now = %format_iso8601(now), "training");
 
@@ -139,7 +169,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         None => timely::execute(timely::Config::process(workers), run_workers),
         Some(sockets) => execute_cluster(sockets, process, workers, run_workers),
     }
-    .map_err(|e| TrainError::Setup(format!("cannot start the workers: {e}")))?;
+    .map_err(|e| abort(TrainError::Setup(format!("cannot start the workers: {e}"))))?;
     let results = guards.join();
     done.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {
@@ -149,24 +179,34 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     let mut summary = None;
     for (w, result) in results.into_iter().enumerate() {
         match result {
-            Err(panic) => return Err(TrainError::Failed(Failure::Output(format!("worker {w} failed: {panic}")))),
-            Ok(Err(failure)) => return Err(TrainError::Failed(failure)),
+            Err(panic) => {
+                return Err(abort(TrainError::Failed(Failure::Output(format!("worker {w} failed: {panic}")))));
+            }
+            Ok(Err(failure)) => return Err(abort(TrainError::Failed(failure))),
             Ok(Ok(s)) => summary = summary.or(Some(s)),
         }
     }
-    let mut summary = summary.ok_or_else(|| TrainError::Failed(Failure::Output("no worker ran".into())))?;
+    let mut summary = summary.ok_or_else(|| abort(TrainError::Failed(Failure::Output("no worker ran".into()))))?;
     summary.warnings.splice(0..0, opts.engine_warnings.iter().cloned());
     let manifest = manifest(opts, &summary, workers, processes, now);
     // One process: one items.jsonl. Several sharing a directory: process 0
     // publishes every part. Several with their own disks: each publishes its own.
     let parts = if processes == 1 { Parts::Concatenate(workers) } else { Parts::Keep };
     let publishes = processes == 1 || process == 0 || !summary.shared_output;
-    if publishes {
-        model_dir.publish(parts, &manifest).map_err(|e| TrainError::Failed(Failure::Output(e)))?;
-    } else {
-        model_dir.detach();
+    if let Some(dir) = model_dir {
+        if publishes {
+            dir.publish(parts, &manifest).map_err(|e| abort(TrainError::Failed(Failure::Output(e))))?;
+        } else {
+            dir.detach();
+        }
     }
-    Ok(Trained { summary, manifest, process, published: publishes })
+    let mut es_index = None;
+    if let (Some(es), 0) = (&es, process) {
+        es.publish(summary.model.documents, summary.users_indexed, &manifest)
+            .map_err(|e| abort(TrainError::Failed(Failure::Output(e))))?;
+        es_index = Some(es.model_index.clone());
+    }
+    Ok(Trained { summary, manifest, process, published: publishes, es_index })
 }
 
 /// Runs the workers of this process over connected sockets.
@@ -191,8 +231,15 @@ where
 /// What must be equal on every process for a consistent model.
 fn fingerprint(opts: &TrainOptions) -> u64 {
     let text = format!(
-        "{:?}|{}|{}|{:?}|{}|{}|{}",
-        opts.engine, opts.input, opts.output, opts.now, opts.max_rejected, opts.show_rejected, opts.split_bytes
+        "{:?}|{}|{:?}|{:?}|{}|{}|{}|{:?}",
+        opts.engine,
+        opts.input,
+        opts.output,
+        opts.now,
+        opts.max_rejected,
+        opts.show_rejected,
+        opts.split_bytes,
+        opts.es.as_ref().map(|e| (&e.config.urls, e.shards, e.replicas, e.keep))
     );
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }

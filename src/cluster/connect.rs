@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 8] = b"URTRAIN1";
-const HELLO_BYTES: usize = 8 + 6 * 8;
+const HELLO_BYTES: usize = 8 + 7 * 8;
 
 /// What a process says about itself when it connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,15 +28,26 @@ pub struct Hello {
     pub now: i64,
     /// A random id of the run; process 0's is adopted.
     pub run_id: u64,
+    /// This process's wall clock at start (ms); process 0's names the run's
+    /// Elasticsearch indices.
+    pub started: i64,
 }
 
 impl Hello {
     fn encode(&self) -> [u8; HELLO_BYTES] {
         let mut b = [0u8; HELLO_BYTES];
         b[..8].copy_from_slice(MAGIC);
-        for (k, v) in [self.process, self.processes, self.workers, self.fingerprint, self.now as u64, self.run_id]
-            .into_iter()
-            .enumerate()
+        for (k, v) in [
+            self.process,
+            self.processes,
+            self.workers,
+            self.fingerprint,
+            self.now as u64,
+            self.run_id,
+            self.started as u64,
+        ]
+        .into_iter()
+        .enumerate()
         {
             b[8 + 8 * k..16 + 8 * k].copy_from_slice(&v.to_le_bytes());
         }
@@ -48,15 +59,24 @@ impl Hello {
             return None;
         }
         let v = |k: usize| u64::from_le_bytes(b[8 + 8 * k..16 + 8 * k].try_into().expect("8 bytes"));
-        Some(Hello { process: v(0), processes: v(1), workers: v(2), fingerprint: v(3), now: v(4) as i64, run_id: v(5) })
+        Some(Hello {
+            process: v(0),
+            processes: v(1),
+            workers: v(2),
+            fingerprint: v(3),
+            now: v(4) as i64,
+            run_id: v(5),
+            started: v(6) as i64,
+        })
     }
 }
 
-/// What all processes agree on: process 0's clock and run id.
+/// What all processes agree on: process 0's clock, run id and start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Agreement {
     pub now: i64,
     pub run_id: u64,
+    pub started: i64,
 }
 
 /// Connects to every other process within `timeout`. Returns one socket per
@@ -71,7 +91,7 @@ pub fn connect_all(
     let deadline = Instant::now() + timeout;
     let listener = listen(&addresses[me])?;
     let mut sockets: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
-    let mut agreement = (me == 0).then_some(Agreement { now: hello.now, run_id: hello.run_id });
+    let mut agreement = (me == 0).then_some(Agreement { now: hello.now, run_id: hello.run_id, started: hello.started });
     let mut last_error: Vec<Option<String>> = vec![None; n];
 
     loop {
@@ -84,7 +104,7 @@ pub fn connect_all(
                 Ok((stream, theirs)) => {
                     check(&theirs, &hello, j, &addresses[j])?;
                     if j == 0 {
-                        agreement = Some(Agreement { now: theirs.now, run_id: theirs.run_id });
+                        agreement = Some(Agreement { now: theirs.now, run_id: theirs.run_id, started: theirs.started });
                     }
                     sockets[j] = Some(stream);
                     progressed = true;
@@ -254,7 +274,15 @@ mod tests {
     use super::*;
 
     fn hello(process: u64, processes: u64) -> Hello {
-        Hello { process, processes, workers: 2, fingerprint: 7, now: 1000 + process as i64, run_id: 40 + process }
+        Hello {
+            process,
+            processes,
+            workers: 2,
+            fingerprint: 7,
+            now: 1000 + process as i64,
+            run_id: 40 + process,
+            started: 5000 + process as i64,
+        }
     }
 
     fn free_ports(n: usize) -> Vec<String> {
@@ -273,7 +301,7 @@ mod tests {
             .collect();
         for (p, h) in handles.into_iter().enumerate() {
             let (sockets, agreed) = h.join().unwrap().unwrap();
-            assert_eq!(agreed, Agreement { now: 1000, run_id: 40 });
+            assert_eq!(agreed, Agreement { now: 1000, run_id: 40, started: 5000 });
             assert_eq!(sockets.iter().filter(|s| s.is_some()).count(), 2);
             assert!(sockets[p].is_none());
         }

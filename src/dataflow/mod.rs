@@ -29,6 +29,7 @@ use crate::hash::{id_hash, indicator_salt};
 use crate::intern::SortedIds;
 use crate::report::{Interactions, ModelStats, ReadStats, RejectLimit, Timings};
 use crate::sink::document::{Document, DocumentLayout};
+use crate::sink::elasticsearch::EsTarget;
 use crate::source::time::format_iso8601;
 use crate::source::{InputFile, WorkUnit};
 use crate::storage::{Store, join};
@@ -56,14 +57,21 @@ pub struct WorkerContext {
     pub now: i64,
     pub max_rejected: RejectLimit,
     pub show_rejected: usize,
-    /// Where worker w writes `items-0000w.jsonl`.
-    pub output: Store,
-    pub parts_dir: String,
+    /// Where worker w writes `items-0000w.jsonl`, if a directory is written.
+    pub output: Option<DirOutput>,
+    /// The Elasticsearch indices being written, if any.
+    pub es: Option<Arc<EsTarget>>,
     pub process: usize,
     pub processes: usize,
     pub bytes_read: Arc<AtomicU64>,
     /// Keep each user's recent items (for the query-time user history).
     pub histories: bool,
+}
+
+/// A model directory being written: its store and temporary directory.
+pub struct DirOutput {
+    pub store: Store,
+    pub parts_dir: String,
 }
 
 /// The result of a run, produced by worker 0 and given to every worker.
@@ -77,6 +85,8 @@ pub struct Summary {
     pub network_bytes: BTreeMap<String, u64>,
     /// True if every process wrote its parts into one shared directory.
     pub shared_output: bool,
+    /// User-history documents written to Elasticsearch.
+    pub users_indexed: u64,
 }
 
 /// A failure that every worker agrees on.
@@ -124,9 +134,9 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     // Every process must see the same input; each marks the output directory.
     let first_of_process = me % (comm.peers / ctx.processes) == 0;
     let mut setup_error = None;
-    if first_of_process {
-        let marker = join(&ctx.parts_dir, &format!(".process-{}", ctx.process));
-        setup_error = ctx.output.create(&marker).and_then(|f| f.finish().map_err(|e| format!("{marker}: {e}"))).err();
+    if let (true, Some(out)) = (first_of_process, &ctx.output) {
+        let marker = join(&out.parts_dir, &format!(".process-{}", ctx.process));
+        setup_error = out.store.create(&marker).and_then(|f| f.finish().map_err(|e| format!("{marker}: {e}"))).err();
     }
     let listings = comm.all_gather("input listing", (ctx.process, ctx.inputs.len(), ctx.listing, setup_error));
     for (process, files, listing, error) in listings {
@@ -283,12 +293,20 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         &layout,
         &mut local,
     );
-    let write_error = written.err();
+    let users_written = match (written, &ctx.es, &rows.histories) {
+        (Ok(()), Some(es), Some(histories)) => write_histories(es, me, &rows, histories, &dict, engine),
+        (Ok(()), _, _) => Ok(0),
+        (Err(e), _, _) => Err(e),
+    };
+    local.users = *users_written.as_ref().unwrap_or(&0);
+    let write_error = users_written.err();
     // Worker 0 checks whether every process wrote into the directory it sees.
     let shared = lead
-        && (0..ctx.processes).all(|p| {
-            let marker = join(&ctx.parts_dir, &format!(".process-{p}"));
-            matches!(ctx.output.stat(&marker), Ok(Some(_)))
+        && ctx.output.as_ref().is_some_and(|out| {
+            (0..ctx.processes).all(|p| {
+                let marker = join(&out.parts_dir, &format!(".process-{p}"));
+                matches!(out.store.stat(&marker), Ok(Some(_)))
+            })
         });
     let sent = comm.sent_remote.clone();
     let gathered = comm.all_gather("documents: outcome", (local, write_error, shared, sent));
@@ -325,7 +343,8 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     if lead {
         tracing::info!(documents = model.documents, now = %format_iso8601(ctx.now), secs = timings.total, "documents written");
     }
-    let summary = Summary { read: stats, model, timings, warnings, network_bytes, shared_output };
+    let users_indexed = total.users;
+    let summary = Summary { read: stats, model, timings, warnings, network_bytes, shared_output, users_indexed };
     // Every process gets worker 0's summary (for its manifest).
     let all = comm.all_gather("summary", lead.then_some(summary));
     Ok(all.into_iter().flatten().next().expect("worker 0 sends its summary"))
@@ -357,6 +376,7 @@ fn row_costs(matrices: &[users::Csr], n_items: usize, with_indicators: bool) -> 
 #[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
 struct LocalModelStats {
     documents: u64,
+    users: u64,
     correlators: Vec<u64>,
     items_with_properties: u64,
     ranked: Vec<u64>,
@@ -366,6 +386,7 @@ struct LocalModelStats {
 impl LocalModelStats {
     fn add(&mut self, other: LocalModelStats) {
         self.documents += other.documents;
+        self.users += other.users;
         self.items_with_properties += other.items_with_properties;
         add_vec(&mut self.correlators, &other.correlators);
         add_vec(&mut self.ranked, &other.ranked);
@@ -397,8 +418,14 @@ fn write_part(
     layout: &DocumentLayout,
     stats: &mut LocalModelStats,
 ) -> Result<(), String> {
-    let path = join(&ctx.parts_dir, &crate::sink::directory::part_name(me));
-    let mut out = ctx.output.create(&path)?;
+    let mut file = match &ctx.output {
+        Some(out) => {
+            let path = join(&out.parts_dir, &crate::sink::directory::part_name(me));
+            Some((out.store.create(&path)?, path))
+        }
+        None => None,
+    };
+    let mut bulk = ctx.es.as_ref().map(|es| es.writer(&es.model_index, me));
     let mut line = Vec::with_capacity(4096);
     stats.correlators = vec![0; layout.indicators.len()];
     stats.ranked = vec![0; layout.rankings.len()];
@@ -427,7 +454,54 @@ fn write_part(
         line.clear();
         let doc = Document { id: dict.get(item), correlators, ranks: &ranks, properties };
         layout.write(&mut line, &doc, dict, &mut stats.clashes);
-        out.write_all(&line).map_err(|e| format!("cannot write {path}: {e}"))?;
+        if let Some((out, path)) = &mut file {
+            out.write_all(&line).map_err(|e| format!("cannot write {path}: {e}"))?;
+        }
+        if let Some(bulk) = &mut bulk {
+            bulk.add(doc.id, &line)?;
+        }
     }
-    out.finish().map_err(|e| format!("cannot write {path}: {e}"))
+    if let Some(bulk) = bulk {
+        bulk.finish()?;
+    }
+    match file {
+        Some((out, path)) => out.finish().map_err(|e| format!("cannot write {path}: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// The user-history documents of this worker's users: `{"user": id,
+/// <indicator>: [most recent first], ...}`.
+fn write_histories(
+    es: &EsTarget,
+    me: usize,
+    rows: &users::Rows,
+    histories: &users::Csr,
+    dict: &SortedIds,
+    engine: &Engine,
+) -> Result<u64, String> {
+    let mut bulk = es.writer(&es.users_index, me);
+    let indicators = engine.indicators.len();
+    let mut line = Vec::with_capacity(1024);
+    for user in 0..rows.names.len() {
+        let id = rows.names.resolve(user as u32);
+        line.clear();
+        line.extend_from_slice(b"{\"user\":");
+        serde_json::to_writer(&mut line, id).expect("JSON");
+        for (k, indicator) in engine.indicators.iter().enumerate() {
+            line.push(b',');
+            serde_json::to_writer(&mut line, &indicator.name).expect("JSON");
+            line.extend_from_slice(b":[");
+            for (n, &item) in histories.row(user * indicators + k).iter().enumerate() {
+                if n > 0 {
+                    line.push(b',');
+                }
+                serde_json::to_writer(&mut line, dict.get(item)).expect("JSON");
+            }
+            line.push(b']');
+        }
+        line.push(b'}');
+        bulk.add(id, &line)?;
+    }
+    bulk.finish()
 }

@@ -32,7 +32,8 @@ pub struct EsConfig {
 impl EsConfig {
     /// Parses `--es-url a,b,c`.
     pub fn with_urls(list: &str) -> Result<EsConfig, String> {
-        let urls: Vec<String> = list.split(',').map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect();
+        let urls: Vec<String> =
+            list.split(',').map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect();
         if urls.is_empty() {
             return Err("--es-url: no URL".into());
         }
@@ -66,7 +67,8 @@ pub type Reply = (u16, Value);
 impl Es {
     /// Connects and asks the server for its version.
     pub async fn connect(config: &EsConfig) -> Result<Es, String> {
-        let urls: Vec<Url> = config.urls.iter().map(|u| Url::parse(u).map_err(|e| format!("{u}: {e}"))).collect::<Result<_, _>>()?;
+        let urls: Vec<Url> =
+            config.urls.iter().map(|u| Url::parse(u).map_err(|e| format!("{u}: {e}"))).collect::<Result<_, _>>()?;
         let mut builder = if urls.len() == 1 {
             TransportBuilder::new(SingleNodeConnectionPool::new(urls[0].clone()))
         } else {
@@ -94,10 +96,8 @@ impl Es {
             urls: config.urls.clone(),
         };
         let shown = config.urls.join(",");
-        let (status, root) = es
-            .call(Method::Get, "/", None)
-            .await
-            .map_err(|e| format!("cannot reach Elasticsearch at {shown}: {e}"))?;
+        let (status, root) =
+            es.call(Method::Get, "/", None).await.map_err(|e| format!("cannot reach Elasticsearch at {shown}: {e}"))?;
         match status {
             200 => {}
             401 | 403 => {
@@ -115,7 +115,9 @@ impl Es {
             _ => major >= 7,
         };
         if !supported {
-            return Err(format!("{shown} runs {distribution} {version}; supported: Elasticsearch 7.17+, 8, 9, OpenSearch 2"));
+            return Err(format!(
+                "{shown} runs {distribution} {version}; supported: Elasticsearch 7.17+, 8, 9, OpenSearch 2"
+            ));
         }
         es.info = ServerInfo { distribution, version, major };
         Ok(es)

@@ -4,3 +4,4 @@
 
 pub mod directory;
 pub mod document;
+pub mod elasticsearch;
