@@ -98,17 +98,34 @@ impl Es {
         let shown = config.urls.join(",");
         let (status, root) =
             es.call(Method::Get, "/", None).await.map_err(|e| format!("cannot reach Elasticsearch at {shown}: {e}"))?;
-        match status {
-            200 => {}
+        let (version, distribution) = match status {
+            200 => (
+                root["version"]["number"].as_str().unwrap_or("").to_string(),
+                root["version"]["distribution"].as_str().unwrap_or("elasticsearch").to_string(),
+            ),
             401 | 403 => {
                 return Err(format!(
                     "Elasticsearch at {shown} refused the credentials ({status}): pass --es-user/--es-password or --es-api-key"
                 ));
             }
-            s => return Err(format!("Elasticsearch at {shown} answered {s}: {root}")),
-        }
-        let version = root["version"]["number"].as_str().unwrap_or("").to_string();
-        let distribution = root["version"]["distribution"].as_str().unwrap_or("elasticsearch").to_string();
+            _ => {
+                // Minimal distributions (the integ-test zip) have no `GET /`: ask the node.
+                let (status, nodes) = es
+                    .call(Method::Get, "/_nodes/_local?filter_path=nodes.*.version", None)
+                    .await
+                    .map_err(|e| format!("cannot reach Elasticsearch at {shown}: {e}"))?;
+                if status != 200 {
+                    return Err(format!("Elasticsearch at {shown} answered {status}: {}", error_reason(&nodes)));
+                }
+                let version = nodes["nodes"]
+                    .as_object()
+                    .and_then(|n| n.values().next())
+                    .and_then(|n| n["version"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                (version, "elasticsearch".to_string())
+            }
+        };
         let major = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
         let supported = match distribution.as_str() {
             "opensearch" => major >= 1,
