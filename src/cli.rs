@@ -4,7 +4,7 @@
 use crate::cluster::Hosts;
 use crate::config::Engine;
 use crate::dataflow::Failure;
-use crate::es::EsConfig;
+use crate::es::EsArgs;
 use crate::report::RejectLimit;
 use crate::sink::elasticsearch::EsOptions;
 use crate::source::time::{format_iso8601, parse_iso8601};
@@ -59,30 +59,12 @@ pub struct Args {
     pub output: Option<String>,
 
     /// Index the model into Elasticsearch (7.17, 8, 9) or OpenSearch (2):
-    /// one or more URLs, comma-separated. A new index `<indexName>_<millis>`
-    /// and the users' recent items in `<indexName>_users_<millis>` replace
-    /// the aliases `<indexName>` and `<indexName>_users` atomically when
-    /// complete; a failed run deletes them and leaves the aliases alone.
-    #[arg(long, value_name = "URL[,URL...]", help_heading = "Elasticsearch")]
-    pub es_url: Option<String>,
-
-    /// User for basic authentication (password in --es-password or the
-    /// ES_PASSWORD environment variable).
-    #[arg(long, value_name = "USER", help_heading = "Elasticsearch")]
-    pub es_user: Option<String>,
-
-    /// Password for --es-user [env: ES_PASSWORD].
-    #[arg(long, value_name = "PASSWORD", env = "ES_PASSWORD", hide_env_values = true, help_heading = "Elasticsearch")]
-    pub es_password: Option<String>,
-
-    /// API key, `id:key` or the encoded form [env: ES_API_KEY].
-    #[arg(long, value_name = "KEY", env = "ES_API_KEY", hide_env_values = true, help_heading = "Elasticsearch")]
-    pub es_api_key: Option<String>,
-
-    /// CA certificate (PEM) that signed the cluster's HTTPS certificate
-    /// (Elasticsearch 8's `http_ca.crt`).
-    #[arg(long, value_name = "FILE", help_heading = "Elasticsearch")]
-    pub es_ca_cert: Option<PathBuf>,
+    /// a new index `<indexName>_<millis>` and the users' recent items in
+    /// `<indexName>_users_<millis>` replace the aliases `<indexName>` and
+    /// `<indexName>_users` atomically when complete; a failed run deletes
+    /// them and leaves the aliases alone. See --es-url.
+    #[command(flatten)]
+    pub es: EsArgs,
 
     /// Primary shards of the new indices [default: the number of data nodes].
     #[arg(long, value_name = "N", help_heading = "Elasticsearch")]
@@ -105,6 +87,11 @@ pub struct Args {
     /// Bytes per bulk request.
     #[arg(long, value_name = "BYTES", default_value_t = 5 << 20, help_heading = "Elasticsearch")]
     pub es_batch_bytes: usize,
+
+    /// Tries per bulk request before the run fails (429, 5xx and lost
+    /// connections are retried with exponential backoff and jitter).
+    #[arg(long, value_name = "N", default_value_t = 8, help_heading = "Elasticsearch")]
+    pub es_retries: u32,
 
     /// Worker threads per process [default: the number of CPUs]. The model
     /// does not depend on it.
@@ -253,14 +240,9 @@ fn options(args: &Args) -> Result<TrainOptions, String> {
     if args.split_size == 0 {
         return Err("--split-size must be at least 1".into());
     }
-    let es = match &args.es_url {
+    let es = match args.es.config()? {
         None => None,
-        Some(urls) => {
-            let mut config = EsConfig::with_urls(urls)?;
-            config.user = args.es_user.clone();
-            config.password = args.es_password.clone();
-            config.api_key = args.es_api_key.clone();
-            config.ca_cert = args.es_ca_cert.clone();
+        Some(config) => {
             if args.es_shards == Some(0) {
                 return Err("--es-shards must be at least 1".into());
             }
@@ -271,6 +253,7 @@ fn options(args: &Args) -> Result<TrainOptions, String> {
                 keep: args.es_keep.max(1),
                 connections: args.es_connections,
                 batch_bytes: args.es_batch_bytes.max(1024),
+                attempts: args.es_retries.max(1),
             })
         }
     };
@@ -312,7 +295,7 @@ fn report_rejections(stats: &crate::report::ReadStats, failing: bool) {
     }
 }
 
-fn init_tracing(quiet: bool, verbose: u8) {
+pub fn init_tracing(quiet: bool, verbose: u8) {
     let default = match (quiet, verbose) {
         (true, _) => "warn",
         (false, 0) => "info",

@@ -7,6 +7,8 @@ pub mod dataflow;
 pub mod es;
 pub mod hash;
 pub mod intern;
+pub mod ops;
+pub mod query;
 pub mod report;
 pub mod runtime;
 pub mod sink;

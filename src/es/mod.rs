@@ -44,6 +44,45 @@ impl EsConfig {
     }
 }
 
+/// Command-line flags for reaching a cluster (shared by `ur-train` and `ur`).
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Elasticsearch")]
+pub struct EsArgs {
+    /// Elasticsearch (7.17, 8, 9) or OpenSearch (2) URLs, comma-separated.
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub es_url: Option<String>,
+
+    /// User for basic authentication (password in --es-password or ES_PASSWORD).
+    #[arg(long, value_name = "USER")]
+    pub es_user: Option<String>,
+
+    /// Password for --es-user.
+    #[arg(long, value_name = "PASSWORD", env = "ES_PASSWORD", hide_env_values = true)]
+    pub es_password: Option<String>,
+
+    /// API key, `id:key` or the encoded form.
+    #[arg(long, value_name = "KEY", env = "ES_API_KEY", hide_env_values = true)]
+    pub es_api_key: Option<String>,
+
+    /// CA certificate (PEM) that signed the cluster's HTTPS certificate
+    /// (Elasticsearch 8's `http_ca.crt`).
+    #[arg(long, value_name = "FILE")]
+    pub es_ca_cert: Option<PathBuf>,
+}
+
+impl EsArgs {
+    /// The connection settings, if `--es-url` is given.
+    pub fn config(&self) -> Result<Option<EsConfig>, String> {
+        let Some(urls) = &self.es_url else { return Ok(None) };
+        let mut config = EsConfig::with_urls(urls)?;
+        config.user = self.es_user.clone();
+        config.password = self.es_password.clone();
+        config.api_key = self.es_api_key.clone();
+        config.ca_cert = self.es_ca_cert.clone();
+        Ok(Some(config))
+    }
+}
+
 /// What the server says it is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ServerInfo {

@@ -10,9 +10,6 @@ use crate::runtime::block_on;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-/// Attempts per batch before giving up.
-const MAX_ATTEMPTS: u32 = 8;
-
 /// A counting semaphore: requests in flight per process.
 pub struct Permits {
     free: Mutex<usize>,
@@ -56,10 +53,19 @@ pub struct BulkWriter<'a> {
     docs: Vec<(String, usize, usize)>,
     pub written: u64,
     salt: u64,
+    attempts: u32,
 }
 
 impl<'a> BulkWriter<'a> {
-    pub fn new(es: &'a Es, permits: &'a Permits, index: &str, batch_bytes: usize, salt: u64) -> BulkWriter<'a> {
+    /// `attempts`: tries per batch before giving up.
+    pub fn new(
+        es: &'a Es,
+        permits: &'a Permits,
+        index: &str,
+        batch_bytes: usize,
+        attempts: u32,
+        salt: u64,
+    ) -> BulkWriter<'a> {
         BulkWriter {
             es,
             permits,
@@ -69,6 +75,7 @@ impl<'a> BulkWriter<'a> {
             docs: Vec::new(),
             written: 0,
             salt,
+            attempts: attempts.max(1),
         }
     }
 
@@ -113,7 +120,7 @@ impl<'a> BulkWriter<'a> {
                 Ok(_) => None,
             };
             if let Some(why) = retry_all {
-                if attempt >= MAX_ATTEMPTS {
+                if attempt >= self.attempts {
                     return Err(format!("bulk indexing into {} failed {attempt} times, last: {why}", self.index));
                 }
                 tracing::debug!(attempt, %why, "bulk request retried");
@@ -151,7 +158,7 @@ impl<'a> BulkWriter<'a> {
             if again_docs.is_empty() {
                 return Ok(());
             }
-            if attempt >= MAX_ATTEMPTS {
+            if attempt >= self.attempts {
                 return Err(format!("{} documents still rejected for load after {attempt} attempts", again_docs.len()));
             }
             std::thread::sleep(backoff(attempt, self.salt));

@@ -32,6 +32,8 @@ pub struct EsOptions {
     pub connections: Option<usize>,
     /// Bytes per bulk request.
     pub batch_bytes: usize,
+    /// Tries per bulk request (429, 5xx, lost connections) before failing.
+    pub attempts: u32,
 }
 
 /// The indices of one run.
@@ -45,6 +47,7 @@ pub struct EsTarget {
     pub keep: usize,
     pub replicas: u32,
     pub batch_bytes: usize,
+    pub attempts: u32,
     pub permits: bulk::Permits,
 }
 
@@ -90,6 +93,7 @@ impl EsTarget {
             keep: options.keep.max(1),
             replicas,
             batch_bytes: options.batch_bytes,
+            attempts: options.attempts,
             permits: bulk::Permits::new(connections),
         };
         if create {
@@ -149,7 +153,14 @@ impl EsTarget {
 
     /// A bulk writer into one of the run's indices, for worker `worker`.
     pub fn writer(&self, index: &str, worker: usize) -> bulk::BulkWriter<'_> {
-        bulk::BulkWriter::new(&self.es, &self.permits, index, self.batch_bytes, worker as u64 ^ self.millis as u64)
+        bulk::BulkWriter::new(
+            &self.es,
+            &self.permits,
+            index,
+            self.batch_bytes,
+            self.attempts,
+            worker as u64 ^ self.millis as u64,
+        )
     }
 
     /// Deletes the run's indices (a failed run).

@@ -1,0 +1,143 @@
+//! Recommendations from the model in Elasticsearch, with the UR's query
+//! semantics: [`request`] (the query), [`builder`] (query → Elasticsearch
+//! search), this module (fetch the user's history and the query item,
+//! search, answer `{"itemScores": [...]}`), [`server`] (`POST /queries.json`).
+
+pub mod builder;
+pub mod request;
+pub mod server;
+
+use crate::config::Engine;
+use crate::es::{Es, HttpMethod, error_reason};
+use crate::sink::elasticsearch::alias_of;
+use crate::source::time::format_iso8601;
+use request::Query;
+use serde_json::{Map, Value, json};
+
+/// Why a query has no answer.
+#[derive(Debug)]
+pub enum QueryError {
+    /// The query is wrong (HTTP 400).
+    BadRequest(String),
+    /// Elasticsearch failed (HTTP 502).
+    Upstream(String),
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryError::BadRequest(e) | QueryError::Upstream(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Answers queries against one model.
+pub struct Recommender {
+    pub es: Es,
+    pub engine: Engine,
+    pub alias: String,
+    pub users_alias: String,
+}
+
+impl Recommender {
+    pub fn new(es: Es, engine: Engine) -> Recommender {
+        let alias = alias_of(&engine);
+        let users_alias = format!("{alias}_users");
+        Recommender { es, engine, alias, users_alias }
+    }
+
+    /// `{"itemScores": [{"item": .., "score": ..}, ..]}` for a query.
+    pub async fn recommend(&self, q: &Query) -> Result<Value, QueryError> {
+        if let Some(names) = &q.event_names {
+            for n in names {
+                if !self.engine.indicators.iter().any(|i| &i.name == n) {
+                    return Err(QueryError::BadRequest(format!("bad query: eventNames: `{n}` is not an indicator")));
+                }
+            }
+        }
+        let history = match &q.user {
+            Some(user) => self.source(&self.users_alias, user).await?,
+            None => None,
+        };
+        let item = match &q.item {
+            Some(item) => self.source(&self.alias, item).await?,
+            None => None,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let ctx = builder::Context {
+            engine: &self.engine,
+            history: history.as_ref(),
+            item: item.as_ref(),
+            now: format_iso8601(now),
+        };
+        let body = builder::build(q, &ctx);
+        let path = format!("/{}/_search", self.alias);
+        let (status, reply) = self
+            .es
+            .call(HttpMethod::Post, &path, Some(serde_json::to_vec(&body).expect("JSON")))
+            .await
+            .map_err(QueryError::Upstream)?;
+        if status == 400 {
+            return Err(QueryError::BadRequest(format!("Elasticsearch rejected the query: {}", error_reason(&reply))));
+        }
+        if status != 200 {
+            return Err(QueryError::Upstream(format!("search in {}: {status}: {}", self.alias, error_reason(&reply))));
+        }
+        let with_ranks = q.with_ranks.unwrap_or(false);
+        let scores: Vec<Value> = reply["hits"]["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|hit| {
+                let mut entry = json!({ "item": hit["_id"], "score": hit["_score"].as_f64().unwrap_or(0.0) });
+                if with_ranks {
+                    let ranks: Map<String, Value> = self
+                        .engine
+                        .rankings
+                        .iter()
+                        .filter_map(|r| hit["_source"].get(&r.name).map(|v| (r.name.clone(), v.clone())))
+                        .collect();
+                    entry["ranks"] = Value::Object(ranks);
+                }
+                entry
+            })
+            .collect();
+        Ok(json!({ "itemScores": scores }))
+    }
+
+    /// A document's `_source`, or `None` if it does not exist.
+    async fn source(&self, index: &str, id: &str) -> Result<Option<Map<String, Value>>, QueryError> {
+        let path = format!("/{index}/_doc/{}", encode_path(id));
+        let (status, reply) = self.es.call(HttpMethod::Get, &path, None).await.map_err(QueryError::Upstream)?;
+        match status {
+            200 => Ok(reply["_source"].as_object().cloned()),
+            404 => Ok(None),
+            s => Err(QueryError::Upstream(format!("reading {index}/{id}: {s}: {}", error_reason(&reply)))),
+        }
+    }
+}
+
+/// Percent-encodes an id for a URL path segment.
+pub fn encode_path(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn encodes_ids() {
+        assert_eq!(super::encode_path("Iphone 4"), "Iphone%204");
+        assert_eq!(super::encode_path("a/b?c#é"), "a%2Fb%3Fc%23%C3%A9");
+    }
+}
