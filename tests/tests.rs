@@ -7,6 +7,7 @@ mod bad_input;
 mod cluster;
 mod conformance;
 mod determinism;
+mod elasticsearch;
 mod hdfs;
 mod properties_and_ranks;
 mod reference;
