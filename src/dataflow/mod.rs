@@ -169,6 +169,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     }
     stats.resolve_lines();
     share.stats = ReadStats::default();
+    share.count_ranks(&ctx.plan);
     if ctx.max_rejected.exceeded(stats.rejected_total(), stats.lines) {
         return Err(Failure::TooManyRejected(Box::new(stats)));
     }

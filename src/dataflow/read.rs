@@ -73,11 +73,14 @@ impl RankWindow {
 /// How events map to indicators and rankings, built once from the engine.
 pub struct ReadPlan {
     indicator_of: HashMap<String, usize>,
-    /// Event name → rankings that count it (popular, trending, hot).
-    counted_by: HashMap<String, Vec<usize>>,
+    /// Event names counted by popular, trending or hot rankings.
+    pub rank_names: Vec<String>,
+    rank_name_of: HashMap<String, u32>,
+    /// Per rank name: the rankings that count it.
+    rankings_of_name: Vec<Vec<usize>>,
     pub windows: Vec<RankWindow>,
     /// Rankings of kind `random`.
-    random: Vec<usize>,
+    pub random: Vec<usize>,
     /// Events older than this are ignored (`eventWindow`).
     not_before: Option<Millis>,
     pub indicators: usize,
@@ -91,7 +94,8 @@ impl ReadPlan {
                 indicator_of.insert(e.clone(), k);
             }
         }
-        let mut counted_by: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut rank_names: Vec<String> = Vec::new();
+        let mut rankings_of_name: Vec<Vec<usize>> = Vec::new();
         let mut windows = Vec::new();
         let mut random = Vec::new();
         for (r, ranking) in engine.rankings.iter().enumerate() {
@@ -100,16 +104,27 @@ impl ReadPlan {
             match ranking.kind {
                 RankingKind::Popular | RankingKind::Trending | RankingKind::Hot => {
                     for e in &ranking.event_names {
-                        counted_by.entry(e.clone()).or_default().push(r);
+                        let idx = match rank_names.iter().position(|n| n == e) {
+                            Some(i) => i,
+                            None => {
+                                rank_names.push(e.clone());
+                                rankings_of_name.push(Vec::new());
+                                rank_names.len() - 1
+                            }
+                        };
+                        rankings_of_name[idx].push(r);
                     }
                 }
                 RankingKind::Random => random.push(r),
                 RankingKind::UserDefined => {}
             }
         }
+        let rank_name_of = rank_names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
         ReadPlan {
             indicator_of,
-            counted_by,
+            rank_names,
+            rank_name_of,
+            rankings_of_name,
             windows,
             random,
             not_before: engine.event_window_secs.map(|s| now - s * 1000),
@@ -127,21 +142,53 @@ pub struct Share {
     pub usage: Vec<Vec<(u32, u32, u32)>>,
     /// Raw primary events per local user (duplicates count).
     pub primary_events: Vec<u32>,
-    /// Per ranking, per bucket: event counts by local item.
+    /// Events counted by rankings: (local item, index in `ReadPlan::rank_names`, time).
+    pub rank_events: Vec<(u32, u32, Millis)>,
+    /// Per local item: first and last time it was the target of any event
+    /// (for `random` rankings; empty without one).
+    pub spans: Vec<(Millis, Millis)>,
+    /// Per ranking, per bucket: event counts by local item ([`Share::count_ranks`]).
     pub rank_counts: Vec<Vec<Vec<u32>>>,
-    /// Per ranking: local items seen in the window (`random` rankings only).
+    /// Per ranking: local items with an event in the window (`random` rankings).
     pub random_items: Vec<Vec<u32>>,
     pub property_events: Vec<PropertyEvent>,
     pub stats: ReadStats,
 }
 
 impl Share {
+    /// Counts the ranking events into each ranking's time buckets, and the
+    /// items of `random` rankings: those with an event between their first
+    /// and last event time overlapping the window.
+    pub fn count_ranks(&mut self, plan: &ReadPlan) {
+        self.rank_counts = plan.windows.iter().map(|w| vec![vec![0u32; self.items.len()]; w.kind.buckets()]).collect();
+        for &(item, name, time) in &self.rank_events {
+            for &r in &plan.rankings_of_name[name as usize] {
+                if let Some(b) = plan.windows[r].bucket(time) {
+                    self.rank_counts[r][b][item as usize] += 1;
+                }
+            }
+        }
+        self.random_items = vec![Vec::new(); plan.windows.len()];
+        for &r in &plan.random {
+            let w = &plan.windows[r];
+            self.random_items[r] = self
+                .spans
+                .iter()
+                .enumerate()
+                .filter(|&(_, &(first, last))| first <= w.end && last >= w.start)
+                .map(|(item, _)| item as u32)
+                .collect();
+        }
+    }
+
     pub fn empty(plan: &ReadPlan) -> Share {
         Share {
             users: Interner::new(),
             items: Interner::new(),
             usage: vec![Vec::new(); plan.indicators],
             primary_events: Vec::new(),
+            rank_events: Vec::new(),
+            spans: Vec::new(),
             rank_counts: plan.windows.iter().map(|w| vec![Vec::new(); w.kind.buckets()]).collect(),
             random_items: vec![Vec::new(); plan.windows.len()],
             property_events: Vec::new(),
@@ -166,8 +213,7 @@ pub fn read_share(
     bytes_read: &AtomicU64,
 ) -> Result<Share, String> {
     let mut share = Share::empty(plan);
-    let mut reader = LineHandler { plan, share: &mut share, keep_samples, random_seen: Vec::new() };
-    reader.random_seen = vec![Vec::new(); plan.windows.len()];
+    let mut reader = LineHandler { plan, share: &mut share, keep_samples };
     for &u in mine {
         let unit = &input.units[u];
         let file = &input.files[unit.file as usize];
@@ -187,8 +233,6 @@ struct LineHandler<'a> {
     plan: &'a ReadPlan,
     share: &'a mut Share,
     keep_samples: usize,
-    /// Per random ranking: a bitmap of local items already recorded.
-    random_seen: Vec<Vec<bool>>,
 }
 
 impl LineHandler<'_> {
@@ -229,8 +273,8 @@ impl LineHandler<'_> {
             }
             name => {
                 let indicator = self.plan.indicator_of.get(name).copied();
-                let counted_by = self.plan.counted_by.get(name);
-                if indicator.is_some() || counted_by.is_some() {
+                let counted = self.plan.rank_name_of.get(name).copied();
+                if indicator.is_some() || counted.is_some() {
                     let target = match event.target() {
                         Ok(t) => t,
                         Err(reason) => {
@@ -256,14 +300,8 @@ impl LineHandler<'_> {
                             counts[user as usize] += 1;
                         }
                     }
-                    for &r in counted_by.into_iter().flatten() {
-                        if let Some(b) = self.plan.windows[r].bucket(event.event_time) {
-                            let counts = &mut self.share.rank_counts[r][b];
-                            if counts.len() <= item as usize {
-                                counts.resize(item as usize + 1, 0);
-                            }
-                            counts[item as usize] += 1;
-                        }
+                    if let Some(name) = counted {
+                        self.share.rank_events.push((item, name, event.event_time));
                     }
                     kept = true;
                 }
@@ -293,28 +331,23 @@ impl LineHandler<'_> {
     }
 
     /// The UR's random ranking covers the targets of *all* events in its
-    /// window, whatever their name.
+    /// window, whatever their name: remember each target's first and last time.
     fn random_rankings(&mut self, event: &Event) -> bool {
-        let mut used = false;
-        for &r in &self.plan.random {
-            let Some(target) = event.target_entity_id.as_deref().filter(|t| !t.is_empty()) else {
-                continue;
-            };
-            if self.plan.windows[r].bucket(event.event_time).is_none() {
-                continue;
-            }
-            let item = self.share.items.intern(target);
-            let seen = &mut self.random_seen[r];
-            if seen.len() <= item as usize {
-                seen.resize(item as usize + 1, false);
-            }
-            if !seen[item as usize] {
-                seen[item as usize] = true;
-                self.share.random_items[r].push(item);
-            }
-            used = true;
+        if self.plan.random.is_empty() {
+            return false;
         }
-        used
+        let Some(target) = event.target_entity_id.as_deref().filter(|t| !t.is_empty()) else {
+            return false;
+        };
+        let item = self.share.items.intern(target) as usize;
+        let spans = &mut self.share.spans;
+        if spans.len() <= item {
+            spans.resize(item + 1, (Millis::MAX, Millis::MIN));
+        }
+        let span = &mut spans[item];
+        span.0 = span.0.min(event.event_time);
+        span.1 = span.1.max(event.event_time);
+        self.plan.random.iter().any(|&r| self.plan.windows[r].bucket(event.event_time).is_some())
     }
 
     fn count(&mut self, name: &str, f: impl FnOnce(&mut crate::report::EventCounts)) {

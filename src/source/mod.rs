@@ -21,6 +21,9 @@ pub struct InputFile {
     pub path: String,
     /// Size in bytes as stored (compressed size for `.gz`).
     pub len: u64,
+    /// Modification time, ms since the epoch.
+    #[serde(default)]
+    pub mtime: i64,
 }
 
 impl InputFile {
@@ -48,7 +51,7 @@ pub fn list_inputs(input: &str) -> Result<(Store, Vec<InputFile>), String> {
             return Err(format!("--input {input}: no input files in this directory"));
         }
     } else {
-        files.push(InputFile { path: root.path, len: root.len });
+        files.push(InputFile { path: root.path, len: root.len, mtime: root.mtime });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok((store, files))
@@ -63,7 +66,7 @@ fn walk(store: &Store, dir: &str, out: &mut Vec<InputFile>) -> Result<(), String
         if entry.is_dir {
             walk(store, &entry.path, out)?;
         } else if !name.ends_with(".md") {
-            out.push(InputFile { path: entry.path, len: entry.len });
+            out.push(InputFile { path: entry.path, len: entry.len, mtime: entry.mtime });
         }
     }
     Ok(())
@@ -144,7 +147,7 @@ mod tests {
         let files: Vec<InputFile> = [10u64, 1, 1, 1, 9, 2]
             .iter()
             .enumerate()
-            .map(|(i, &len)| InputFile { path: format!("f{i}"), len })
+            .map(|(i, &len)| InputFile { path: format!("f{i}"), len, mtime: 0 })
             .collect();
         let units = plan_units(&files, 100);
         let shares = assign_units(&units, &files, 2);
@@ -158,9 +161,9 @@ mod tests {
     #[test]
     fn large_plain_files_are_split_gzip_is_not() {
         let files = vec![
-            InputFile { path: "a.jsonl".into(), len: 1000 },
-            InputFile { path: "b.jsonl.gz".into(), len: 1000 },
-            InputFile { path: "c.jsonl".into(), len: 10 },
+            InputFile { path: "a.jsonl".into(), len: 1000, mtime: 0 },
+            InputFile { path: "b.jsonl.gz".into(), len: 1000, mtime: 0 },
+            InputFile { path: "c.jsonl".into(), len: 10, mtime: 0 },
         ];
         let units = plan_units(&files, 300);
         let a: Vec<_> = units.iter().filter(|u| u.file == 0).map(|u| (u.start, u.end)).collect();

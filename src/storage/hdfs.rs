@@ -105,7 +105,12 @@ impl Hdfs {
         let result =
             runtime().block_on(async { tokio::time::timeout(CALL_TIMEOUT, self.client.get_file_info(&path)).await });
         match result {
-            Ok(Ok(s)) => Ok(Some(Entry { path: url.to_string(), len: s.length as u64, is_dir: s.isdir })),
+            Ok(Ok(s)) => Ok(Some(Entry {
+                path: url.to_string(),
+                len: s.length as u64,
+                is_dir: s.isdir,
+                mtime: s.modification_time as i64,
+            })),
             Ok(Err(hdfs_native::HdfsError::FileNotFound(_))) => Ok(None),
             Ok(Err(e)) => Err(format!("{url}: {e}")),
             Err(_) => Err(format!("{url}: no answer from HDFS within {}s", CALL_TIMEOUT.as_secs())),
@@ -117,7 +122,12 @@ impl Hdfs {
         let statuses = wait(url, CALL_TIMEOUT, self.client.list_status(&path, false))?;
         Ok(statuses
             .into_iter()
-            .map(|s| Entry { path: self.url(&s.path), len: s.length as u64, is_dir: s.isdir })
+            .map(|s| Entry {
+                path: self.url(&s.path),
+                len: s.length as u64,
+                is_dir: s.isdir,
+                mtime: s.modification_time as i64,
+            })
             .collect())
     }
 

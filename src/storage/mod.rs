@@ -17,6 +17,8 @@ pub struct Entry {
     pub path: String,
     pub len: u64,
     pub is_dir: bool,
+    /// Modification time, ms since the epoch (0 if unknown).
+    pub mtime: i64,
 }
 
 /// A file being written; `finish` makes it durable.
@@ -55,7 +57,7 @@ impl Store {
     pub fn stat(&self, path: &str) -> Result<Option<Entry>, String> {
         match self {
             Store::Local => match fs::metadata(path) {
-                Ok(m) => Ok(Some(Entry { path: path.to_string(), len: m.len(), is_dir: m.is_dir() })),
+                Ok(m) => Ok(Some(Entry { path: path.to_string(), len: m.len(), is_dir: m.is_dir(), mtime: mtime(&m) })),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(format!("{path}: {e}")),
             },
@@ -72,7 +74,12 @@ impl Store {
                     let entry = entry.map_err(|e| format!("{path}: {e}"))?;
                     let p = entry.path();
                     let m = fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                    out.push(Entry { path: p.to_string_lossy().into_owned(), len: m.len(), is_dir: m.is_dir() });
+                    out.push(Entry {
+                        path: p.to_string_lossy().into_owned(),
+                        len: m.len(),
+                        is_dir: m.is_dir(),
+                        mtime: mtime(&m),
+                    });
                 }
                 out
             }
@@ -137,6 +144,14 @@ impl Store {
             Store::Hdfs(h) => h.delete(path),
         }
     }
+}
+
+fn mtime(m: &fs::Metadata) -> i64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 struct LocalSink(io::BufWriter<fs::File>);
