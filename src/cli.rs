@@ -93,6 +93,18 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 8, help_heading = "Elasticsearch")]
     pub es_retries: u32,
 
+    /// Train incrementally: keep the training state in this directory (local
+    /// or `hdfs://`). The first run trains from all input and writes it;
+    /// later runs read only the files not consumed yet and give the model a
+    /// full training on all files would give. One run at a time per state.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<String>,
+
+    /// With --state: ignore what the state consumed and train from all input
+    /// (nightly), rewriting the state.
+    #[arg(long, requires = "state")]
+    pub full: bool,
+
     /// Worker threads per process [default: the number of CPUs]. The model
     /// does not depend on it.
     #[arg(short, long, value_name = "N")]
@@ -274,6 +286,8 @@ fn options(args: &Args) -> Result<TrainOptions, String> {
         max_rejected,
         show_rejected: args.show_rejected,
         split_bytes: args.split_size,
+        state: args.state.clone(),
+        full: args.full,
         cluster,
         progress: !args.no_progress && !args.quiet && std::io::stderr().is_terminal(),
     })

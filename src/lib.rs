@@ -13,5 +13,6 @@ pub mod report;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod storage;
 pub mod train;

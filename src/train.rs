@@ -8,10 +8,11 @@
 use crate::cluster::Hosts;
 use crate::cluster::connect::{Hello, connect_all};
 use crate::config::Engine;
-use crate::dataflow::{DirOutput, Failure, Summary, WorkerContext, read::ReadPlan, run_worker};
+use crate::dataflow::{DirOutput, Failure, StateIn, Summary, WorkerContext, read::ReadPlan, run_worker};
 use crate::report::{RejectLimit, peak_rss_bytes};
 use crate::sink::directory::{ModelDir, Parts};
 use crate::sink::elasticsearch::{EsOptions, EsTarget};
+use crate::source::InputFile;
 use crate::source::time::{Millis, format_iso8601};
 use crate::source::{assign_units, list_inputs, plan_units};
 use std::net::TcpStream;
@@ -53,6 +54,10 @@ pub struct TrainOptions {
     pub split_bytes: u64,
     pub cluster: Option<ClusterOptions>,
     pub progress: bool,
+    /// Training state directory: train from it plus the files not consumed yet.
+    pub state: Option<String>,
+    /// Ignore the state's consumed files: train from all input (and rewrite the state).
+    pub full: bool,
 }
 
 #[derive(Debug)]
@@ -85,8 +90,29 @@ pub struct Trained {
 
 /// Trains and publishes the model.
 pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
-    let (store, inputs) = list_inputs(&opts.input).map_err(TrainError::Setup)?;
+    let (store, all_inputs) = list_inputs(&opts.input).map_err(TrainError::Setup)?;
     let workers = opts.workers.max(1);
+    let is_first = opts.cluster.as_ref().is_none_or(|c| c.process == 0);
+
+    // The state: which files are new, and what the previous runs left.
+    let mut state = match &opts.state {
+        None => None,
+        Some(dir) => Some(PreviousState::open(dir, &opts.engine, opts.full, is_first).map_err(TrainError::Setup)?),
+    };
+    let new: Vec<usize> = match &state {
+        Some(s) => crate::state::new_files(&all_inputs, &s.consumed()).map_err(TrainError::Setup)?,
+        None => (0..all_inputs.len()).collect(),
+    };
+    let inputs: Vec<InputFile> = new.iter().map(|&f| all_inputs[f].clone()).collect();
+    if let Some(s) = &state {
+        tracing::info!(
+            new_files = inputs.len(),
+            consumed = s.consumed().len(),
+            resumed = s.manifest.is_some(),
+            "state {}",
+            s.dir
+        );
+    }
     let clock = || {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
     };
@@ -122,10 +148,20 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         Some(output) => Some(ModelDir::create(output, &run).map_err(TrainError::Setup)?),
         None => None,
     };
+    let state_dir = match &state {
+        Some(s) => Some(
+            ModelDir::create_marked(&s.dir, &run, crate::state::STATE_FILE, "--state").map_err(TrainError::Setup)?,
+        ),
+        None => None,
+    };
     let es = match &opts.es {
-        Some(es) => Some(Arc::new(
-            EsTarget::prepare(es, &opts.engine, started, process == 0, workers).map_err(TrainError::Setup)?,
-        )),
+        Some(es) => {
+            // Update the live indices in place when they hold the state's model.
+            let live = state.as_ref().and_then(|s| s.es_run());
+            Some(Arc::new(
+                EsTarget::prepare(es, &opts.engine, started, process == 0, workers, live).map_err(TrainError::Setup)?,
+            ))
+        }
         None => None,
     };
     // A failed run leaves no new index behind.
@@ -155,6 +191,10 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         processes,
         bytes_read: Arc::new(AtomicU64::new(0)),
         histories: opts.es.is_some(),
+        state_in: state.as_ref().and_then(|s| s.resume()),
+        state_out: state_dir
+            .as_ref()
+            .map(|d| DirOutput { store: d.store().clone(), parts_dir: d.tmp_path().to_string() }),
     });
     tracing::info!(files = ctx.inputs.len(), bytes = total_bytes, workers, processes, now = %format_iso8601(now), "training");
 
@@ -206,7 +246,94 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
             .map_err(|e| abort(TrainError::Failed(Failure::Output(e))))?;
         es_index = Some(es.model_index.clone());
     }
+    // The state last: a crash before this leaves the previous state, and the
+    // next run consumes the same files again.
+    if let (Some(dir), Some(s)) = (state_dir, state.as_mut()) {
+        if process == 0 {
+            let consumed = s.consumed_with(&ctx.inputs);
+            let written = crate::state::StateManifest {
+                format: crate::state::FORMAT,
+                fingerprint: state_fingerprint(&opts.engine).0,
+                recorded: state_fingerprint(&opts.engine).1,
+                consumed,
+                parts: peers,
+                run: run.clone(),
+                written: format_iso8601(clock()),
+                es_index: es_index.clone(),
+            };
+            let value = serde_json::to_value(&written).expect("JSON");
+            dir.publish(Parts::Keep, &value).map_err(|e| TrainError::Failed(Failure::Output(e)))?;
+        } else {
+            dir.detach();
+        }
+    }
     Ok(Trained { summary, manifest, process, published: publishes, es_index })
+}
+
+/// What events a state records: an engine with the same can continue from it.
+pub fn state_fingerprint(engine: &Engine) -> (u64, serde_json::Value) {
+    let plan = ReadPlan::new(engine, 0);
+    let recorded = serde_json::json!({
+        "indicators": engine.indicators.iter().map(|i| (i.name.clone(), i.event_names.clone())).collect::<Vec<_>>(),
+        "rankingEvents": plan.rank_names,
+        "random": !plan.random.is_empty(),
+    });
+    (xxhash_rust::xxh3::xxh3_64(recorded.to_string().as_bytes()), recorded)
+}
+
+/// The state directory of a run, as found.
+struct PreviousState {
+    dir: String,
+    store: crate::storage::Store,
+    manifest: Option<crate::state::StateManifest>,
+    _lock: Option<crate::state::lock::StateLock>,
+}
+
+impl PreviousState {
+    fn open(dir: &str, engine: &Engine, full: bool, lock: bool) -> Result<PreviousState, String> {
+        if engine.event_window_secs.is_some() {
+            return Err("--state cannot be used with datasource.params.eventWindow: a state keeps every event".into());
+        }
+        let (store, dir) = crate::storage::Store::resolve(dir).map_err(|e| format!("--state {e}"))?;
+        let lock = if lock { Some(crate::state::lock::StateLock::acquire(&store, &dir)?) } else { None };
+        let manifest = crate::state::read_manifest(&store, &dir)?;
+        let manifest = match manifest {
+            Some(m) if !full => {
+                let (fingerprint, recorded) = state_fingerprint(engine);
+                if m.fingerprint != fingerprint {
+                    return Err(format!(
+                        "the state in {dir} was written for another engine configuration (it records {}, this engine needs {}): \
+                         rebuild it with --full",
+                        m.recorded, recorded
+                    ));
+                }
+                Some(m)
+            }
+            _ => None,
+        };
+        Ok(PreviousState { dir, store, manifest, _lock: lock })
+    }
+
+    fn consumed(&self) -> Vec<crate::state::Consumed> {
+        self.manifest.as_ref().map(|m| m.consumed.clone()).unwrap_or_default()
+    }
+
+    fn consumed_with(&self, inputs: &[InputFile]) -> Vec<crate::state::Consumed> {
+        let mut all = self.consumed();
+        all.extend(inputs.iter().map(|f| crate::state::Consumed { path: f.path.clone(), len: f.len, mtime: f.mtime }));
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        all
+    }
+
+    fn resume(&self) -> Option<StateIn> {
+        self.manifest.as_ref().map(|m| StateIn { store: self.store.clone(), dir: self.dir.clone(), parts: m.parts })
+    }
+
+    /// The run whose Elasticsearch indices hold this state's model.
+    fn es_run(&self) -> Option<i64> {
+        let index = self.manifest.as_ref()?.es_index.as_ref()?;
+        index.rsplit('_').next()?.parse().ok()
+    }
 }
 
 /// Runs the workers of this process over connected sockets.

@@ -17,6 +17,8 @@ struct Facts {
     counts: Vec<(u32, u32, u32, u32)>,
     /// (ranking, item)
     random: Vec<(u32, u32)>,
+    /// (item, hash of its document as last written)
+    prev_docs: Vec<(u32, u64)>,
 }
 
 /// The facts about the items of one worker's range.
@@ -26,6 +28,10 @@ pub struct RangeFacts {
     pub counts: RangeCounts,
     /// Per ranking: item − range.start seen in a random ranking's window.
     pub random: Vec<Vec<bool>>,
+    /// Per item − range.start: hash of its document as last written (0: none).
+    pub prev_hash: Vec<u64>,
+    /// Per item − range.start: deleted by `$delete` (no document).
+    pub deleted: Vec<bool>,
 }
 
 /// Moves this worker's facts to the owners of the items and aggregates
@@ -42,7 +48,7 @@ pub fn exchange_facts(
     let peers = comm.peers;
     let mut parcels: Vec<Facts> = (0..peers).map(|_| Facts::default()).collect();
     if with_properties {
-        for mut e in std::mem::take(&mut share.property_events) {
+        for mut e in share.property_events.iter().cloned() {
             e.item = global_item[e.item as usize];
             parcels[ranges.owner(e.item)].properties.push(e);
         }
@@ -65,6 +71,10 @@ pub fn exchange_facts(
             }
         }
     }
+    for (local, hash) in std::mem::take(&mut share.prev_docs) {
+        let item = global_item[local as usize];
+        parcels[ranges.owner(item)].prev_docs.push((item, hash));
+    }
     let received = comm.shuffle("item facts", parcels.into_iter().enumerate().collect());
 
     let range: Range<u32> = ranges.range(comm.index);
@@ -72,7 +82,11 @@ pub fn exchange_facts(
     let mut events = Vec::new();
     let mut counts: RangeCounts = rankings.iter().map(|r| vec![vec![0u32; len]; r.kind.buckets()]).collect();
     let mut random = vec![vec![false; len]; rankings.len()];
+    let mut prev_hash = vec![0u64; len];
     for (_, facts) in received {
+        for (item, hash) in facts.prev_docs {
+            prev_hash[(item - range.start) as usize] = hash;
+        }
         events.extend(facts.properties);
         for (r, b, item, c) in facts.counts {
             counts[r as usize][b as usize][(item - range.start) as usize] += c;
@@ -82,8 +96,13 @@ pub fn exchange_facts(
         }
     }
     let mut properties = vec![None; len];
-    for (item, props) in aggregate(events) {
+    let mut deleted = vec![false; len];
+    let aggregated = aggregate(events);
+    for (item, props) in aggregated.items {
         properties[(item - range.start) as usize] = Some(props);
     }
-    RangeFacts { properties, counts, random }
+    for item in aggregated.deleted {
+        deleted[(item - range.start) as usize] = true;
+    }
+    RangeFacts { properties, counts, random, prev_hash, deleted }
 }

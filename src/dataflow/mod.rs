@@ -21,6 +21,7 @@ pub mod llr;
 pub mod properties;
 pub mod ranks;
 pub mod read;
+pub mod resume;
 pub mod sample;
 pub mod users;
 
@@ -66,6 +67,17 @@ pub struct WorkerContext {
     pub bytes_read: Arc<AtomicU64>,
     /// Keep each user's recent items (for the query-time user history).
     pub histories: bool,
+    /// The previous state, to train from together with the new files.
+    pub state_in: Option<StateIn>,
+    /// Where this run writes its state parts.
+    pub state_out: Option<DirOutput>,
+}
+
+/// A state to resume from.
+pub struct StateIn {
+    pub store: Store,
+    pub dir: String,
+    pub parts: usize,
 }
 
 /// A model directory being written: its store and temporary directory.
@@ -85,8 +97,20 @@ pub struct Summary {
     pub network_bytes: BTreeMap<String, u64>,
     /// True if every process wrote its parts into one shared directory.
     pub shared_output: bool,
-    /// User-history documents written to Elasticsearch.
+    /// Users with a history document (all users seen).
     pub users_indexed: u64,
+    /// What was sent to Elasticsearch.
+    pub changed: Changes,
+    /// Size of the state written.
+    pub state_bytes: u64,
+}
+
+/// Documents sent to Elasticsearch (in place: only what changed).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Changes {
+    pub documents: u64,
+    pub deleted: u64,
+    pub users: u64,
 }
 
 /// A failure that every worker agrees on.
@@ -155,10 +179,22 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     // Read this worker's units; agree on errors and on the rejection limit.
     let mine = ctx.shares.get(me).map(Vec::as_slice).unwrap_or(&[]);
     let input = read::Input { store: &ctx.store, files: &ctx.inputs, units: &ctx.units };
-    let (mut share, error) = match read_share(&ctx.plan, &input, mine, ctx.show_rejected, &ctx.bytes_read) {
+    let (mut share, mut error) = match read_share(&ctx.plan, &input, mine, ctx.show_rejected, &ctx.bytes_read) {
         Ok(share) => (share, None),
         Err(e) => (Share::empty(&ctx.plan), Some(e)),
     };
+    // The previous state's parts join this worker's share (part p on worker p mod workers).
+    if let (None, Some(state)) = (&error, &ctx.state_in) {
+        for p in (me..state.parts).step_by(comm.peers) {
+            match crate::state::read_part(&state.store, &state.dir, p) {
+                Ok(part) => resume::merge_part(&mut share, &ctx.plan, part),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+    }
     let gathered = comm.all_gather("read: outcome", (share.stats.clone(), error));
     let mut stats = ReadStats::default();
     for (s, error) in gathered {
@@ -175,7 +211,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     }
     let primary = engine.primary();
     let primary_events: u64 = primary.event_names.iter().filter_map(|e| stats.events.get(e)).map(|c| c.kept).sum();
-    if primary_events == 0 && engine.recs_model != RecsModel::Backfill {
+    if primary_events == 0 && ctx.state_in.is_none() && engine.recs_model != RecsModel::Backfill {
         return Err(Failure::NoData(format!(
             "no primary events: none of the {} lines read is a usable `{}` event (user → item); the first indicator must have data",
             stats.lines,
@@ -193,12 +229,36 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     let global_item: Vec<u32> =
         share.items.iter().map(|s| dict.position(s).expect("every local item is in the dictionary")).collect();
     let n_items = dict.len();
+    let kept_for_state = ctx.state_out.as_ref().map(|_| {
+        let rank_events: Vec<(u32, u32, i64)> =
+            share.rank_events.iter().map(|&(i, n, t)| (global_item[i as usize], n, t)).collect();
+        let spans: Vec<(u32, i64, i64)> = share
+            .spans
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.0 <= s.1)
+            .map(|(i, &(a, b))| (global_item[i], a, b))
+            .collect();
+        let property_events: Vec<read::PropertyEvent> = share
+            .property_events
+            .iter()
+            .map(|e| read::PropertyEvent { item: global_item[e.item as usize], ..e.clone() })
+            .collect();
+        (rank_events, spans, property_events)
+    });
     lap(&mut timings.dictionary);
 
     // Users meet at their owners; minEventsPerUser picks the rows.
     let history_caps: Vec<u32> = engine.indicators.iter().map(|i| i.history_cap).collect();
     let histories = ctx.histories.then_some(history_caps.as_slice());
-    let mut rows = users::group_users(&mut comm, &mut share, &global_item, engine.min_events_per_user, histories);
+    let mut rows = users::group_users(
+        &mut comm,
+        &mut share,
+        &global_item,
+        engine.min_events_per_user,
+        histories,
+        ctx.state_out.is_some(),
+    );
     let n = comm.sum("rows", rows.user_of_row.len() as u64);
     let users_seen = comm.sum("users", rows.names.len() as u64);
     if n == 0 && engine.recs_model != RecsModel::Backfill {
@@ -282,6 +342,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         rankings: engine.rankings.iter().map(|r| r.name.clone()).collect(),
     };
     let mut local = LocalModelStats::default();
+    let mut doc_hashes: Vec<(u32, u64)> = Vec::new();
     let written = write_part(
         ctx,
         me,
@@ -293,14 +354,38 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         &facts,
         &layout,
         &mut local,
+        &mut doc_hashes,
     );
+    let mut history_hashes = rows.prev_history.clone();
     let users_written = match (written, &ctx.es, &rows.histories) {
-        (Ok(()), Some(es), Some(histories)) => write_histories(es, me, &rows, histories, &dict, engine),
+        (Ok(()), Some(es), Some(histories)) => {
+            write_histories(es, me, &rows, histories, &dict, engine, &mut history_hashes)
+        }
         (Ok(()), _, _) => Ok(0),
         (Err(e), _, _) => Err(e),
     };
-    local.users = *users_written.as_ref().unwrap_or(&0);
-    let write_error = users_written.err();
+    local.users = rows.names.len() as u64;
+    local.users_sent = *users_written.as_ref().unwrap_or(&0);
+    let mut write_error = users_written.err();
+    // This worker's part of the new state.
+    if let (None, Some(out), Some((rank_events, spans, property_events))) =
+        (&write_error, &ctx.state_out, &kept_for_state)
+    {
+        let part = resume::build_part(
+            &rows,
+            &dict,
+            &ctx.plan,
+            rank_events,
+            spans,
+            property_events,
+            &doc_hashes,
+            &history_hashes,
+        );
+        match crate::state::write_part(&out.store, &out.parts_dir, me, &part) {
+            Ok(bytes) => local.state_bytes = bytes,
+            Err(e) => write_error = Some(e),
+        }
+    }
     // Worker 0 checks whether every process wrote into the directory it sees.
     let shared = lead
         && ctx.output.as_ref().is_some_and(|out| {
@@ -345,7 +430,19 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         tracing::info!(documents = model.documents, now = %format_iso8601(ctx.now), secs = timings.total, "documents written");
     }
     let users_indexed = total.users;
-    let summary = Summary { read: stats, model, timings, warnings, network_bytes, shared_output, users_indexed };
+    let changed = Changes { documents: total.documents_sent, deleted: total.deleted, users: total.users_sent };
+    let state_bytes = total.state_bytes;
+    let summary = Summary {
+        read: stats,
+        model,
+        timings,
+        warnings,
+        network_bytes,
+        shared_output,
+        users_indexed,
+        changed,
+        state_bytes,
+    };
     // Every process gets worker 0's summary (for its manifest).
     let all = comm.all_gather("summary", lead.then_some(summary));
     Ok(all.into_iter().flatten().next().expect("worker 0 sends its summary"))
@@ -378,6 +475,10 @@ fn row_costs(matrices: &[users::Csr], n_items: usize, with_indicators: bool) -> 
 struct LocalModelStats {
     documents: u64,
     users: u64,
+    users_sent: u64,
+    documents_sent: u64,
+    deleted: u64,
+    state_bytes: u64,
     correlators: Vec<u64>,
     items_with_properties: u64,
     ranked: Vec<u64>,
@@ -388,6 +489,10 @@ impl LocalModelStats {
     fn add(&mut self, other: LocalModelStats) {
         self.documents += other.documents;
         self.users += other.users;
+        self.users_sent += other.users_sent;
+        self.documents_sent += other.documents_sent;
+        self.deleted += other.deleted;
+        self.state_bytes += other.state_bytes;
         self.items_with_properties += other.items_with_properties;
         add_vec(&mut self.correlators, &other.correlators);
         add_vec(&mut self.ranked, &other.ranked);
@@ -418,7 +523,9 @@ fn write_part(
     facts: &facts::RangeFacts,
     layout: &DocumentLayout,
     stats: &mut LocalModelStats,
+    hashes: &mut Vec<(u32, u64)>,
 ) -> Result<(), String> {
+    let in_place = ctx.es.as_ref().is_some_and(|es| es.in_place);
     let mut file = match &ctx.output {
         Some(out) => {
             let path = join(&out.parts_dir, &crate::sink::directory::part_name(me));
@@ -439,7 +546,17 @@ fn write_part(
             *slot = values[x];
         }
         let properties = facts.properties[x].as_ref();
-        if correlators.is_none() && properties.is_none() && ranks.iter().all(Option::is_none) {
+        let prev = facts.prev_hash[x];
+        let nothing = correlators.is_none() && properties.is_none() && ranks.iter().all(Option::is_none);
+        if nothing || facts.deleted[x] {
+            // No document (any more): an item `$delete`d leaves the live index.
+            if !in_place || prev == 0 {
+                continue;
+            }
+            if let Some(bulk) = &mut bulk {
+                bulk.delete(dict.get(item))?;
+                stats.deleted += 1;
+            }
             continue;
         }
         if let Some(c) = correlators {
@@ -458,8 +575,13 @@ fn write_part(
         if let Some((out, path)) = &mut file {
             out.write_all(&line).map_err(|e| format!("cannot write {path}: {e}"))?;
         }
-        if let Some(bulk) = &mut bulk {
+        let hash = xxhash_rust::xxh3::xxh3_64(&line);
+        hashes.push((item, hash));
+        if let Some(bulk) = &mut bulk
+            && (!in_place || hash != prev)
+        {
             bulk.add(doc.id, &line)?;
+            stats.documents_sent += 1;
         }
     }
     if let Some(bulk) = bulk {
@@ -480,8 +602,10 @@ fn write_histories(
     histories: &users::Csr,
     dict: &SortedIds,
     engine: &Engine,
+    hashes: &mut [u64],
 ) -> Result<u64, String> {
     let mut bulk = es.writer(&es.users_index, me);
+    let mut sent = 0;
     let indicators = engine.indicators.len();
     let mut line = Vec::with_capacity(1024);
     for user in 0..rows.names.len() {
@@ -502,7 +626,13 @@ fn write_histories(
             line.push(b']');
         }
         line.push(b'}');
-        bulk.add(id, &line)?;
+        let hash = xxhash_rust::xxh3::xxh3_64(&line);
+        if !es.in_place || hashes[user] != hash {
+            bulk.add(id, &line)?;
+            sent += 1;
+        }
+        hashes[user] = hash;
     }
-    bulk.finish()
+    bulk.finish()?;
+    Ok(sent)
 }

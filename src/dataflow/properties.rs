@@ -5,7 +5,9 @@
 //! item, `$delete` removes the item and all its properties (a later `$set`
 //! creates it again). Events with the same time are applied `$delete`,
 //! `$set`, `$unset`, and same-kind events by their JSON text, so the result
-//! does not depend on file order. Values are kept as given.
+//! does not depend on file order. Values are kept as given. An item whose
+//! last word is `$delete` is deleted from the model: it gets no document,
+//! whatever its events (the UR's `$delete` never removed anything).
 
 use super::read::{PropertyEvent, PropertyOp};
 use serde_json::{Map, Value};
@@ -13,10 +15,17 @@ use std::collections::BTreeMap;
 
 pub type Properties = BTreeMap<String, Value>;
 
+/// The items with properties at the end, and the items deleted at the end.
+pub struct Aggregated {
+    pub items: Vec<(u32, Properties)>,
+    pub deleted: Vec<u32>,
+}
+
 /// Aggregates events (any order) into the items that exist at the end.
-pub fn aggregate(mut events: Vec<PropertyEvent>) -> Vec<(u32, Properties)> {
+pub fn aggregate(mut events: Vec<PropertyEvent>) -> Aggregated {
     events.sort_unstable();
     let mut out = Vec::new();
+    let mut deleted = Vec::new();
     for group in events.chunk_by(|a, b| a.item == b.item) {
         let mut state: Option<Properties> = None;
         for e in group {
@@ -36,11 +45,13 @@ pub fn aggregate(mut events: Vec<PropertyEvent>) -> Vec<(u32, Properties)> {
                 }
             }
         }
-        if let Some(s) = state {
-            out.push((group[0].item, s));
+        match state {
+            Some(s) => out.push((group[0].item, s)),
+            None if group.last().is_some_and(|e| e.op == PropertyOp::Delete) => deleted.push(group[0].item),
+            None => {}
         }
     }
-    out
+    Aggregated { items: out, deleted }
 }
 
 #[cfg(test)]
@@ -58,7 +69,7 @@ mod tests {
             ev(1, 20, PropertyOp::Set, json!({"categories": ["Phones"], "countries": ["US"]})),
             ev(1, 10, PropertyOp::Set, json!({"categories": ["Cameras"], "price": 7.0})),
         ];
-        let out = aggregate(events);
+        let out = aggregate(events).items;
         assert_eq!(out.len(), 1);
         let p = &out[0].1;
         assert_eq!(p["categories"], json!(["Phones"]));
@@ -78,7 +89,9 @@ mod tests {
             ev(4, 5, PropertyOp::Unset, json!({"a": null})),
             ev(1, 5, PropertyOp::Unset, json!({"b": null})),
         ];
-        let out = aggregate(events);
+        let aggregated = aggregate(events);
+        assert_eq!(aggregated.deleted, vec![2]);
+        let out = aggregated.items;
         let items: Vec<u32> = out.iter().map(|(i, _)| *i).collect();
         assert_eq!(items, vec![1, 3]);
         assert_eq!(out[0].1, Properties::from([("b".to_string(), json!(2))]));
@@ -90,8 +103,8 @@ mod tests {
         let a = ev(1, 10, PropertyOp::Set, json!({"k": "a"}));
         let b = ev(1, 10, PropertyOp::Set, json!({"k": "b"}));
         let d = ev(1, 10, PropertyOp::Delete, json!({}));
-        let one = aggregate(vec![a.clone(), b.clone(), d.clone()]);
-        let two = aggregate(vec![d, b, a]);
+        let one = aggregate(vec![a.clone(), b.clone(), d.clone()]).items;
+        let two = aggregate(vec![d, b, a]).items;
         assert_eq!(one, two);
         assert_eq!(one[0].1["k"], json!("b"));
     }

@@ -152,6 +152,10 @@ pub struct Share {
     /// Per ranking: local items with an event in the window (`random` rankings).
     pub random_items: Vec<Vec<u32>>,
     pub property_events: Vec<PropertyEvent>,
+    /// From the state: (local item, hash of its document as last written).
+    pub prev_docs: Vec<(u32, u64)>,
+    /// From the state: per local user, hash of its history document (0: none).
+    pub prev_history: Vec<u64>,
     pub stats: ReadStats,
 }
 
@@ -192,6 +196,8 @@ impl Share {
             rank_counts: plan.windows.iter().map(|w| vec![Vec::new(); w.kind.buckets()]).collect(),
             random_items: vec![Vec::new(); plan.windows.len()],
             property_events: Vec::new(),
+            prev_docs: Vec::new(),
+            prev_history: Vec::new(),
             stats: ReadStats::default(),
         }
     }

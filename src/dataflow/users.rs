@@ -57,6 +57,13 @@ pub struct Rows {
     /// Every user's most recent distinct items per indicator (row
     /// `user * indicators + k`, newest first), when asked for.
     pub histories: Option<Csr>,
+    /// Raw primary events per user (all users seen here).
+    pub primary: Vec<u32>,
+    /// Per indicator: every user's distinct (user, item, latest time), for
+    /// the state, when asked for.
+    pub all_pairs: Option<Vec<Vec<(u32, u32, u32)>>>,
+    /// Per user: hash of the history document indexed last time (0: none).
+    pub prev_history: Vec<u64>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -69,6 +76,8 @@ struct UserBatch {
     items: Vec<u32>,
     /// Latest event time (seconds) of each item.
     times: Vec<u32>,
+    /// Per user: hash of the history document indexed last time (0: none).
+    history_hashes: Vec<u64>,
 }
 
 /// Sorts (user, item, time) and keeps each (user, item) once, with its latest time.
@@ -85,6 +94,7 @@ pub fn group_users(
     global_item: &[u32],
     min_events: u32,
     history_caps: Option<&[u32]>,
+    keep_pairs: bool,
 ) -> Rows {
     let indicators = share.usage.len();
     let peers = comm.peers;
@@ -108,6 +118,7 @@ pub fn group_users(
         batch.names.push_str(name);
         batch.name_ends.push(batch.names.len() as u32);
         batch.primary_events.push(share.primary_events.get(user as usize).copied().unwrap_or(0));
+        batch.history_hashes.push(share.prev_history.get(user as usize).copied().unwrap_or(0));
         for (k, pairs) in usage.iter().enumerate() {
             let start = cursors[k];
             let mut end = start;
@@ -131,6 +142,7 @@ pub fn group_users(
     // Merge the batches: a user may come from several workers.
     let mut names = Interner::new();
     let mut primary: Vec<u32> = Vec::new();
+    let mut prev_history: Vec<u64> = Vec::new();
     let mut pairs: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); indicators];
     for (_, batch) in received {
         let mut start = 0usize;
@@ -141,8 +153,10 @@ pub fn group_users(
             let user = names.intern(name);
             if primary.len() <= user as usize {
                 primary.resize(user as usize + 1, 0);
+                prev_history.resize(user as usize + 1, 0);
             }
             primary[user as usize] += batch.primary_events[u];
+            prev_history[user as usize] = prev_history[user as usize].max(batch.history_hashes[u]);
             for (k, list) in pairs.iter_mut().enumerate() {
                 let len = batch.lens[u * indicators + k] as usize;
                 let items = &batch.items[item_pos..item_pos + len];
@@ -158,6 +172,7 @@ pub fn group_users(
         latest(list);
     }
     let histories = history_caps.map(|caps| recent_items(&pairs, caps, names.len()));
+    let all_pairs = keep_pairs.then(|| pairs.clone());
 
     // Rows: users with enough raw primary events (at least one).
     let threshold = min_events.max(1);
@@ -193,7 +208,7 @@ pub fn group_users(
         })
         .collect();
     let hash = user_of_row.iter().map(|&u| id_hash(names.resolve(u))).collect();
-    Rows { names, user_of_row, hash, matrices, histories }
+    Rows { names, user_of_row, hash, matrices, histories, primary, all_pairs, prev_history }
 }
 
 /// Each user's most recent distinct items per indicator, newest first

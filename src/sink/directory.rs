@@ -32,6 +32,8 @@ pub struct ModelDir {
     store: Store,
     target: String,
     tmp: String,
+    /// The file that marks a complete directory of this kind (and holds its manifest).
+    marker: &'static str,
     /// Remove the temporary directory if dropped unpublished.
     cleanup: bool,
 }
@@ -41,35 +43,41 @@ impl ModelDir {
     /// processes of one run share it). `target` must not exist, be empty, or
     /// hold a previous model.
     pub fn create(target: &str, run: &str) -> Result<ModelDir, String> {
-        let (store, target) = Store::resolve(target).map_err(|e| format!("--output {e}"))?;
+        ModelDir::create_marked(target, run, MANIFEST, "--output")
+    }
+
+    /// The same for another kind of directory, complete when it holds `marker`
+    /// (`flag` names the option in messages).
+    pub fn create_marked(target: &str, run: &str, marker: &'static str, flag: &str) -> Result<ModelDir, String> {
+        let (store, target) = Store::resolve(target).map_err(|e| format!("{flag} {e}"))?;
         let target = target.trim_end_matches('/').to_string();
-        if let Some(entry) = store.stat(&target).map_err(|e| format!("--output {e}"))? {
+        if let Some(entry) = store.stat(&target).map_err(|e| format!("{flag} {e}"))? {
             if !entry.is_dir {
-                return Err(format!("--output {target} exists and is not a directory"));
+                return Err(format!("{flag} {target} exists and is not a directory"));
             }
-            let contents = store.list_dir(&target).map_err(|e| format!("--output {e}"))?;
-            let is_model = contents.iter().any(|e| file_name(&e.path) == MANIFEST);
-            if !contents.is_empty() && !is_model {
+            let contents = store.list_dir(&target).map_err(|e| format!("{flag} {e}"))?;
+            let is_ours = contents.iter().any(|e| file_name(&e.path) == marker);
+            if !contents.is_empty() && !is_ours {
                 return Err(format!(
-                    "--output {target} is a non-empty directory without a {MANIFEST}: not a model, refusing to replace it"
+                    "{flag} {target} is a non-empty directory without a {marker}: not ours, refusing to replace it"
                 ));
             }
         }
         let name = file_name(&target).to_string();
         if name.is_empty() || name == "." || name == ".." {
-            return Err(format!("--output {target}: needs a directory name"));
+            return Err(format!("{flag} {target}: needs a directory name"));
         }
         let dir = parent(&target);
-        store.create_dir_all(&dir).map_err(|e| format!("--output {e}"))?;
+        store.create_dir_all(&dir).map_err(|e| format!("{flag} {e}"))?;
         if store.is_local() {
             remove_stale(Path::new(&dir), &name);
         }
         let tmp = join(&dir, &format!(".{name}.tmp-{run}"));
-        store.create_dir_all(&tmp).map_err(|e| format!("--output {e}"))?;
+        store.create_dir_all(&tmp).map_err(|e| format!("{flag} {e}"))?;
         if store.is_local() {
             PENDING.lock().unwrap_or_else(|p| p.into_inner()).push(tmp.clone());
         }
-        Ok(ModelDir { store, target, tmp, cleanup: true })
+        Ok(ModelDir { store, target, tmp, marker, cleanup: true })
     }
 
     pub fn tmp_path(&self) -> &str {
@@ -109,9 +117,10 @@ impl ModelDir {
         }
         let mut text = serde_json::to_vec_pretty(manifest).map_err(|e| err(MANIFEST, e.to_string()))?;
         text.push(b'\n');
-        let mut m = self.store.create(&join(&self.tmp, MANIFEST)).map_err(|e| err(MANIFEST, e))?;
-        m.write_all(&text).map_err(|e| err(MANIFEST, e.to_string()))?;
-        m.finish().map_err(|e| err(MANIFEST, e.to_string()))?;
+        let marker = self.marker;
+        let mut m = self.store.create(&join(&self.tmp, marker)).map_err(|e| err(marker, e))?;
+        m.write_all(&text).map_err(|e| err(marker, e.to_string()))?;
+        m.finish().map_err(|e| err(marker, e.to_string()))?;
         self.swap_into_place().map_err(|e| format!("cannot move the model into {}: {e}", self.target))?;
         self.cleanup = false;
         Ok(())
@@ -241,7 +250,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         fs::write(root.path().join("precious.txt"), "x").unwrap();
         let err = ModelDir::create(root.path().to_str().unwrap(), "1").err().unwrap();
-        assert!(err.contains("not a model"), "{err}");
+        assert!(err.contains("not ours"), "{err}");
     }
 
     #[test]

@@ -145,6 +145,14 @@ impl Hdfs {
         Ok(Box::new(HdfsWrite { url: url.to_string(), writer, buf: Vec::with_capacity(WRITE_CHUNK) }))
     }
 
+    /// Creates a file that must not exist yet (exclusive, for locks).
+    pub fn create_new(&self, url: &str) -> Result<Box<dyn FileSink>, String> {
+        let path = self.path(url)?;
+        let options = WriteOptions::default().overwrite(false).create_parent(true);
+        let writer = wait(url, CALL_TIMEOUT, self.client.create(&path, options))?;
+        Ok(Box::new(HdfsWrite { url: url.to_string(), writer, buf: Vec::with_capacity(WRITE_CHUNK) }))
+    }
+
     pub fn mkdirs(&self, url: &str) -> Result<(), String> {
         let path = self.path(url)?;
         wait(url, CALL_TIMEOUT, self.client.mkdirs(&path, 0o755, true))

@@ -114,6 +114,21 @@ impl Store {
         }
     }
 
+    /// Creates a file that must not exist yet.
+    pub fn create_new(&self, path: &str) -> Result<Box<dyn FileSink>, String> {
+        match self {
+            Store::Local => {
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot create {path}: {e}"))?;
+                Ok(Box::new(LocalSink(io::BufWriter::new(f))))
+            }
+            Store::Hdfs(h) => h.create_new(path),
+        }
+    }
+
     pub fn create_dir_all(&self, path: &str) -> Result<(), String> {
         match self {
             Store::Local => fs::create_dir_all(path).map_err(|e| format!("cannot create {path}: {e}")),

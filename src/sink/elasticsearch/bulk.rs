@@ -93,6 +93,18 @@ impl<'a> BulkWriter<'a> {
         if self.body.len() >= self.batch_bytes { self.flush() } else { Ok(()) }
     }
 
+    /// Deletes a document.
+    pub fn delete(&mut self, id: &str) -> Result<(), String> {
+        let start = self.body.len();
+        self.body.extend_from_slice(b"{\"delete\":{\"_index\":");
+        serde_json::to_writer(&mut self.body, &self.index).expect("JSON");
+        self.body.extend_from_slice(b",\"_id\":");
+        serde_json::to_writer(&mut self.body, id).expect("JSON");
+        self.body.extend_from_slice(b"}}\n");
+        self.docs.push((id.to_string(), start, self.body.len()));
+        if self.body.len() >= self.batch_bytes { self.flush() } else { Ok(()) }
+    }
+
     /// Sends what is left.
     pub fn finish(mut self) -> Result<u64, String> {
         self.flush()?;
@@ -141,6 +153,8 @@ impl<'a> BulkWriter<'a> {
                 let status = result["status"].as_u64().unwrap_or(0);
                 match status {
                     200..=299 => self.written += 1,
+                    // Deleting a document that is not there is what was wanted.
+                    404 if item.get("delete").is_some() => {}
                     429 => {
                         let s = again.len();
                         again.extend_from_slice(&body[*start..*end]);

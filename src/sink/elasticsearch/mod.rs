@@ -49,6 +49,9 @@ pub struct EsTarget {
     pub batch_bytes: usize,
     pub attempts: u32,
     pub permits: bulk::Permits,
+    /// Updating the live indices in place (changed documents only) rather
+    /// than writing new ones and swapping the aliases.
+    pub in_place: bool,
 }
 
 /// Names of the indices of run `millis`.
@@ -62,18 +65,20 @@ pub fn alias_of(engine: &Engine) -> String {
 }
 
 impl EsTarget {
-    /// Connects; on the first process also creates the run's indices.
+    /// Connects; on the first process also creates the run's indices. With
+    /// `live`, the live indices of that run are updated in place instead.
     pub fn prepare(
         options: &EsOptions,
         engine: &Engine,
         millis: i64,
         create: bool,
         workers: usize,
+        live: Option<i64>,
     ) -> Result<EsTarget, String> {
         let es = block_on(Es::connect(&options.config))?;
         let alias = alias_of(engine);
         let users_alias = format!("{alias}_users");
-        let (model_index, users_index) = index_names(&alias, millis);
+        let (model_index, users_index) = index_names(&alias, live.unwrap_or(millis));
         let nodes =
             block_on(es.ok("cluster health", HttpMethod::Get, "/_cluster/health", None))?["number_of_data_nodes"]
                 .as_u64()
@@ -95,8 +100,9 @@ impl EsTarget {
             batch_bytes: options.batch_bytes,
             attempts: options.attempts,
             permits: bulk::Permits::new(connections),
+            in_place: live.is_some(),
         };
-        if create {
+        if create && !target.in_place {
             let meta = json!({"ur_train": {"version": env!("CARGO_PKG_VERSION"), "created": millis}});
             let model = mapping::model_index(engine, shards, replicas, meta.clone());
             let users = mapping::users_index(engine, shards, replicas, meta);
@@ -113,9 +119,23 @@ impl EsTarget {
         Ok(target)
     }
 
-    /// Refreshes, checks counts, marks published and swaps the aliases.
+    /// Refreshes, checks counts, marks published and swaps the aliases (in
+    /// place: refreshes and checks counts).
     pub fn publish(&self, documents: u64, users: u64, manifest: &Value) -> Result<(), String> {
         let es = &self.es;
+        if self.in_place {
+            for (index, expected) in [(&self.model_index, documents), (&self.users_index, users)] {
+                block_on(es.ok(&format!("refreshing {index}"), HttpMethod::Post, &format!("/{index}/_refresh"), None))?;
+                let count =
+                    block_on(es.ok(&format!("counting {index}"), HttpMethod::Get, &format!("/{index}/_count"), None))?;
+                let found = count["count"].as_u64().unwrap_or(0);
+                if found != expected {
+                    return Err(format!("{index} holds {found} documents after the update, the model has {expected}"));
+                }
+            }
+            tracing::info!(index = %self.model_index, "updated in place");
+            return Ok(());
+        }
         for (index, expected) in [(&self.model_index, documents), (&self.users_index, users)] {
             let settings = json!({"index": {"refresh_interval": "1s", "number_of_replicas": self.replicas}});
             block_on(es.ok(
@@ -163,8 +183,11 @@ impl EsTarget {
         )
     }
 
-    /// Deletes the run's indices (a failed run).
+    /// Deletes the run's indices (a failed run; in place there is nothing to undo).
     pub fn abort(&self) {
+        if self.in_place {
+            return;
+        }
         for index in [&self.model_index, &self.users_index] {
             let _ = block_on(self.es.call(HttpMethod::Delete, &format!("/{index}"), None));
         }
@@ -188,6 +211,20 @@ impl EsTarget {
         }
         Ok(())
     }
+}
+
+/// The run (millis) the alias points to, if any.
+pub fn live_run(es: &Es, alias: &str) -> Result<Option<i64>, String> {
+    let (status, v) = block_on(es.call(HttpMethod::Get, &format!("/_alias/{alias}"), None))?;
+    if status != 200 {
+        return Ok(None);
+    }
+    let prefix = format!("{alias}_");
+    Ok(v.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, _)| name.strip_prefix(&prefix)?.parse::<i64>().ok())
+        .max())
 }
 
 /// One run's indices as found in the cluster.
