@@ -406,3 +406,65 @@ fn a_mapping_error_names_the_document() {
     assert_eq!(alias_target(&client, "hm_map"), before);
     assert_eq!(indices(&client, "hm_map_*").len(), 2, "the failed run's indices are deleted");
 }
+
+/// Incremental runs update the live index in place: changed documents and
+/// histories only, new items appear, `$delete`d items disappear, the alias
+/// does not move; a --full run rebuilds and swaps.
+#[test]
+fn incremental_runs_update_the_live_index_in_place() {
+    let es = server();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_named(dir.path(), "hm_inc");
+    let client = client(&es.url);
+    let input = dir.path().join("events");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(handmade_events(), input.join("a.jsonl")).unwrap();
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let out = train(&engine, &input, &es.url, &["--state", state_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let live = alias_target(&client, "hm_inc");
+    let doc = |id: &str| {
+        let path = format!("/hm_inc/_doc/{}", ur::query::encode_path(id));
+        block_on(client.call(ur::es::HttpMethod::Get, &path, None)).unwrap()
+    };
+    assert_eq!(doc("Galaxy").0, 200);
+
+    write_lines(
+        &input.join("b.jsonl"),
+        &[
+            usage("purchase", "u-new", "Pixel", "2026-01-15T11:00:00Z"),
+            usage("purchase", "u1", "Pixel", "2026-01-15T11:30:00Z"),
+            item_event("$set", "Pixel", json!({"categories": ["Phones"]}), "2026-01-15T10:00:00Z"),
+            // After the handmade data's last $set of Galaxy (at NOW).
+            item_event("$delete", "Galaxy", json!({}), "2026-01-15T12:30:00Z"),
+        ],
+    );
+    let mut args = vec!["-e".to_string(), engine.display().to_string(), "-i".into(), input.display().to_string()];
+    args.extend(["--now".into(), HANDMADE_NOW.into(), "--state".into(), state_arg.into(), "--no-progress".into()]);
+    args.extend(es_args(&es.url));
+    let out = Command::new(env!("CARGO_BIN_EXE_ur-train")).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("updated in place"), "{}", stderr(&out));
+    assert_eq!(alias_target(&client, "hm_inc"), live, "no alias swap for an update");
+    assert_eq!(doc("Galaxy").0, 404, "$delete removes the document");
+    let (status, pixel) = doc("Pixel");
+    assert_eq!(status, 200);
+    assert_eq!(pixel["_source"]["categories"], json!(["Phones"]));
+    let (status, user) = {
+        let path = "/hm_inc_users/_doc/u-new";
+        block_on(client.call(ur::es::HttpMethod::Get, path, None)).unwrap()
+    };
+    assert_eq!(status, 200);
+    assert_eq!(user["_source"]["purchase"], json!(["Pixel"]));
+    let r = recommender(&es.url, &engine);
+    let answer = block_on(r.recommend(&Query { num: Some(20), ..Default::default() })).unwrap();
+    assert!(!answer.to_string().contains("Galaxy"), "{answer}");
+
+    // The same model as a full rebuild, which swaps the alias.
+    let out = train(&engine, &input, &es.url, &["--state", state_arg, "--full"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(alias_target(&client, "hm_inc"), live);
+    let rebuilt = block_on(r.recommend(&Query { num: Some(20), ..Default::default() })).unwrap();
+    assert_eq!(rebuilt, answer);
+}

@@ -9,5 +9,6 @@ mod conformance;
 mod determinism;
 mod elasticsearch;
 mod hdfs;
+mod incremental;
 mod properties_and_ranks;
 mod reference;

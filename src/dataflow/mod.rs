@@ -608,7 +608,7 @@ fn write_histories(
     let mut sent = 0;
     let indicators = engine.indicators.len();
     let mut line = Vec::with_capacity(1024);
-    for user in 0..rows.names.len() {
+    for (user, previous) in hashes.iter_mut().enumerate().take(rows.names.len()) {
         let id = rows.names.resolve(user as u32);
         line.clear();
         line.extend_from_slice(b"{\"user\":");
@@ -627,11 +627,11 @@ fn write_histories(
         }
         line.push(b'}');
         let hash = xxhash_rust::xxh3::xxh3_64(&line);
-        if !es.in_place || hashes[user] != hash {
+        if !es.in_place || *previous != hash {
             bulk.add(id, &line)?;
             sent += 1;
         }
-        hashes[user] = hash;
+        *previous = hash;
     }
     bulk.finish()?;
     Ok(sent)
