@@ -228,7 +228,24 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     }
     let mut summary = summary.ok_or_else(|| abort(TrainError::Failed(Failure::Output("no worker ran".into()))))?;
     summary.warnings.splice(0..0, opts.engine_warnings.iter().cloned());
-    let manifest = manifest(opts, &summary, workers, processes, now);
+    let mut manifest = manifest(opts, &summary, workers, processes, now);
+    if let Some(s) = &state {
+        manifest["state"] = serde_json::json!({
+            "location": s.dir,
+            "resumed": s.manifest.is_some(),
+            "filesConsumedBefore": s.consumed().len(),
+            "newFiles": ctx.inputs.len(),
+            "bytes": summary.state_bytes,
+        });
+    }
+    if opts.es.is_some() {
+        manifest["elasticsearch"] = serde_json::json!({
+            "inPlace": es.as_ref().is_some_and(|e| e.in_place),
+            "documentsSent": summary.changed.documents,
+            "documentsDeleted": summary.changed.deleted,
+            "usersSent": summary.changed.users,
+        });
+    }
     // One process: one items.jsonl. Several sharing a directory: process 0
     // publishes every part. Several with their own disks: each publishes its own.
     let parts = if processes == 1 { Parts::Concatenate(workers) } else { Parts::Keep };
@@ -250,6 +267,20 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     // next run consumes the same files again.
     if let (Some(dir), Some(s)) = (state_dir, state.as_mut()) {
         if process == 0 {
+            // Every worker's part must be in the directory being published.
+            let names: Vec<String> = dir
+                .store()
+                .list_dir(dir.tmp_path())
+                .map_err(|e| TrainError::Failed(Failure::Output(e)))?
+                .iter()
+                .map(|e| crate::storage::file_name(&e.path).to_string())
+                .collect();
+            if let Some(missing) = (0..peers).map(crate::state::part_name).find(|p| !names.contains(p)) {
+                return Err(TrainError::Failed(Failure::Output(format!(
+                    "state part {missing} is not in {}: with several hosts, --state must be a directory every host shares (HDFS)",
+                    dir.tmp_path()
+                ))));
+            }
             let consumed = s.consumed_with(&ctx.inputs);
             let written = crate::state::StateManifest {
                 format: crate::state::FORMAT,
