@@ -139,6 +139,23 @@ fn hdfs_input_and_output() {
         .collect();
     assert_eq!(names, ["retail"], "no temporary directories left on HDFS");
 
+    // Incremental state on HDFS: written, locked, published, resumed.
+    let state = format!("{}/state/retail", dfs.url);
+    let with_state = dir.path().join("with-state");
+    for run in 0..2 {
+        train_ok(&engine, &input, &with_state, &["--now", now, "-q", "--state", &state]);
+        let m = manifest(&with_state);
+        assert_eq!(m["input"]["files"], if run == 0 { 13 } else { 0 });
+        assert!(std::fs::read(with_state.join("items.jsonl")).unwrap() == expected);
+    }
+    let state_files: Vec<String> = store
+        .list_dir(&format!("{}/state", dfs.url))
+        .unwrap()
+        .into_iter()
+        .map(|e| ur::storage::file_name(&e.path).to_string())
+        .collect();
+    assert_eq!(state_files, ["retail"], "no lock or temporary directory left: {state_files:?}");
+
     // Two processes reading HDFS and writing one model on HDFS.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let hosts = dir.path().join("hosts.txt");
