@@ -54,19 +54,6 @@ fn stderr_of(child: &mut Child) -> String {
     s
 }
 
-fn args(engine: &Path, input: &Path, output: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        "-e".into(),
-        engine.display().to_string(),
-        "-i".into(),
-        input.display().to_string(),
-        "-o".into(),
-        output.display().to_string(),
-    ];
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
-}
-
 /// 3 processes × 2 workers give the documents 1 process × 1 worker gives,
 /// byte for byte, with files split into byte ranges across processes.
 #[test]
@@ -104,7 +91,7 @@ fn three_processes_give_the_single_process_model() {
                 &["--workers", "2", "--hosts", hosts.to_str().unwrap(), "--process", &p, "--split-size", "1000000"],
             ]
             .concat();
-            spawn(&args(&engine, &input, &multi, &extra))
+            spawn(&train_args(&engine, &input, &multi, &extra))
         })
         .collect();
     for (p, child) in children.iter_mut().enumerate() {
@@ -148,7 +135,7 @@ fn a_missing_process_is_named() {
     let mut children: Vec<Child> = (0..2)
         .map(|p| {
             let extra = ["--hosts", hosts.to_str().unwrap(), "--process", &p.to_string(), "--connect-timeout", "2"];
-            spawn(&args(&handmade_engine(), &handmade_events(), &output, &extra))
+            spawn(&train_args(&handmade_engine(), &handmade_events(), &output, &extra))
         })
         .collect();
     for child in &mut children {
@@ -173,7 +160,7 @@ fn a_dead_process_fails_the_others() {
     let mut children: Vec<Child> = (0..3)
         .map(|p| {
             let extra = ["--hosts", hosts.to_str().unwrap(), "--process", &p.to_string(), "--workers", "1"];
-            spawn(&args(&engine, &input, &output, &extra))
+            spawn(&train_args(&engine, &input, &output, &extra))
         })
         .collect();
     // Once process 2 has connected to the others (it logs "training"), kill it.

@@ -36,8 +36,8 @@ where
         .expect("ur-train runs")
 }
 
-/// Trains and asserts success; returns the stderr text.
-pub fn train_ok(engine: &Path, input: &Path, output: &Path, extra: &[&str]) -> String {
+/// `ur-train` arguments: engine, input, output, then `extra`.
+pub fn train_args(engine: &Path, input: &Path, output: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--engine".into(),
         engine.display().to_string(),
@@ -47,6 +47,12 @@ pub fn train_ok(engine: &Path, input: &Path, output: &Path, extra: &[&str]) -> S
         output.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Trains and asserts success; returns the stderr text.
+pub fn train_ok(engine: &Path, input: &Path, output: &Path, extra: &[&str]) -> String {
+    let args = train_args(engine, input, output, extra);
     let out = ur_train(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "ur-train {args:?} failed: {stderr}");
