@@ -183,10 +183,16 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         Ok(share) => (share, None),
         Err(e) => (Share::empty(&ctx.plan), Some(e)),
     };
-    // The previous state's parts join this worker's share (part p on worker p mod workers).
+    // The previous state's parts join this worker's share (part p on worker
+    // p mod workers). With as many workers as parts, part p holds the users
+    // worker p owns: they stay where they are.
+    let mut owned_users = None;
     if let (None, Some(state)) = (&error, &ctx.state_in) {
         for p in (me..state.parts).step_by(comm.peers) {
             match crate::state::read_part(&state.store, &state.dir, p) {
+                Ok(part) if state.parts == comm.peers => {
+                    owned_users = Some(resume::own_part(&mut share, &ctx.plan, part))
+                }
                 Ok(part) => resume::merge_part(&mut share, &ctx.plan, part),
                 Err(e) => {
                     error = Some(e);
@@ -258,6 +264,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         engine.min_events_per_user,
         histories,
         ctx.state_out.is_some(),
+        owned_users.map(|o| o.into_batch(&global_item)),
     );
     let n = comm.sum("rows", rows.user_of_row.len() as u64);
     let users_seen = comm.sum("users", rows.names.len() as u64);

@@ -3,14 +3,13 @@
 //! worker writes what it owns back as its part of the new state.
 
 use super::read::{PropertyEvent, ReadPlan, Share};
-use super::users::Rows;
+use super::users::{Rows, UserBatch};
 use crate::intern::SortedIds;
 use crate::state::StatePart;
-use std::collections::HashMap;
 
 /// Adds a part of the previous state to this worker's share.
-pub fn merge_part(share: &mut Share, plan: &ReadPlan, part: StatePart) {
-    let items: Vec<u32> = part.items.iter().map(|s| share.items.intern(s)).collect();
+pub fn merge_part(share: &mut Share, plan: &ReadPlan, mut part: StatePart) {
+    let items = merge_item_facts(share, plan, &mut part);
     let indicators = share.usage.len();
     let mut start = 0usize;
     let mut pair = 0usize;
@@ -34,15 +33,57 @@ pub fn merge_part(share: &mut Share, plan: &ReadPlan, part: StatePart) {
             pair += len;
         }
     }
+}
+
+/// The users of a part this worker owns (it was written by the worker with
+/// the same index, with as many workers): kept as they are, to join the
+/// grouped users without being re-interned, sent or sorted.
+pub struct OwnedUsers {
+    part: StatePart,
+    /// Local item id of each of the part's items.
+    items: Vec<u32>,
+}
+
+/// Adds the item facts of a part this worker owns the users of to its
+/// share, and keeps the users aside.
+pub fn own_part(share: &mut Share, plan: &ReadPlan, mut part: StatePart) -> OwnedUsers {
+    let items = merge_item_facts(share, plan, &mut part);
+    OwnedUsers { part, items }
+}
+
+impl OwnedUsers {
+    /// The users as a batch with global item ids.
+    pub fn into_batch(self, global_item: &[u32]) -> UserBatch {
+        let OwnedUsers { part, items } = self;
+        let global: Vec<u32> = items.iter().map(|&l| global_item[l as usize]).collect();
+        let mut history_hashes = part.history_hashes;
+        history_hashes.resize(part.user_ends.len(), 0);
+        UserBatch {
+            names: part.user_names,
+            name_ends: part.user_ends,
+            primary_events: part.primary_events,
+            lens: part.lens,
+            items: part.pairs.iter().map(|&(i, _)| global[i as usize]).collect(),
+            times: part.pairs.iter().map(|&(_, t)| t).collect(),
+            history_hashes,
+        }
+    }
+}
+
+/// Interns a part's items into the share and moves its ranking events,
+/// item spans, property events and document hashes there; returns the
+/// local id of each of the part's items.
+fn merge_item_facts(share: &mut Share, plan: &ReadPlan, part: &mut StatePart) -> Vec<u32> {
+    let items: Vec<u32> = part.items.iter().map(|s| share.items.intern(s)).collect();
     let names: Vec<Option<u32>> =
         part.rank_names.iter().map(|n| plan.rank_names.iter().position(|p| p == n).map(|p| p as u32)).collect();
-    for (item, name, time) in part.rank_events {
+    for (item, name, time) in std::mem::take(&mut part.rank_events) {
         if let Some(name) = names[name as usize] {
             share.rank_events.push((items[item as usize], name, time));
         }
     }
     if !plan.random.is_empty() {
-        for (item, first, last) in part.spans {
+        for (item, first, last) in std::mem::take(&mut part.spans) {
             let slot = items[item as usize] as usize;
             if share.spans.len() <= slot {
                 share.spans.resize(slot + 1, (i64::MAX, i64::MIN));
@@ -52,27 +93,33 @@ pub fn merge_part(share: &mut Share, plan: &ReadPlan, part: StatePart) {
             span.1 = span.1.max(last);
         }
     }
-    for mut e in part.property_events {
+    for mut e in std::mem::take(&mut part.property_events) {
         e.item = items[e.item as usize];
         share.property_events.push(e);
     }
-    share.prev_docs.extend(part.doc_hashes.into_iter().map(|(item, hash)| (items[item as usize], hash)));
+    share
+        .prev_docs
+        .extend(std::mem::take(&mut part.doc_hashes).into_iter().map(|(item, hash)| (items[item as usize], hash)));
+    items
 }
 
 /// Builds a part with its own item list from global item ids.
 struct PartItems<'a> {
     dict: &'a SortedIds,
-    index: HashMap<u32, u32>,
+    /// Part id of each global item (`u32::MAX`: not in the part yet).
+    index: Vec<u32>,
     items: Vec<String>,
 }
 
 impl PartItems<'_> {
+    #[inline]
     fn id(&mut self, global: u32) -> u32 {
-        let next = self.items.len() as u32;
-        *self.index.entry(global).or_insert_with(|| {
+        let slot = &mut self.index[global as usize];
+        if *slot == u32::MAX {
+            *slot = self.items.len() as u32;
             self.items.push(self.dict.get(global).to_string());
-            next
-        })
+        }
+        *slot
     }
 }
 
@@ -90,7 +137,7 @@ pub fn build_part(
     doc_hashes: &[(u32, u64)],
     history_hashes: &[u64],
 ) -> StatePart {
-    let mut items = PartItems { dict, index: HashMap::new(), items: Vec::new() };
+    let mut items = PartItems { dict, index: vec![u32::MAX; dict.len()], items: Vec::new() };
     let mut part = StatePart { rank_names: plan.rank_names.clone(), ..StatePart::default() };
     let all = rows.all_pairs.as_ref().expect("pairs kept for the state");
     let indicators = all.len();

@@ -66,18 +66,46 @@ pub struct Rows {
     pub prev_history: Vec<u64>,
 }
 
+/// Users on their way to their owner (or, from the state, already there):
+/// per user its id, raw primary count, history hash and items per indicator.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
-struct UserBatch {
-    names: String,
-    name_ends: Vec<u32>,
-    primary_events: Vec<u32>,
+pub struct UserBatch {
+    pub names: String,
+    pub name_ends: Vec<u32>,
+    pub primary_events: Vec<u32>,
     /// For each user, the number of items of each indicator.
-    lens: Vec<u32>,
-    items: Vec<u32>,
+    pub lens: Vec<u32>,
+    /// Global item ids, sorted within a user's indicator.
+    pub items: Vec<u32>,
     /// Latest event time (seconds) of each item.
-    times: Vec<u32>,
+    pub times: Vec<u32>,
     /// Per user: hash of the history document indexed last time (0: none).
-    history_hashes: Vec<u64>,
+    pub history_hashes: Vec<u64>,
+}
+
+/// Merges two lists sorted by (user, item) with one entry per pair, keeping
+/// the latest time of a pair in both.
+fn merge_latest(base: Vec<(u32, u32, u32)>, fresh: Vec<(u32, u32, u32)>) -> Vec<(u32, u32, u32)> {
+    if fresh.is_empty() {
+        return base;
+    }
+    let mut out = Vec::with_capacity(base.len() + fresh.len());
+    let (mut a, mut b) = (base.into_iter().peekable(), fresh.into_iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match (x.0, x.1).cmp(&(y.0, y.1)) {
+                std::cmp::Ordering::Less => out.extend(a.next()),
+                std::cmp::Ordering::Greater => out.extend(b.next()),
+                std::cmp::Ordering::Equal => {
+                    let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                    out.push(if x.2 >= y.2 { x } else { y });
+                }
+            },
+            (Some(_), None) => out.extend(a.by_ref()),
+            (None, Some(_)) => out.extend(b.by_ref()),
+            (None, None) => return out,
+        }
+    }
 }
 
 /// Sorts (user, item, time) and keeps each (user, item) once, with its latest time.
@@ -87,7 +115,9 @@ fn latest(pairs: &mut Vec<(u32, u32, u32)>) {
 }
 
 /// Sends each user's events to its owner and builds the owner's rows; with
-/// `history_caps`, also every user's recent items per indicator.
+/// `history_caps`, also every user's recent items per indicator. `resident`
+/// holds users this worker already owns (from the state), with their items
+/// sorted: they join without being sent or sorted again.
 pub fn group_users(
     comm: &mut Comm,
     share: &mut Share,
@@ -95,6 +125,7 @@ pub fn group_users(
     min_events: u32,
     history_caps: Option<&[u32]>,
     keep_pairs: bool,
+    resident: Option<UserBatch>,
 ) -> Rows {
     let indicators = share.usage.len();
     let peers = comm.peers;
@@ -127,7 +158,7 @@ pub fn group_users(
             }
             batch.lens.push((end - start) as u32);
             batch.items.extend(pairs[start..end].iter().map(|&(_, i, _)| i));
-            if history_caps.is_some() {
+            if history_caps.is_some() || keep_pairs {
                 batch.times.extend(pairs[start..end].iter().map(|&(_, _, t)| t));
             }
             cursors[k] = end;
@@ -139,12 +170,18 @@ pub fn group_users(
 
     let received = comm.shuffle("group users", batches.into_iter().enumerate().collect());
 
-    // Merge the batches: a user may come from several workers.
+    // Merge the batches: a user may come from several workers. Resident
+    // users come first, so their pairs are already in (user, item) order.
     let mut names = Interner::new();
     let mut primary: Vec<u32> = Vec::new();
     let mut prev_history: Vec<u64> = Vec::new();
     let mut pairs: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); indicators];
-    for (_, batch) in received {
+    let mut base: Vec<Vec<(u32, u32, u32)>> = Vec::new();
+    let has_resident = resident.is_some();
+    for (n, batch) in resident.into_iter().chain(received.into_iter().map(|(_, b)| b)).enumerate() {
+        if n == 1 && has_resident {
+            base = std::mem::replace(&mut pairs, vec![Vec::new(); indicators]);
+        }
         let mut start = 0usize;
         let mut item_pos = 0usize;
         for (u, &end) in batch.name_ends.iter().enumerate() {
@@ -168,11 +205,25 @@ pub fn group_users(
             }
         }
     }
+    if has_resident && base.is_empty() {
+        base = std::mem::replace(&mut pairs, vec![Vec::new(); indicators]);
+    }
     for list in &mut pairs {
         latest(list);
     }
+    if has_resident {
+        pairs = base
+            .into_iter()
+            .zip(pairs)
+            .map(|(mut base, fresh)| {
+                if !base.is_sorted_by_key(|&(u, i, _)| (u, i)) {
+                    latest(&mut base);
+                }
+                merge_latest(base, fresh)
+            })
+            .collect();
+    }
     let histories = history_caps.map(|caps| recent_items(&pairs, caps, names.len()));
-    let all_pairs = keep_pairs.then(|| pairs.clone());
 
     // Rows: users with enough raw primary events (at least one).
     let threshold = min_events.max(1);
@@ -185,13 +236,13 @@ pub fn group_users(
         }
     }
     let matrices = pairs
-        .into_iter()
+        .iter()
         .map(|list| {
             let mut csr = Csr::with_rows(user_of_row.len());
             let mut pos = 0;
             let kept: Vec<(u32, u32)> = list
-                .into_iter()
-                .filter_map(|(u, i, _)| {
+                .iter()
+                .filter_map(|&(u, i, _)| {
                     let r = row_of[u as usize];
                     (r != u32::MAX).then_some((r, i))
                 })
@@ -208,6 +259,7 @@ pub fn group_users(
         })
         .collect();
     let hash = user_of_row.iter().map(|&u| id_hash(names.resolve(u))).collect();
+    let all_pairs = keep_pairs.then_some(pairs);
     Rows { names, user_of_row, hash, matrices, histories, primary, all_pairs, prev_history }
 }
 
