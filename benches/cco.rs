@@ -34,7 +34,7 @@ fn main() {
     let mut visits = 0;
     for _ in 0..3 {
         let t = Instant::now();
-        let c = correlate(&block, &counts, n, &indicators, n_items);
+        let c = correlate(&block, &counts, n, &indicators, n_items, false);
         best = best.min(t.elapsed().as_secs_f64());
         visits = c.pair_visits;
     }

@@ -105,6 +105,33 @@ pub struct Args {
     #[arg(long, requires = "state")]
     pub full: bool,
 
+    /// Stay running and keep the model current: after training, look for new
+    /// input files every INTERVAL (e.g. `30s`, `15m`) and update the model
+    /// held in memory with them, at a cost that follows the new events, not
+    /// the history; each update publishes the model directory. Stops on
+    /// SIGINT/SIGTERM, writing the state (--state) first. One process; no
+    /// Elasticsearch (use --state from cron for those).
+    #[arg(long, value_name = "INTERVAL", help_heading = "Following")]
+    pub follow: Option<String>,
+
+    /// With --follow: rows whose counts an update did not change keep their
+    /// correlators until N (the users trained on) has moved by more than this
+    /// fraction since every row was last scored; then every row is
+    /// re-scored. 0: every row on every update, the exact full-training model.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.01, requires = "follow", help_heading = "Following")]
+    pub drift: f64,
+
+    /// With --follow and --state: write the state this often (and when
+    /// stopping). A crash loses nothing: the next start reads the last state
+    /// and consumes the files added since again.
+    #[arg(long, value_name = "INTERVAL", default_value = "1h", requires = "follow", help_heading = "Following")]
+    pub checkpoint: String,
+
+    /// With --follow: stop after this many trainings and updates (the first
+    /// training counts), writing the state [default: run until stopped].
+    #[arg(long, value_name = "N", requires = "follow", help_heading = "Following")]
+    pub max_updates: Option<u64>,
+
     /// Worker threads per process [default: the number of CPUs]. The model
     /// does not depend on it.
     #[arg(short, long, value_name = "N")]
@@ -172,7 +199,90 @@ pub fn main_with(args: Args) -> i32 {
     for w in &opts.engine_warnings {
         tracing::warn!("engine.json: {w}");
     }
-    match train(&opts) {
+    if let Some(interval) = &args.follow {
+        return follow(&args, &opts, interval);
+    }
+    finish(&args, &opts, train(&opts))
+}
+
+/// Set by SIGINT/SIGTERM while following.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `--follow`: train, then update with new files until stopped.
+fn follow(args: &Args, opts: &TrainOptions, interval: &str) -> i32 {
+    let parse = |flag: &str, s: &str| {
+        crate::config::duration::parse_duration_secs(s)
+            .map(|secs| Duration::from_secs(secs.max(0) as u64))
+            .map_err(|e| format!("{flag} {e}"))
+    };
+    let (interval, every) = match (parse("--follow", interval), parse("--checkpoint", &args.checkpoint)) {
+        (Ok(i), Ok(c)) => (i, c),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let mut follower = match crate::train::Follower::new(opts, args.drift) {
+        Ok(f) => f,
+        Err(e) => return finish(args, opts, Err(e)),
+    };
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, request_stop as *const () as libc::sighandler_t);
+    }
+    let order = std::sync::atomic::Ordering::SeqCst;
+    let mut last_checkpoint = std::time::Instant::now();
+    loop {
+        let stopping = STOP.load(order);
+        let last = args.max_updates.is_some_and(|m| follower.ticks + 1 >= m);
+        let checkpoint = opts.state.is_some() && (stopping || last || last_checkpoint.elapsed() >= every);
+        let warm = follower.is_warm();
+        let started = std::time::Instant::now();
+        match follower.tick(opts, checkpoint) {
+            Ok(Some(trained)) => {
+                if checkpoint {
+                    last_checkpoint = std::time::Instant::now();
+                }
+                if !args.quiet {
+                    eprintln!(
+                        "{} {}: {:.3}s{}",
+                        if warm { "update" } else { "training" },
+                        follower.ticks - 1,
+                        started.elapsed().as_secs_f64(),
+                        if checkpoint { ", state written" } else { "" }
+                    );
+                }
+                let code = finish(args, opts, Ok(trained));
+                if code != EXIT_OK {
+                    return code;
+                }
+            }
+            Ok(None) => {}
+            // A bad first training ends the run; a bad update leaves the
+            // model published last in place and is tried again.
+            Err(e) if !warm => return finish(args, opts, Err(e)),
+            Err(e) => {
+                finish(args, opts, Err(e));
+            }
+        }
+        if stopping || args.max_updates.is_some_and(|m| follower.ticks >= m) {
+            return EXIT_OK;
+        }
+        let slept = std::time::Instant::now();
+        while slept.elapsed() < interval && !STOP.load(order) {
+            std::thread::sleep(Duration::from_millis(100).min(interval));
+        }
+    }
+}
+
+/// Reports a run and returns its exit code.
+fn finish(args: &Args, opts: &TrainOptions, result: Result<crate::train::Trained, TrainError>) -> i32 {
+    match result {
         Ok(trained) => {
             let s = &trained.summary;
             report_rejections(&s.read, false);
@@ -183,6 +293,16 @@ pub fn main_with(args: Args) -> i32 {
                 let mut places: Vec<String> = opts.output.iter().cloned().collect();
                 if let Some(index) = &trained.es_index {
                     places.push(format!("Elasticsearch index {index}"));
+                }
+                if let Some(u) = &s.update {
+                    eprintln!(
+                        "update: {} users changed, {} count changes, {} of {} rows re-scored{}",
+                        u.users_changed,
+                        u.count_changes,
+                        u.rows_rescored,
+                        u.rows,
+                        if u.full_rescore { " (N drifted: every row)" } else { "" }
+                    );
                 }
                 eprintln!(
                     "model written to {}: {} documents ({} primary items), {} users ({} trained), {} events kept of {} lines, {:.2}s",

@@ -8,6 +8,7 @@
 use crate::cluster::Hosts;
 use crate::cluster::connect::{Hello, connect_all};
 use crate::config::Engine;
+use crate::dataflow::resident::Follow;
 use crate::dataflow::{DirOutput, Failure, StateIn, Summary, WorkerContext, read::ReadPlan, run_worker};
 use crate::report::{RejectLimit, peak_rss_bytes};
 use crate::sink::directory::{ModelDir, Parts};
@@ -90,20 +91,115 @@ pub struct Trained {
 
 /// Trains and publishes the model.
 pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
+    run(opts, None).map(|t| t.expect("a run without --follow always trains"))
+}
+
+/// A resident trainer (`--follow`): the first tick trains (from the state
+/// or all input), later ticks update the model kept in memory with the
+/// files not consumed yet (see `dataflow::resident`).
+pub struct Follower {
+    shared: Arc<Follow>,
+    /// The files in the resident model.
+    consumed: Vec<crate::state::Consumed>,
+    /// Ticks that trained or updated.
+    pub ticks: u64,
+    _lock: Option<crate::state::lock::StateLock>,
+}
+
+impl Follower {
+    pub fn new(opts: &TrainOptions, drift: f64) -> Result<Follower, TrainError> {
+        if opts.cluster.is_some() {
+            return Err(TrainError::Setup(
+                "--follow runs in one process (its workers keep the model in memory); on a cluster, run incremental \
+                 trainings with --state from cron"
+                    .into(),
+            ));
+        }
+        if opts.es.is_some() {
+            return Err(TrainError::Setup(
+                "--follow writes a model directory (--output); to update Elasticsearch, run incremental trainings with \
+                 --state from cron"
+                    .into(),
+            ));
+        }
+        if !(drift >= 0.0 && drift.is_finite()) {
+            return Err(TrainError::Setup(format!("--drift {drift}: must be a fraction ≥ 0")));
+        }
+        // The state is this process's for as long as it follows.
+        let lock = match &opts.state {
+            Some(dir) => {
+                let (store, dir) =
+                    crate::storage::Store::resolve(dir).map_err(|e| TrainError::Setup(format!("--state {e}")))?;
+                Some(crate::state::lock::StateLock::acquire(&store, &dir).map_err(TrainError::Setup)?)
+            }
+            None => None,
+        };
+        Ok(Follower {
+            shared: Arc::new(Follow::new(opts.workers.max(1), drift)),
+            consumed: Vec::new(),
+            ticks: 0,
+            _lock: lock,
+        })
+    }
+
+    /// Trains or updates with the files not consumed yet and publishes the
+    /// model; with `checkpoint`, also writes the state. `None`: there was
+    /// nothing new and no checkpoint was asked for.
+    pub fn tick(&mut self, opts: &TrainOptions, checkpoint: bool) -> Result<Option<Trained>, TrainError> {
+        if !self.shared.is_warm() {
+            self.shared.clear();
+        }
+        let result = run(opts, Some((self, checkpoint)));
+        if result.is_err() {
+            // A failed update may have changed part of the resident state:
+            // the next tick starts again from the state on disk.
+            self.shared.clear();
+        }
+        result
+    }
+
+    /// True once a tick trained: later ticks are updates.
+    pub fn is_warm(&self) -> bool {
+        self.shared.is_warm()
+    }
+}
+
+fn run(opts: &TrainOptions, mut follow: Option<(&mut Follower, bool)>) -> Result<Option<Trained>, TrainError> {
     let (store, all_inputs) = list_inputs(&opts.input).map_err(TrainError::Setup)?;
     let workers = opts.workers.max(1);
     let is_first = opts.cluster.as_ref().is_none_or(|c| c.process == 0);
 
     // The state: which files are new, and what the previous runs left.
-    let mut state = match &opts.state {
+    let warm = follow.as_ref().is_some_and(|(f, _)| f.is_warm());
+    let checkpoint = follow.as_ref().is_none_or(|&(_, c)| c);
+    let state = match &opts.state {
         None => None,
-        Some(dir) => Some(PreviousState::open(dir, &opts.engine, opts.full, is_first).map_err(TrainError::Setup)?),
+        Some(dir) => Some(
+            PreviousState::open(dir, &opts.engine, opts.full && !warm, is_first && follow.is_none())
+                .map_err(TrainError::Setup)?,
+        ),
     };
-    let new: Vec<usize> = match &state {
-        Some(s) => crate::state::new_files(&all_inputs, &s.consumed()).map_err(TrainError::Setup)?,
-        None => (0..all_inputs.len()).collect(),
+    let new: Vec<usize> = match (&follow, &state) {
+        (Some((f, _)), _) if warm => crate::state::new_files(&all_inputs, &f.consumed).map_err(TrainError::Setup)?,
+        (_, Some(s)) => crate::state::new_files(&all_inputs, &s.consumed()).map_err(TrainError::Setup)?,
+        _ => (0..all_inputs.len()).collect(),
     };
     let inputs: Vec<InputFile> = new.iter().map(|&f| all_inputs[f].clone()).collect();
+    if warm && inputs.is_empty() && !checkpoint {
+        return Ok(None);
+    }
+    // Files in the model after this run.
+    let mut consumed_after = match (&follow, &state) {
+        (Some((f, _)), _) if warm => f.consumed.clone(),
+        (_, Some(s)) => s.consumed(),
+        _ => Vec::new(),
+    };
+    consumed_after.extend(inputs.iter().map(|f| crate::state::Consumed {
+        path: f.path.clone(),
+        len: f.len,
+        mtime: f.mtime,
+    }));
+    consumed_after.sort_by(|a, b| a.path.cmp(&b.path));
     if let Some(s) = &state {
         tracing::info!(
             new_files = inputs.len(),
@@ -119,7 +215,13 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
 
     // Connect the processes; adopt process 0's clock and run id.
     let (process, processes, now, run, started, sockets) = match &opts.cluster {
-        None => (0, 1, opts.now.unwrap_or_else(clock), std::process::id().to_string(), clock(), None),
+        None => {
+            let run = match &follow {
+                Some((f, _)) => format!("{}-{}", std::process::id(), f.ticks),
+                None => std::process::id().to_string(),
+            };
+            (0, 1, opts.now.unwrap_or_else(clock), run, clock(), None)
+        }
         Some(c) => {
             let hello = Hello {
                 process: c.process as u64,
@@ -149,10 +251,10 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         None => None,
     };
     let state_dir = match &state {
-        Some(s) => Some(
+        Some(s) if !warm || checkpoint => Some(
             ModelDir::create_marked(&s.dir, &run, crate::state::STATE_FILE, "--state").map_err(TrainError::Setup)?,
         ),
-        None => None,
+        _ => None,
     };
     let es = match &opts.es {
         Some(es) => {
@@ -191,10 +293,11 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         processes,
         bytes_read: Arc::new(AtomicU64::new(0)),
         histories: opts.es.is_some(),
-        state_in: state.as_ref().and_then(|s| s.resume()),
+        state_in: if warm { None } else { state.as_ref().and_then(|s| s.resume()) },
         state_out: state_dir
             .as_ref()
             .map(|d| DirOutput { store: d.store().clone(), parts_dir: d.tmp_path().to_string() }),
+        follow: follow.as_ref().map(|(f, _)| f.shared.clone()),
     });
     tracing::info!(files = ctx.inputs.len(), bytes = total_bytes, workers, processes, now = %format_iso8601(now), "training");
 
@@ -238,6 +341,13 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
             "bytes": summary.state_bytes,
         });
     }
+    if let Some((f, _)) = &follow {
+        manifest["follow"] = serde_json::json!({
+            "tick": f.ticks,
+            "drift": f.shared.drift,
+            "update": summary.update,
+        });
+    }
     if opts.es.is_some() {
         manifest["elasticsearch"] = serde_json::json!({
             "inPlace": es.as_ref().is_some_and(|e| e.in_place),
@@ -265,7 +375,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     }
     // The state last: a crash before this leaves the previous state, and the
     // next run consumes the same files again.
-    if let (Some(dir), Some(s)) = (state_dir, state.as_mut()) {
+    if let (Some(dir), true) = (state_dir, state.is_some()) {
         if process == 0 {
             // Every worker's part must be in the directory being published.
             let names: Vec<String> = dir
@@ -281,7 +391,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
                     dir.tmp_path()
                 ))));
             }
-            let consumed = s.consumed_with(&ctx.inputs);
+            let consumed = consumed_after.clone();
             let written = crate::state::StateManifest {
                 format: crate::state::FORMAT,
                 fingerprint: state_fingerprint(&opts.engine).0,
@@ -298,7 +408,11 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
             dir.detach();
         }
     }
-    Ok(Trained { summary, manifest, process, published: publishes, es_index })
+    if let Some((f, _)) = follow.as_mut() {
+        f.consumed = consumed_after;
+        f.ticks += 1;
+    }
+    Ok(Some(Trained { summary, manifest, process, published: publishes, es_index }))
 }
 
 /// What events a state records: an engine with the same can continue from it.
@@ -347,13 +461,6 @@ impl PreviousState {
 
     fn consumed(&self) -> Vec<crate::state::Consumed> {
         self.manifest.as_ref().map(|m| m.consumed.clone()).unwrap_or_default()
-    }
-
-    fn consumed_with(&self, inputs: &[InputFile]) -> Vec<crate::state::Consumed> {
-        let mut all = self.consumed();
-        all.extend(inputs.iter().map(|f| crate::state::Consumed { path: f.path.clone(), len: f.len, mtime: f.mtime }));
-        all.sort_by(|a, b| a.path.cmp(&b.path));
-        all
     }
 
     fn resume(&self) -> Option<StateIn> {

@@ -5,7 +5,7 @@ use crate::util::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-fn retail_engine(dir: &Path) -> PathBuf {
+pub fn retail_engine(dir: &Path) -> PathBuf {
     engine_file(
         dir,
         json!({
@@ -26,7 +26,7 @@ fn retail_engine(dir: &Path) -> PathBuf {
 
 /// Copies the Online Retail months (all but those in `except`) to `to`,
 /// leaving months already there untouched.
-fn months(to: &Path, except: &[&str]) {
+pub fn months(to: &Path, except: &[&str]) {
     let data = shared().join("data/online-retail");
     for entry in std::fs::read_dir(&data).unwrap() {
         let path = entry.unwrap().path();
@@ -44,7 +44,7 @@ fn months(to: &Path, except: &[&str]) {
     }
 }
 
-const NOW: &str = "2011-12-10T00:00:00Z";
+pub const NOW: &str = "2011-12-10T00:00:00Z";
 
 fn run(engine: &Path, input: &Path, output: &Path, state: &Path, extra: &[&str]) -> std::process::Output {
     let mut args: Vec<String> =

@@ -8,6 +8,7 @@ mod cluster;
 mod conformance;
 mod determinism;
 mod elasticsearch;
+mod follow;
 mod hdfs;
 mod incremental;
 mod properties_and_ranks;

@@ -153,21 +153,71 @@ pub fn distribute_rows(comm: &mut Comm, matrices: &[Csr], ranges: &RowRanges) ->
 pub struct Correlators {
     pub rows: Vec<Vec<Vec<u32>>>,
     pub pair_visits: u64,
+    /// With `record`: every owned row's co-occurrence counts,
+    /// `[row][indicator]` → (item, users with both), sorted by item.
+    pub counts: Vec<Vec<Vec<(u32, u32)>>>,
+}
+
+/// What scoring a row needs besides its counts.
+pub struct Scoring<'a> {
+    pub table: XLogXTable,
+    /// Per indicator: users per item after downsampling.
+    pub column_counts: &'a [Vec<u32>],
+    pub n: u64,
+    pub indicators: &'a [Indicator],
+}
+
+impl<'a> Scoring<'a> {
+    pub fn new(indicators: &'a [Indicator], column_counts: &'a [Vec<u32>], n: u64) -> Scoring<'a> {
+        let small = indicators.iter().map(|i| i.max_items_per_user).max().unwrap_or(1) as u64;
+        Scoring { table: XLogXTable::new(small, n), column_counts, n, indicators }
+    }
+
+    /// The correlators of row `i` in indicator `k` from its co-occurrence
+    /// counts (any order); `row_count` is the users of `i`.
+    pub fn score(
+        &self,
+        i: u32,
+        k: usize,
+        row_count: u64,
+        counts: impl Iterator<Item = (u32, u64)>,
+        candidates: &mut Vec<(f64, u32)>,
+    ) -> Vec<u32> {
+        let n = self.n;
+        let row_entropy = self.table.marginal_entropy(row_count, n);
+        let indicator = &self.indicators[k];
+        let column_counts = &self.column_counts[k];
+        let min_llr = indicator.min_llr.unwrap_or(f64::NEG_INFINITY);
+        candidates.clear();
+        for (j, k11) in counts {
+            if (k == 0 && j == i) || k11 == 0 {
+                continue;
+            }
+            let column_count = column_counts[j as usize] as u64;
+            let column_entropy = self.table.marginal_entropy(column_count, n);
+            let llr = self.table.llr_from_marginals(row_entropy, column_entropy, k11, row_count, column_count, n);
+            if llr > 0.0 && llr >= min_llr {
+                candidates.push((llr, j));
+            }
+        }
+        top_k(candidates, indicator.max_correlators_per_item as usize)
+    }
 }
 
 /// Gustavson's pass over the owned rows. `counts[k][j]` is the number of
 /// users with item j in indicator k after downsampling, `n` the number of
-/// users (rows of the matrices).
+/// users (rows of the matrices). With `record`, the co-occurrence counts
+/// are kept too.
 pub fn correlate(
     block: &RowBlock,
     counts: &[Vec<u32>],
     n: u64,
     indicators: &[Indicator],
     n_items: usize,
+    record: bool,
 ) -> Correlators {
     let kinds = indicators.len();
-    let small = indicators.iter().map(|i| i.max_items_per_user).max().unwrap_or(1) as u64;
-    let table = XLogXTable::new(small, n);
+    let scoring = Scoring::new(indicators, counts, n);
     // One accumulator and touched list per indicator: a user is visited once
     // per row and all its indicators are accumulated together.
     let mut acc = vec![vec![0u32; n_items]; kinds];
@@ -175,11 +225,15 @@ pub fn correlate(
     let mut candidates: Vec<(f64, u32)> = Vec::new();
     let mut pair_visits = 0u64;
     let mut rows = Vec::with_capacity(block.at.rows());
+    let mut recorded = Vec::new();
     for r in 0..block.at.rows() {
         let i = block.range.start + r as u32;
         let users = block.at.row(r);
         if users.is_empty() {
             rows.push(vec![Vec::new(); kinds]);
+            if record {
+                recorded.push(vec![Vec::new(); kinds]);
+            }
             continue;
         }
         for (x, &u) in users.iter().enumerate() {
@@ -197,31 +251,26 @@ pub fn correlate(
             }
         }
         let row_count = users.len() as u64;
-        let row_entropy = table.marginal_entropy(row_count, n);
         let mut per_indicator = Vec::with_capacity(kinds);
-        for (k, indicator) in indicators.iter().enumerate() {
-            let column_counts = &counts[k];
-            let min_llr = indicator.min_llr.unwrap_or(f64::NEG_INFINITY);
+        let mut row_counts = Vec::new();
+        for k in 0..kinds {
             let acc = &mut acc[k];
-            for &j in &touched[k] {
-                let k11 = std::mem::take(&mut acc[j as usize]) as u64;
-                if k == 0 && j == i {
-                    continue;
-                }
-                let column_count = column_counts[j as usize] as u64;
-                let column_entropy = table.marginal_entropy(column_count, n);
-                let llr = table.llr_from_marginals(row_entropy, column_entropy, k11, row_count, column_count, n);
-                if llr > 0.0 && llr >= min_llr {
-                    candidates.push((llr, j));
-                }
+            let touched = &mut touched[k];
+            if record {
+                let mut list: Vec<(u32, u32)> = touched.iter().map(|&j| (j, acc[j as usize])).collect();
+                list.sort_unstable();
+                row_counts.push(list);
             }
-            touched[k].clear();
-            per_indicator.push(top_k(&mut candidates, indicator.max_correlators_per_item as usize));
-            candidates.clear();
+            let pairs = touched.iter().map(|&j| (j, std::mem::take(&mut acc[j as usize]) as u64));
+            per_indicator.push(scoring.score(i, k, row_count, pairs, &mut candidates));
+            touched.clear();
         }
         rows.push(per_indicator);
+        if record {
+            recorded.push(row_counts);
+        }
     }
-    Correlators { rows, pair_visits }
+    Correlators { rows, pair_visits, counts: recorded }
 }
 
 /// Users of a row are scattered in memory: fetch the offsets of the user

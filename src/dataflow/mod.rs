@@ -21,6 +21,7 @@ pub mod llr;
 pub mod properties;
 pub mod ranks;
 pub mod read;
+pub mod resident;
 pub mod resume;
 pub mod sample;
 pub mod users;
@@ -71,6 +72,8 @@ pub struct WorkerContext {
     pub state_in: Option<StateIn>,
     /// Where this run writes its state parts.
     pub state_out: Option<DirOutput>,
+    /// `--follow`: the resident states kept between updates.
+    pub follow: Option<Arc<resident::Follow>>,
 }
 
 /// A state to resume from.
@@ -103,6 +106,8 @@ pub struct Summary {
     pub changed: Changes,
     /// Size of the state written.
     pub state_bytes: u64,
+    /// What a resident update changed (`--follow`, after the first run).
+    pub update: Option<resident::UpdateStats>,
 }
 
 /// Documents sent to Elasticsearch (in place: only what changed).
@@ -142,6 +147,16 @@ impl std::fmt::Display for Failure {
 
 /// One worker's program.
 pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, Failure> {
+    // Following, after the first run: update the resident state.
+    if let Some(follow) = &ctx.follow
+        && let Some(mut res) = follow.take(worker.index())
+    {
+        let out = update_worker(worker, ctx, &mut res, follow.drift);
+        if out.is_ok() {
+            follow.put(worker.index(), res);
+        }
+        return out;
+    }
     let started = Instant::now();
     let mut comm = Comm::new(worker, ctx.processes);
     let me = comm.index;
@@ -201,20 +216,8 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
             }
         }
     }
-    let gathered = comm.all_gather("read: outcome", (share.stats.clone(), error));
-    let mut stats = ReadStats::default();
-    for (s, error) in gathered {
-        if let Some(e) = error {
-            return Err(Failure::Input(e));
-        }
-        stats.merge(s, ctx.show_rejected);
-    }
-    stats.resolve_lines();
-    share.stats = ReadStats::default();
+    let stats = agree_on_read(&mut comm, ctx, &mut share, error)?;
     share.count_ranks(&ctx.plan);
-    if ctx.max_rejected.exceeded(stats.rejected_total(), stats.lines) {
-        return Err(Failure::TooManyRejected(Box::new(stats)));
-    }
     let primary = engine.primary();
     let primary_events: u64 = primary.event_names.iter().filter_map(|e| stats.events.get(e)).map(|c| c.kept).sum();
     if primary_events == 0 && ctx.state_in.is_none() && engine.recs_model != RecsModel::Backfill {
@@ -235,23 +238,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     let global_item: Vec<u32> =
         share.items.iter().map(|s| dict.position(s).expect("every local item is in the dictionary")).collect();
     let n_items = dict.len();
-    let kept_for_state = ctx.state_out.as_ref().map(|_| {
-        let rank_events: Vec<(u32, u32, i64)> =
-            share.rank_events.iter().map(|&(i, n, t)| (global_item[i as usize], n, t)).collect();
-        let spans: Vec<(u32, i64, i64)> = share
-            .spans
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.0 <= s.1)
-            .map(|(i, &(a, b))| (global_item[i], a, b))
-            .collect();
-        let property_events: Vec<read::PropertyEvent> = share
-            .property_events
-            .iter()
-            .map(|e| read::PropertyEvent { item: global_item[e.item as usize], ..e.clone() })
-            .collect();
-        (rank_events, spans, property_events)
-    });
+    let kept_for_state = ctx.state_out.as_ref().map(|_| resume::item_facts(&share, &global_item));
     lap(&mut timings.dictionary);
 
     // Users meet at their owners; minEventsPerUser picks the rows.
@@ -263,7 +250,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         &global_item,
         engine.min_events_per_user,
         histories,
-        ctx.state_out.is_some(),
+        ctx.state_out.is_some() || ctx.follow.is_some(),
         owned_users.map(|o| o.into_batch(&global_item)),
     );
     let n = comm.sum("rows", rows.user_of_row.len() as u64);
@@ -283,7 +270,10 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     let item_hash: Vec<u64> = dict.iter().map(id_hash).collect();
     let mut interactions = BTreeMap::new();
     let mut pre_primary: Vec<u32> = Vec::new();
+    let mut pre_counts: Vec<Vec<u32>> = Vec::new();
     let mut post_counts: Vec<Vec<u32>> = Vec::new();
+    let following = ctx.follow.is_some();
+    let before = following.then(|| rows.matrices.clone());
     for (k, indicator) in engine.indicators.iter().enumerate() {
         let matrix = &mut rows.matrices[k];
         let pre = comm.all_reduce_sum("downsample: counts before", column_counts(matrix, n_items));
@@ -300,11 +290,15 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
             ));
         }
         if k == 0 {
-            pre_primary = pre;
+            pre_primary = pre.clone();
+        }
+        if following {
+            pre_counts.push(pre);
         }
         post_counts.push(post);
     }
     drop(item_hash);
+    let after = following.then(|| rows.matrices.clone());
     lap(&mut timings.downsample);
 
     // Correlators of the rows this worker owns.
@@ -316,13 +310,13 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     let (correlators, pair_visits) = if with_indicators {
         let block = cco::distribute_rows(&mut comm, &matrices, &ranges);
         drop(matrices);
-        let c = cco::correlate(&block, &post_counts, n, &engine.indicators, n_items);
+        let c = cco::correlate(&block, &post_counts, n, &engine.indicators, n_items, ctx.follow.is_some());
         let visits = c.pair_visits;
         (Some(c), visits)
     } else {
         (None, 0)
     };
-    drop(post_counts);
+    let post_counts = if following { post_counts } else { Vec::new() };
     let pair_visits = comm.sum("cco: pair visits", pair_visits);
     lap(&mut timings.cco);
     if lead {
@@ -333,7 +327,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     let with_facts = engine.recs_model != RecsModel::CollabFiltering;
     let facts =
         facts::exchange_facts(&mut comm, &mut share, &global_item, &ranges, &engine.rankings, with_facts, with_facts);
-    drop(share);
+    let kept_share = following.then_some(share);
     let range = ranges.range(me);
     let has_properties: Vec<bool> = facts.properties.iter().map(Option::is_some).collect();
     let rank_values = if with_facts {
@@ -378,20 +372,40 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     if let (None, Some(out), Some((rank_events, spans, property_events))) =
         (&write_error, &ctx.state_out, &kept_for_state)
     {
-        let part = resume::build_part(
-            &rows,
-            &dict,
-            &ctx.plan,
+        let all = rows.all_pairs.as_deref().expect("pairs kept for the state");
+        let source = resume::PartSource {
+            users: &rows.names,
+            primary: &rows.primary,
+            pairs: all,
+            history_hashes: &history_hashes,
             rank_events,
             spans,
             property_events,
-            &doc_hashes,
-            &history_hashes,
-        );
+            doc_hashes: &doc_hashes,
+        };
+        let part = resume::build_part(&source, &dict, &ctx.plan);
         match crate::state::write_part(&out.store, &out.parts_dir, me, &part) {
             Ok(bytes) => local.state_bytes = bytes,
             Err(e) => write_error = Some(e),
         }
+    }
+    // Following: what stays in memory for the next update.
+    if let Some(follow) = &ctx.follow {
+        let run = resident::FromRun {
+            dict,
+            rows,
+            before: before.unwrap_or_default(),
+            after: after.unwrap_or_default(),
+            pre: pre_counts,
+            post: post_counts,
+            n,
+            ranges: ranges.clone(),
+            correlators,
+            doc_hashes,
+            history_hashes,
+            facts: kept_share.expect("share kept when following"),
+        };
+        follow.put(me, resident::Resident::build(&mut comm, engine, run));
     }
     // Worker 0 checks whether every process wrote into the directory it sees.
     let shared = lead
@@ -449,10 +463,222 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         users_indexed,
         changed,
         state_bytes,
+        update: None,
     };
     // Every process gets worker 0's summary (for its manifest).
     let all = comm.all_gather("summary", lead.then_some(summary));
     Ok(all.into_iter().flatten().next().expect("worker 0 sends its summary"))
+}
+
+/// One worker's update of its resident state with the new files
+/// (`--follow`, after the first run): see [`resident`].
+fn update_worker(
+    worker: &mut Worker,
+    ctx: &WorkerContext,
+    res: &mut resident::Resident,
+    drift: f64,
+) -> Result<Summary, Failure> {
+    let started = Instant::now();
+    let mut comm = Comm::new(worker, ctx.processes);
+    let me = comm.index;
+    let lead = me == 0;
+    let engine = &ctx.engine;
+    let mut timings = Timings::default();
+    let mut clock = Instant::now();
+    let mut lap = |slot: &mut f64| {
+        *slot = clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+    };
+
+    let mine = ctx.shares.get(me).map(Vec::as_slice).unwrap_or(&[]);
+    let input = read::Input { store: &ctx.store, files: &ctx.inputs, units: &ctx.units };
+    let (mut share, error) = match read_share(&ctx.plan, &input, mine, ctx.show_rejected, &ctx.bytes_read) {
+        Ok(share) => (share, None),
+        Err(e) => (Share::empty(&ctx.plan), Some(e)),
+    };
+    let stats = agree_on_read(&mut comm, ctx, &mut share, error)?;
+    lap(&mut timings.read);
+
+    // New item ids join the dictionary.
+    let new_items = SortedIds::from_unsorted(share.items.iter().filter(|s| res.dict.position(s).is_none()));
+    let added = SortedIds::merge(&comm.all_gather("follow: new items", new_items));
+    res.add_items(&added, me);
+    let global_item: Vec<u32> =
+        share.items.iter().map(|s| res.dict.position(s).expect("every local item is in the dictionary")).collect();
+    lap(&mut timings.dictionary);
+
+    // New events to their users' owners, then the model's counts.
+    let batches = users::ship_users(&mut share, &global_item, comm.peers, true);
+    let received = comm.shuffle("group users", batches);
+    lap(&mut timings.group);
+    let update = resident::update(&mut comm, engine, res, received, drift);
+    lap(&mut timings.cco);
+    if lead {
+        tracing::info!(
+            users_changed = update.users_changed,
+            rows_rescored = update.rows_rescored,
+            full_rescore = update.full_rescore,
+            secs = timings.cco,
+            "updated"
+        );
+    }
+
+    // The new item facts join the ones held; properties and ranks of the range.
+    resume::add_item_facts(&mut res.facts, &ctx.plan, &share);
+    drop(share);
+    res.facts.count_ranks(&ctx.plan);
+    let facts_global: Vec<u32> =
+        res.facts.items.iter().map(|s| res.dict.position(s).expect("every item read is in the dictionary")).collect();
+    let with_facts = engine.recs_model != RecsModel::CollabFiltering;
+    let ranges = res.ranges.clone();
+    let mut facts = facts::exchange_facts(
+        &mut comm,
+        &mut res.facts,
+        &facts_global,
+        &ranges,
+        &engine.rankings,
+        with_facts,
+        with_facts,
+    );
+    facts.prev_hash = res.doc_hash.clone();
+    let range = ranges.range(me);
+    let has_properties: Vec<bool> = facts.properties.iter().map(Option::is_some).collect();
+    let rank_values = if with_facts {
+        ranks::rank_values(
+            &engine.rankings,
+            &facts.counts,
+            &facts.random,
+            &has_properties,
+            &range,
+            &res.dict,
+            engine.seed,
+        )
+    } else {
+        vec![vec![None; has_properties.len()]; engine.rankings.len()]
+    };
+    lap(&mut timings.properties_and_ranks);
+
+    // Documents of the range, and the state when it is written.
+    let layout = DocumentLayout {
+        indicators: engine.indicators.iter().map(|i| i.name.clone()).collect(),
+        rankings: engine.rankings.iter().map(|r| r.name.clone()).collect(),
+    };
+    let with_indicators = engine.recs_model != RecsModel::Backfill;
+    let mut local = LocalModelStats::default();
+    let mut doc_hashes: Vec<(u32, u64)> = Vec::new();
+    let written = write_part(
+        ctx,
+        me,
+        &range,
+        &res.dict,
+        &res.pre[0],
+        with_indicators.then_some(&res.correlators),
+        &rank_values,
+        &facts,
+        &layout,
+        &mut local,
+        &mut doc_hashes,
+    );
+    res.doc_hash.iter_mut().for_each(|h| *h = 0);
+    for &(item, hash) in &doc_hashes {
+        res.doc_hash[(item - range.start) as usize] = hash;
+    }
+    local.users = res.users.len() as u64;
+    let mut write_error = written.err();
+    if let (None, Some(out)) = (&write_error, &ctx.state_out) {
+        let (rank_events, spans, property_events) = resume::item_facts(&res.facts, &facts_global);
+        let source = resume::PartSource {
+            users: &res.users,
+            primary: &res.primary,
+            pairs: &res.pairs,
+            history_hashes: &res.history_hash,
+            rank_events: &rank_events,
+            spans: &spans,
+            property_events: &property_events,
+            doc_hashes: &doc_hashes,
+        };
+        let part = resume::build_part(&source, &res.dict, &ctx.plan);
+        match crate::state::write_part(&out.store, &out.parts_dir, me, &part) {
+            Ok(bytes) => local.state_bytes = bytes,
+            Err(e) => write_error = Some(e),
+        }
+    }
+    let gathered = comm.all_gather("documents: outcome", (local, write_error));
+    lap(&mut timings.write);
+    let mut total = LocalModelStats::default();
+    for (s, error) in gathered {
+        if let Some(e) = error {
+            return Err(Failure::Output(e));
+        }
+        total.add(s);
+    }
+    let mut warnings = Vec::new();
+    for (field, count) in &total.clashes {
+        warnings.push(format!("property `{field}` of {count} item(s) is not written: the model uses that field name"));
+    }
+    let interactions = engine
+        .indicators
+        .iter()
+        .enumerate()
+        .map(|(k, i)| {
+            let distinct = res.pre[k].iter().map(|&c| c as u64).sum();
+            let after_downsampling = res.post[k].iter().map(|&c| c as u64).sum();
+            (i.name.clone(), Interactions { distinct, after_downsampling })
+        })
+        .collect();
+    let pair_visits = comm.sum("cco: pair visits", res.correlators.pair_visits);
+    let model = ModelStats {
+        users: total.users,
+        n: res.n,
+        items: res.dict.len() as u64,
+        primary_items: res.pre[0].iter().filter(|&&c| c > 0).count() as u64,
+        interactions,
+        pair_visits,
+        correlators: engine.indicators.iter().zip(&total.correlators).map(|(i, &c)| (i.name.clone(), c)).collect(),
+        items_with_properties: total.items_with_properties,
+        ranked_items: engine.rankings.iter().zip(&total.ranked).map(|(r, &c)| (r.name.clone(), c)).collect(),
+        documents: total.documents,
+    };
+    timings.total = started.elapsed().as_secs_f64();
+    if lead {
+        tracing::info!(documents = model.documents, secs = timings.total, "documents written");
+    }
+    Ok(Summary {
+        read: stats,
+        model,
+        timings,
+        warnings,
+        network_bytes: comm.sent_remote.clone(),
+        shared_output: true,
+        users_indexed: total.users,
+        changed: Changes::default(),
+        state_bytes: total.state_bytes,
+        update: Some(update),
+    })
+}
+
+/// Every worker's read statistics merged; an error anywhere, or too many
+/// rejected lines, fails every worker.
+fn agree_on_read(
+    comm: &mut Comm,
+    ctx: &WorkerContext,
+    share: &mut Share,
+    error: Option<String>,
+) -> Result<ReadStats, Failure> {
+    let gathered = comm.all_gather("read: outcome", (share.stats.clone(), error));
+    let mut stats = ReadStats::default();
+    for (s, error) in gathered {
+        if let Some(e) = error {
+            return Err(Failure::Input(e));
+        }
+        stats.merge(s, ctx.show_rejected);
+    }
+    stats.resolve_lines();
+    share.stats = ReadStats::default();
+    if ctx.max_rejected.exceeded(stats.rejected_total(), stats.lines) {
+        return Err(Failure::TooManyRejected(Box::new(stats)));
+    }
+    Ok(stats)
 }
 
 /// Users per item in a matrix (rows of this worker).

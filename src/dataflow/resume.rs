@@ -3,8 +3,8 @@
 //! worker writes what it owns back as its part of the new state.
 
 use super::read::{PropertyEvent, ReadPlan, Share};
-use super::users::{Rows, UserBatch};
-use crate::intern::SortedIds;
+use super::users::UserBatch;
+use crate::intern::{Interner, SortedIds};
 use crate::state::StatePart;
 
 /// Adds a part of the previous state to this worker's share.
@@ -70,6 +70,28 @@ impl OwnedUsers {
     }
 }
 
+/// Adds the item facts of `new` (a share just read) to `held`.
+pub fn add_item_facts(held: &mut Share, plan: &ReadPlan, new: &Share) {
+    let items: Vec<u32> = new.items.iter().map(|s| held.items.intern(s)).collect();
+    held.rank_events.extend(new.rank_events.iter().map(|&(i, n, t)| (items[i as usize], n, t)));
+    if !plan.random.is_empty() {
+        for (i, &(first, last)) in new.spans.iter().enumerate() {
+            if first > last {
+                continue;
+            }
+            let slot = items[i] as usize;
+            if held.spans.len() <= slot {
+                held.spans.resize(slot + 1, (i64::MAX, i64::MIN));
+            }
+            let span = &mut held.spans[slot];
+            span.0 = span.0.min(first);
+            span.1 = span.1.max(last);
+        }
+    }
+    held.property_events
+        .extend(new.property_events.iter().map(|e| PropertyEvent { item: items[e.item as usize], ..e.clone() }));
+}
+
 /// Interns a part's items into the share and moves its ranking events,
 /// item spans, property events and document hashes there; returns the
 /// local id of each of the part's items.
@@ -126,28 +148,30 @@ impl PartItems<'_> {
 /// This worker's part of the new state: the users it owns (all their
 /// pairs), the ranking events, spans and property events it holds, and the
 /// hashes of the documents and histories it wrote.
-#[allow(clippy::too_many_arguments)]
-pub fn build_part(
-    rows: &Rows,
-    dict: &SortedIds,
-    plan: &ReadPlan,
-    rank_events: &[(u32, u32, i64)],
-    spans: &[(u32, i64, i64)],
-    property_events: &[PropertyEvent],
-    doc_hashes: &[(u32, u64)],
-    history_hashes: &[u64],
-) -> StatePart {
+pub struct PartSource<'a> {
+    pub users: &'a Interner,
+    /// Raw primary events per user.
+    pub primary: &'a [u32],
+    /// Per indicator: (user, item, latest time), sorted by user.
+    pub pairs: &'a [Vec<(u32, u32, u32)>],
+    pub history_hashes: &'a [u64],
+    pub rank_events: &'a [(u32, u32, i64)],
+    pub spans: &'a [(u32, i64, i64)],
+    pub property_events: &'a [PropertyEvent],
+    pub doc_hashes: &'a [(u32, u64)],
+}
+
+pub fn build_part(src: &PartSource, dict: &SortedIds, plan: &ReadPlan) -> StatePart {
     let mut items = PartItems { dict, index: vec![u32::MAX; dict.len()], items: Vec::new() };
     let mut part = StatePart { rank_names: plan.rank_names.clone(), ..StatePart::default() };
-    let all = rows.all_pairs.as_ref().expect("pairs kept for the state");
-    let indicators = all.len();
+    let indicators = src.pairs.len();
     let mut cursors = vec![0usize; indicators];
-    for user in 0..rows.names.len() as u32 {
-        part.user_names.push_str(rows.names.resolve(user));
+    for user in 0..src.users.len() as u32 {
+        part.user_names.push_str(src.users.resolve(user));
         part.user_ends.push(part.user_names.len() as u32);
-        part.primary_events.push(rows.primary.get(user as usize).copied().unwrap_or(0));
-        part.history_hashes.push(history_hashes.get(user as usize).copied().unwrap_or(0));
-        for (k, list) in all.iter().enumerate() {
+        part.primary_events.push(src.primary.get(user as usize).copied().unwrap_or(0));
+        part.history_hashes.push(src.history_hashes.get(user as usize).copied().unwrap_or(0));
+        for (k, list) in src.pairs.iter().enumerate() {
             let start = cursors[k];
             let mut end = start;
             while end < list.len() && list[end].0 == user {
@@ -161,9 +185,10 @@ pub fn build_part(
             cursors[k] = end;
         }
     }
-    part.rank_events = rank_events.iter().map(|&(item, name, time)| (items.id(item), name, time)).collect();
-    part.spans = spans.iter().map(|&(item, first, last)| (items.id(item), first, last)).collect();
-    part.property_events = property_events
+    part.rank_events = src.rank_events.iter().map(|&(item, name, time)| (items.id(item), name, time)).collect();
+    part.spans = src.spans.iter().map(|&(item, first, last)| (items.id(item), first, last)).collect();
+    part.property_events = src
+        .property_events
         .iter()
         .map(|e| {
             let mut e = e.clone();
@@ -171,7 +196,23 @@ pub fn build_part(
             e
         })
         .collect();
-    part.doc_hashes = doc_hashes.iter().map(|&(item, hash)| (items.id(item), hash)).collect();
+    part.doc_hashes = src.doc_hashes.iter().map(|&(item, hash)| (items.id(item), hash)).collect();
     part.items = items.items;
     part
+}
+
+/// The item facts a worker holds, with global item ids, for its state part:
+/// ranking events, (item, first, last) spans and property events.
+pub type ItemFacts = (Vec<(u32, u32, i64)>, Vec<(u32, i64, i64)>, Vec<PropertyEvent>);
+
+pub fn item_facts(share: &Share, global_item: &[u32]) -> ItemFacts {
+    let rank_events = share.rank_events.iter().map(|&(i, n, t)| (global_item[i as usize], n, t)).collect();
+    let spans =
+        share.spans.iter().enumerate().filter(|(_, s)| s.0 <= s.1).map(|(i, &(a, b))| (global_item[i], a, b)).collect();
+    let property_events = share
+        .property_events
+        .iter()
+        .map(|e| PropertyEvent { item: global_item[e.item as usize], ..e.clone() })
+        .collect();
+    (rank_events, spans, property_events)
 }

@@ -85,7 +85,7 @@ pub struct UserBatch {
 
 /// Merges two lists sorted by (user, item) with one entry per pair, keeping
 /// the latest time of a pair in both.
-fn merge_latest(base: Vec<(u32, u32, u32)>, fresh: Vec<(u32, u32, u32)>) -> Vec<(u32, u32, u32)> {
+pub fn merge_latest(base: Vec<(u32, u32, u32)>, fresh: Vec<(u32, u32, u32)>) -> Vec<(u32, u32, u32)> {
     if fresh.is_empty() {
         return base;
     }
@@ -109,26 +109,15 @@ fn merge_latest(base: Vec<(u32, u32, u32)>, fresh: Vec<(u32, u32, u32)>) -> Vec<
 }
 
 /// Sorts (user, item, time) and keeps each (user, item) once, with its latest time.
-fn latest(pairs: &mut Vec<(u32, u32, u32)>) {
+pub fn latest(pairs: &mut Vec<(u32, u32, u32)>) {
     pairs.sort_unstable_by_key(|&(u, i, t)| (u, i, std::cmp::Reverse(t)));
     pairs.dedup_by_key(|p| (p.0, p.1));
 }
 
-/// Sends each user's events to its owner and builds the owner's rows; with
-/// `history_caps`, also every user's recent items per indicator. `resident`
-/// holds users this worker already owns (from the state), with their items
-/// sorted: they join without being sent or sorted again.
-pub fn group_users(
-    comm: &mut Comm,
-    share: &mut Share,
-    global_item: &[u32],
-    min_events: u32,
-    history_caps: Option<&[u32]>,
-    keep_pairs: bool,
-    resident: Option<UserBatch>,
-) -> Rows {
+/// This worker's users as one batch per owner worker (by a hash of the id),
+/// items translated to global ids; with `times`, each item's latest time.
+pub fn ship_users(share: &mut Share, global_item: &[u32], peers: usize, times: bool) -> Vec<(usize, UserBatch)> {
     let indicators = share.usage.len();
-    let peers = comm.peers;
 
     // Per indicator: (local user, global item, latest time), sorted and distinct.
     let usage: Vec<Vec<(u32, u32, u32)>> = std::mem::take(&mut share.usage)
@@ -158,7 +147,7 @@ pub fn group_users(
             }
             batch.lens.push((end - start) as u32);
             batch.items.extend(pairs[start..end].iter().map(|&(_, i, _)| i));
-            if history_caps.is_some() || keep_pairs {
+            if times {
                 batch.times.extend(pairs[start..end].iter().map(|&(_, _, t)| t));
             }
             cursors[k] = end;
@@ -168,7 +157,25 @@ pub fn group_users(
     share.users = Interner::new();
     share.primary_events = Vec::new();
 
-    let received = comm.shuffle("group users", batches.into_iter().enumerate().collect());
+    batches.into_iter().enumerate().collect()
+}
+
+/// Sends each user's events to its owner and builds the owner's rows; with
+/// `history_caps`, also every user's recent items per indicator. `resident`
+/// holds users this worker already owns (from the state), with their items
+/// sorted: they join without being sent or sorted again.
+pub fn group_users(
+    comm: &mut Comm,
+    share: &mut Share,
+    global_item: &[u32],
+    min_events: u32,
+    history_caps: Option<&[u32]>,
+    keep_pairs: bool,
+    resident: Option<UserBatch>,
+) -> Rows {
+    let indicators = share.usage.len();
+    let batches = ship_users(share, global_item, comm.peers, history_caps.is_some() || keep_pairs);
+    let received = comm.shuffle("group users", batches);
 
     // Merge the batches: a user may come from several workers. Resident
     // users come first, so their pairs are already in (user, item) order.
