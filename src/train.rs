@@ -362,7 +362,9 @@ fn run(opts: &TrainOptions, mut follow: Option<(&mut Follower, bool)>) -> Result
     let publishes = processes == 1 || process == 0 || !summary.shared_output;
     if let Some(dir) = model_dir {
         if publishes {
+            let started = std::time::Instant::now();
             dir.publish(parts, &manifest).map_err(|e| abort(TrainError::Failed(Failure::Output(e))))?;
+            tracing::debug!(secs = started.elapsed().as_secs_f64(), "model directory published");
         } else {
             dir.detach();
         }

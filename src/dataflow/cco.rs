@@ -161,6 +161,8 @@ pub struct Correlators {
 /// What scoring a row needs besides its counts.
 pub struct Scoring<'a> {
     pub table: XLogXTable,
+    /// `[k][j]`: the column entropy of item j in indicator k.
+    column_entropy: Vec<Vec<f64>>,
     /// Per indicator: users per item after downsampling.
     pub column_counts: &'a [Vec<u32>],
     pub n: u64,
@@ -170,7 +172,12 @@ pub struct Scoring<'a> {
 impl<'a> Scoring<'a> {
     pub fn new(indicators: &'a [Indicator], column_counts: &'a [Vec<u32>], n: u64) -> Scoring<'a> {
         let small = indicators.iter().map(|i| i.max_items_per_user).max().unwrap_or(1) as u64;
-        Scoring { table: XLogXTable::new(small, n), column_counts, n, indicators }
+        let table = XLogXTable::new(small, n);
+        let column_entropy = column_counts
+            .iter()
+            .map(|counts| counts.iter().map(|&c| table.marginal_entropy((c as u64).min(n), n)).collect())
+            .collect();
+        Scoring { table, column_entropy, column_counts, n, indicators }
     }
 
     /// The correlators of row `i` in indicator `k` from its co-occurrence
@@ -187,6 +194,7 @@ impl<'a> Scoring<'a> {
         let row_entropy = self.table.marginal_entropy(row_count, n);
         let indicator = &self.indicators[k];
         let column_counts = &self.column_counts[k];
+        let column_entropies = &self.column_entropy[k];
         let min_llr = indicator.min_llr.unwrap_or(f64::NEG_INFINITY);
         candidates.clear();
         for (j, k11) in counts {
@@ -194,7 +202,7 @@ impl<'a> Scoring<'a> {
                 continue;
             }
             let column_count = column_counts[j as usize] as u64;
-            let column_entropy = self.table.marginal_entropy(column_count, n);
+            let column_entropy = column_entropies[j as usize];
             let llr = self.table.llr_from_marginals(row_entropy, column_entropy, k11, row_count, column_count, n);
             if llr > 0.0 && llr >= min_llr {
                 candidates.push((llr, j));

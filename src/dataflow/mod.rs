@@ -356,6 +356,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         &layout,
         &mut local,
         &mut doc_hashes,
+        None,
     );
     let mut history_hashes = rows.prev_history.clone();
     let users_written = match (written, &ctx.es, &rows.histories) {
@@ -578,6 +579,7 @@ fn update_worker(
         &layout,
         &mut local,
         &mut doc_hashes,
+        Some((&mut res.docs, &update.rescored)),
     );
     res.doc_hash.iter_mut().for_each(|h| *h = 0);
     for &(item, hash) in &doc_hashes {
@@ -587,10 +589,11 @@ fn update_worker(
     let mut write_error = written.err();
     if let (None, Some(out)) = (&write_error, &ctx.state_out) {
         let (rank_events, spans, property_events) = resume::item_facts(&res.facts, &facts_global);
+        let pairs = res.pair_lists();
         let source = resume::PartSource {
             users: &res.users,
             primary: &res.primary,
-            pairs: &res.pairs,
+            pairs: &pairs,
             history_hashes: &res.history_hash,
             rank_events: &rank_events,
             spans: &spans,
@@ -744,6 +747,15 @@ fn add_vec(a: &mut Vec<u64>, b: &[u64]) {
     }
 }
 
+/// A document as last written while following, with what it was made of.
+pub struct CachedDoc {
+    line: Vec<u8>,
+    hash: u64,
+    ranks: Vec<Option<f64>>,
+    properties: Option<properties::Properties>,
+    clashes: Vec<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_part(
     ctx: &WorkerContext,
@@ -757,12 +769,15 @@ fn write_part(
     layout: &DocumentLayout,
     stats: &mut LocalModelStats,
     hashes: &mut Vec<(u32, u64)>,
+    mut cache: Option<(&mut [Option<CachedDoc>], &[bool])>,
 ) -> Result<(), String> {
     let in_place = ctx.es.as_ref().is_some_and(|es| es.in_place);
     let mut file = match &ctx.output {
         Some(out) => {
             let path = join(&out.parts_dir, &crate::sink::directory::part_name(me));
-            Some((out.store.create(&path)?, path))
+            // One process: the parts are concatenated into items.jsonl (synced), then removed.
+            let file = if ctx.processes == 1 { out.store.create_scratch(&path)? } else { out.store.create(&path)? };
+            Some((file, path))
         }
         None => None,
     };
@@ -802,18 +817,55 @@ fn write_part(
         }
         stats.items_with_properties += properties.is_some() as u64;
         stats.documents += 1;
-        line.clear();
         let doc = Document { id: dict.get(item), correlators, ranks: &ranks, properties };
-        layout.write(&mut line, &doc, dict, &mut stats.clashes);
-        if let Some((out, path)) = &mut file {
-            out.write_all(&line).map_err(|e| format!("cannot write {path}: {e}"))?;
-        }
-        let hash = xxhash_rust::xxh3::xxh3_64(&line);
+        // Following: a document whose inputs did not change is copied.
+        let cached = cache.as_mut().and_then(|(docs, rescored)| {
+            let hit = docs[x]
+                .as_ref()
+                .is_some_and(|c| !rescored[x] && c.ranks == ranks && c.properties.as_ref() == properties);
+            if !hit {
+                docs[x] = None;
+            }
+            docs[x].as_ref()
+        });
+        let hash = match cached {
+            Some(c) => {
+                for field in &c.clashes {
+                    *stats.clashes.entry(field.clone()).or_default() += 1;
+                }
+                if let Some((out, path)) = &mut file {
+                    out.write_all(&c.line).map_err(|e| format!("cannot write {path}: {e}"))?;
+                }
+                c.hash
+            }
+            None => {
+                line.clear();
+                let mut clashes = BTreeMap::new();
+                layout.write(&mut line, &doc, dict, &mut clashes);
+                if let Some((out, path)) = &mut file {
+                    out.write_all(&line).map_err(|e| format!("cannot write {path}: {e}"))?;
+                }
+                let hash = xxhash_rust::xxh3::xxh3_64(&line);
+                if let Some((docs, _)) = cache.as_mut() {
+                    docs[x] = Some(CachedDoc {
+                        line: line.clone(),
+                        hash,
+                        ranks: ranks.clone(),
+                        properties: properties.cloned(),
+                        clashes: clashes.keys().cloned().collect(),
+                    });
+                }
+                for (field, n) in clashes {
+                    *stats.clashes.entry(field).or_default() += n;
+                }
+                hash
+            }
+        };
         hashes.push((item, hash));
         if let Some(bulk) = &mut bulk
             && (!in_place || hash != prev)
         {
-            bulk.add(doc.id, &line)?;
+            bulk.add(doc.id, &line)?; // (never cached: no cache with Elasticsearch)
             stats.documents_sent += 1;
         }
     }

@@ -95,8 +95,9 @@ pub struct Resident {
     pub user_hash: Vec<u64>,
     pub primary: Vec<u32>,
     pub is_row: Vec<bool>,
-    /// Per indicator: (user, item, latest time), sorted, one per pair.
-    pub pairs: Vec<Vec<(u32, u32, u32)>>,
+    /// Row `user * indicators + k`: the user's (item, latest time) of
+    /// indicator k, sorted by item.
+    pub pairs: Vec<Vec<(u32, u32)>>,
     /// Row `user * indicators + k`: the user's downsampled items of indicator k.
     pub sampled: Vec<Vec<u32>>,
     pub history_hash: Vec<u64>,
@@ -108,6 +109,8 @@ pub struct Resident {
     pub kept: Vec<Vec<Vec<(u64, u64)>>>,
     pub correlators: Correlators,
     pub doc_hash: Vec<u64>,
+    /// The documents last written, by row.
+    pub docs: Vec<Option<super::CachedDoc>>,
     /// The item facts this worker read (local item ids).
     pub facts: Share,
 }
@@ -201,6 +204,12 @@ impl Resident {
         };
         let mut correlators = correlators;
         let cooc = std::mem::take(&mut correlators.counts);
+        let mut pairs = vec![Vec::new(); users_n * kinds];
+        for (k, list) in rows.all_pairs.expect("pairs kept when following").into_iter().enumerate() {
+            for (u, i, t) in list {
+                pairs[u as usize * kinds + k].push((i, t));
+            }
+        }
         let mut primary = rows.primary;
         primary.resize(users_n, 0);
         let mut history_hash = history_hashes;
@@ -218,13 +227,14 @@ impl Resident {
             user_hash,
             primary,
             is_row,
-            pairs: rows.all_pairs.expect("pairs kept when following"),
+            pairs,
             sampled,
             history_hash,
             cooc,
             kept,
             correlators,
             doc_hash,
+            docs: (0..len).map(|_| None).collect(),
             facts,
         }
     }
@@ -268,7 +278,7 @@ impl Resident {
         }
         for list in self.pairs.iter_mut() {
             for p in list.iter_mut() {
-                p.1 = map(p.1);
+                p.0 = map(p.0);
             }
         }
         for row in self.sampled.iter_mut() {
@@ -316,15 +326,29 @@ impl Resident {
             doc_hash[row_remap[r] as usize] = h;
         }
         self.doc_hash = doc_hash;
+        let mut docs: Vec<Option<super::CachedDoc>> = (0..len).map(|_| None).collect();
+        for (r, d) in std::mem::take(&mut self.docs).into_iter().enumerate() {
+            docs[row_remap[r] as usize] = d;
+        }
+        self.docs = docs;
         self.dict = dict;
     }
 
-    /// The pairs of `user` in indicator `k`.
-    fn user_pairs(&self, k: usize, user: u32) -> &[(u32, u32, u32)] {
-        let list = &self.pairs[k];
-        let start = list.partition_point(|p| p.0 < user);
-        let end = start + list[start..].partition_point(|p| p.0 == user);
-        &list[start..end]
+    /// The (item, time) pairs of `user` in indicator `k`.
+    fn user_pairs(&self, k: usize, user: u32) -> &[(u32, u32)] {
+        &self.pairs[user as usize * self.pre.len() + k]
+    }
+
+    /// Every user's pairs as (user, item, time) lists per indicator, sorted
+    /// (for the state).
+    pub fn pair_lists(&self) -> Vec<Vec<(u32, u32, u32)>> {
+        let kinds = self.pre.len();
+        let mut out = vec![Vec::new(); kinds];
+        for (slot, list) in self.pairs.iter().enumerate() {
+            let (u, k) = ((slot / kinds) as u32, slot % kinds);
+            out[k].extend(list.iter().map(|&(i, t)| (u, i, t)));
+        }
+        out
     }
 
     /// The downsampled items of `user` in indicator `k`, from its pairs and
@@ -336,7 +360,7 @@ impl Resident {
         let pairs = self.user_pairs(k, user);
         let uh = self.user_hash[user as usize];
         keys.clear();
-        keys.extend(pairs.iter().map(|p| sample_key(salt, uh, self.item_hash[p.1 as usize])));
+        keys.extend(pairs.iter().map(|p| sample_key(salt, uh, self.item_hash[p.0 as usize])));
         let user_threshold = if pairs.len() > cap {
             let mut sorted = keys.clone();
             let (_, kth, _) = sorted.select_nth_unstable(cap - 1);
@@ -348,8 +372,8 @@ impl Resident {
         pairs
             .iter()
             .zip(keys.iter())
-            .filter(|&(p, &key)| key <= user_threshold && key <= threshold[p.1 as usize])
-            .map(|(p, _)| p.1)
+            .filter(|&(p, &key)| key <= user_threshold && key <= threshold[p.0 as usize])
+            .map(|(p, _)| p.0)
             .collect()
     }
 }
@@ -432,6 +456,9 @@ fn diff(a: &[u32], b: &[u32], added: &mut Vec<u32>, removed: &mut Vec<u32>) {
 /// What an update changed, for the manifest.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct UpdateStats {
+    /// This worker's rows that were re-scored (not in the manifest).
+    #[serde(skip)]
+    pub rescored: Vec<bool>,
     pub users_changed: u64,
     pub rows_rescored: u64,
     pub rows: u64,
@@ -479,6 +506,7 @@ pub fn update(
                 res.is_row.push(false);
                 res.history_hash.push(0);
                 res.sampled.extend((0..kinds).map(|_| Vec::new()));
+                res.pairs.extend((0..kinds).map(|_| Vec::new()));
             }
             res.primary[user as usize] += batch.primary_events[u];
             touched.push(user);
@@ -497,14 +525,16 @@ pub fn update(
     let mut added: Vec<Vec<(u32, u32)>> = vec![Vec::new(); kinds];
     for (k, list) in fresh.iter_mut().enumerate() {
         users::latest(list);
-        let old = &res.pairs[k];
-        for &(u, i, _) in list.iter() {
-            if old.binary_search_by(|p| (p.0, p.1).cmp(&(u, i))).is_err() {
-                added[k].push((u, i));
+        for &(u, i, t) in list.iter() {
+            let held = &mut res.pairs[u as usize * kinds + k];
+            match held.binary_search_by_key(&i, |p| p.0) {
+                Ok(p) => held[p].1 = held[p].1.max(t),
+                Err(p) => {
+                    held.insert(p, (i, t));
+                    added[k].push((u, i));
+                }
             }
         }
-        let old = std::mem::take(&mut res.pairs[k]);
-        res.pairs[k] = users::merge_latest(old, std::mem::take(list));
     }
 
     lap("users");
@@ -544,7 +574,7 @@ pub fn update(
                     send(i);
                 }
             } else {
-                let pairs: Vec<u32> = res.user_pairs(k, u).iter().map(|p| p.1).collect();
+                let pairs: Vec<u32> = res.user_pairs(k, u).iter().map(|p| p.0).collect();
                 for i in pairs {
                     send(i);
                 }
@@ -564,26 +594,43 @@ pub fn update(
     // 3. The items' owners keep the smallest keys: new thresholds, and the
     //    users that fell out of an item's sample.
     let received = comm.shuffle("follow: sample keys", key_parcels.into_iter().enumerate().collect());
-    let mut dirty: Vec<(u32, u32)> = Vec::new();
-    for (_, keys) in received {
-        for (k, i, key, user) in keys {
-            res.kept[k as usize][(i - range.start) as usize].push((key, user));
-            dirty.push((k, i));
-        }
-    }
-    dirty.sort_unstable();
-    dirty.dedup();
-    let mut evicted: Vec<Vec<(u32, u32)>> = vec![Vec::new(); peers];
+    let mut arrived: Vec<(u32, u32, u64, u64)> = received.into_iter().flat_map(|(_, keys)| keys).collect();
+    arrived.sort_unstable();
+    let mut evicted: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); peers];
     let mut thresholds: Vec<(u32, u32, u64)> = Vec::new();
-    for &(k, i) in &dirty {
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for group in arrived.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        let (k, i) = (group[0].0, group[0].1);
         let cap = engine.indicators[k as usize].max_items_per_user as usize;
         let list = &mut res.kept[k as usize][(i - range.start) as usize];
-        list.sort_unstable();
-        if list.len() > cap {
-            for (_, user) in list.split_off(cap) {
-                evicted[(user >> 32) as usize].push((k, user as u32));
+        // Keys beyond a full list's last are not kept (their users are
+        // recomputed anyway); the rest are merged in, and those pushed past
+        // the cap leave the sample.
+        let full_last = (list.len() >= cap).then(|| list[cap - 1].0);
+        let new =
+            group.iter().map(|&(_, _, key, user)| (key, user)).filter(|&(key, _)| full_last.is_none_or(|l| key < l));
+        merged.clear();
+        let mut old = list.iter().copied().peekable();
+        for n in new {
+            while let Some(&o) = old.peek() {
+                if o < n {
+                    merged.push(o);
+                    old.next();
+                } else {
+                    break;
+                }
             }
+            merged.push(n);
         }
+        merged.extend(old);
+        if merged.len() > cap {
+            for &(_, user) in &merged[cap..] {
+                evicted[(user >> 32) as usize].push((k, i, user as u32));
+            }
+            merged.truncate(cap);
+        }
+        list.clear();
+        list.extend_from_slice(&merged);
         let threshold = if res.pre[k as usize][i as usize] as usize > cap { list[cap - 1].0 } else { u64::MAX };
         if threshold != res.threshold[k as usize][i as usize] {
             thresholds.push((k, i, threshold));
@@ -596,22 +643,43 @@ pub fn update(
 
     lap("thresholds");
     // 4. Users whose downsampled rows changed: their rows before and after.
-    let mut candidates: Vec<u32> = touched;
-    for (_, list) in received {
-        candidates.extend(list.into_iter().map(|(_, u)| u));
-    }
+    //    A user with new pairs is sampled again; a user that only fell out
+    //    of items' samples loses those items (its own cap is unchanged).
+    let mut evictions: Vec<(u32, u32, u32)> = received.into_iter().flat_map(|(_, list)| list).collect();
+    evictions.sort_unstable_by_key(|&(k, i, u)| (u, k, i));
+    let mut candidates: Vec<u32> = touched.clone();
+    candidates.extend(evictions.iter().map(|&(_, _, u)| u));
     candidates.sort_unstable();
     candidates.dedup();
     let mut changes: Vec<Change> = Vec::new();
     let mut keys = Vec::new();
     let mut post_delta: Vec<(u32, u32, i32)> = Vec::new();
     let (mut plus, mut minus) = (Vec::new(), Vec::new());
+    let mut lost: &[(u32, u32, u32)] = &evictions;
     for u in candidates {
+        let start = lost.partition_point(|e| e.2 < u);
+        let end = start + lost[start..].partition_point(|e| e.2 == u);
+        let gone = &lost[start..end];
+        lost = &lost[end..];
         if !res.is_row[u as usize] {
             continue;
         }
-        let after: Vec<Vec<u32>> = (0..kinds).map(|k| res.sample_user(engine, k, u, &mut keys)).collect();
         let slot = u as usize * kinds;
+        let after: Vec<Vec<u32>> = if touched.binary_search(&u).is_ok() {
+            (0..kinds).map(|k| res.sample_user(engine, k, u, &mut keys)).collect()
+        } else {
+            let uh = res.user_hash[u as usize];
+            (0..kinds)
+                .map(|k| {
+                    let row = &res.sampled[slot + k];
+                    let out = |i: u32| {
+                        gone.iter().any(|e| e.0 == k as u32 && e.1 == i)
+                            && sample_key(salts[k], uh, res.item_hash[i as usize]) > res.threshold[k][i as usize]
+                    };
+                    row.iter().copied().filter(|&i| !out(i)).collect()
+                })
+                .collect()
+        };
         if (0..kinds).all(|k| res.sampled[slot + k] == after[k]) {
             continue;
         }
@@ -734,7 +802,8 @@ pub fn update(
     let mut rescored = 0u64;
     let mut pair_visits = 0u64;
     for r in 0..len {
-        if !(full || rescore[r]) {
+        rescore[r] |= full;
+        if !rescore[r] {
             continue;
         }
         rescored += 1;
@@ -757,6 +826,7 @@ pub fn update(
         res.n_scored = res.n;
     }
     UpdateStats {
+        rescored: rescore,
         users_changed,
         rows_rescored: comm.sum("follow: rows re-scored", rescored),
         rows: res.dict.len() as u64,

@@ -114,6 +114,19 @@ impl Store {
         }
     }
 
+    /// Creates (or replaces) a scratch file: like [`Store::create`], but a
+    /// local file is not synced to disk when finished (it is read back and
+    /// removed before anything is published).
+    pub fn create_scratch(&self, path: &str) -> Result<Box<dyn FileSink>, String> {
+        match self {
+            Store::Local => {
+                let f = fs::File::create(path).map_err(|e| format!("cannot write {path}: {e}"))?;
+                Ok(Box::new(ScratchSink(io::BufWriter::with_capacity(1 << 20, f))))
+            }
+            Store::Hdfs(h) => h.create(path),
+        }
+    }
+
     /// Creates a file that must not exist yet.
     pub fn create_new(&self, path: &str) -> Result<Box<dyn FileSink>, String> {
         match self {
@@ -184,6 +197,23 @@ impl FileSink for LocalSink {
     fn finish(self: Box<Self>) -> io::Result<()> {
         let f = self.0.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()
+    }
+}
+
+struct ScratchSink(io::BufWriter<fs::File>);
+
+impl Write for ScratchSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl FileSink for ScratchSink {
+    fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.0.flush()
     }
 }
 
