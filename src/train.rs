@@ -150,7 +150,7 @@ impl Follower {
             self.shared.clear();
         }
         let result = run(opts, Some((self, checkpoint)));
-        if result.is_err() {
+        if result.is_err() && !self.shared.is_warm() {
             // A failed update may have changed part of the resident state:
             // the next tick starts again from the state on disk.
             self.shared.clear();

@@ -172,3 +172,45 @@ fn follow_refuses_what_it_cannot_do() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(manifest(&model)["follow"]["tick"], 0);
 }
+
+/// A file with bad lines past `--max-rejected` fails its update: the model
+/// published last stays, nothing held changes, and once the file is fixed
+/// the next update takes it.
+#[test]
+fn a_bad_update_keeps_the_model_and_the_resident_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events");
+    let t = "2026-01-01T00:00:00Z";
+    let base: Vec<String> = (0..60)
+        .flat_map(|u| {
+            let u = format!("u{u}");
+            [usage("purchase", &u, &format!("i{}", u.len() % 5), t), usage("purchase", &u, "i9", t)]
+        })
+        .collect();
+    write_lines(&input.join("a.jsonl"), &base);
+    let engine = engine_file(dir.path(), serde_json::json!({"eventNames": ["purchase"]}));
+    let model = dir.path().join("model");
+    let mut opts = options(&engine, &input, &model, None);
+    opts.max_rejected = RejectLimit::parse("0").unwrap();
+    let mut follower = Follower::new(&opts, 0.0).unwrap();
+    follower.tick(&opts, false).unwrap().unwrap();
+    let published = std::fs::read(model.join("items.jsonl")).unwrap();
+
+    let bad = input.join("b.jsonl");
+    write_lines(&bad, &[usage("purchase", "u1", "i3", t), "{not json".to_string()]);
+    match follower.tick(&opts, false) {
+        Err(ur::train::TrainError::Failed(ur::dataflow::Failure::TooManyRejected(stats))) => {
+            assert_eq!(stats.rejected_total(), 1)
+        }
+        other => panic!("expected a rejected update, got {:?}", other.map(|t| t.map(|t| t.summary.read.lines))),
+    }
+    assert!(follower.is_warm(), "a failed read changes nothing held");
+    assert!(std::fs::read(model.join("items.jsonl")).unwrap() == published, "the model stays");
+
+    write_lines(&bad, &[usage("purchase", "u1", "i3", t)]);
+    let update = follower.tick(&opts, false).unwrap().unwrap();
+    assert_eq!(update.summary.read.lines, 1, "an update, not a new training");
+    let full = dir.path().join("full");
+    train_ok(&engine, &input, &full, &["--now", NOW, "-q"]);
+    assert!(std::fs::read(model.join("items.jsonl")).unwrap() == std::fs::read(full.join("items.jsonl")).unwrap());
+}

@@ -32,6 +32,17 @@ pub struct RangeFacts {
     pub prev_hash: Vec<u64>,
     /// Per item − range.start: deleted by `$delete` (no document).
     pub deleted: Vec<bool>,
+    /// Per item − range.start: its property events, when asked to keep them.
+    pub events: Vec<Vec<PropertyEvent>>,
+}
+
+/// Which facts an exchange moves.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    pub properties: bool,
+    pub ranks: bool,
+    /// Keep each item's property events in the result.
+    pub keep_events: bool,
 }
 
 /// Moves this worker's facts to the owners of the items and aggregates
@@ -42,9 +53,9 @@ pub fn exchange_facts(
     global_item: &[u32],
     ranges: &RowRanges,
     rankings: &[Ranking],
-    with_properties: bool,
-    with_ranks: bool,
+    wanted: Wanted,
 ) -> RangeFacts {
+    let Wanted { properties: with_properties, ranks: with_ranks, keep_events } = wanted;
     let peers = comm.peers;
     let mut parcels: Vec<Facts> = (0..peers).map(|_| Facts::default()).collect();
     if with_properties {
@@ -95,6 +106,13 @@ pub fn exchange_facts(
             random[r as usize][(item - range.start) as usize] = true;
         }
     }
+    let mut kept = Vec::new();
+    if keep_events {
+        kept = vec![Vec::new(); len];
+        for e in &events {
+            kept[(e.item - range.start) as usize].push(e.clone());
+        }
+    }
     let mut properties = vec![None; len];
     let mut deleted = vec![false; len];
     let aggregated = aggregate(events);
@@ -104,5 +122,5 @@ pub fn exchange_facts(
     for item in aggregated.deleted {
         deleted[(item - range.start) as usize] = true;
     }
-    RangeFacts { properties, counts, random, prev_hash, deleted }
+    RangeFacts { properties, counts, random, prev_hash, deleted, events: kept }
 }

@@ -152,7 +152,8 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         && let Some(mut res) = follow.take(worker.index())
     {
         let out = update_worker(worker, ctx, &mut res, follow.drift);
-        if out.is_ok() {
+        // Reading fails before anything held changes: keep it.
+        if matches!(out, Ok(_) | Err(Failure::Input(_) | Failure::TooManyRejected(_))) {
             follow.put(worker.index(), res);
         }
         return out;
@@ -325,9 +326,19 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
 
     // Properties and ranks of the items this worker owns.
     let with_facts = engine.recs_model != RecsModel::CollabFiltering;
-    let facts =
-        facts::exchange_facts(&mut comm, &mut share, &global_item, &ranges, &engine.rankings, with_facts, with_facts);
-    let kept_share = following.then_some(share);
+    let facts = facts::exchange_facts(
+        &mut comm,
+        &mut share,
+        &global_item,
+        &ranges,
+        &engine.rankings,
+        facts::Wanted { properties: with_facts, ranks: with_facts, keep_events: following },
+    );
+    let kept_share = following.then(|| {
+        // Property events stay with their item's owner from now on.
+        share.property_events = Vec::new();
+        share
+    });
     let range = ranges.range(me);
     let has_properties: Vec<bool> = facts.properties.iter().map(Option::is_some).collect();
     let rank_values = if with_facts {
@@ -405,6 +416,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
             doc_hashes,
             history_hashes,
             facts: kept_share.expect("share kept when following"),
+            range_facts: &facts,
         };
         follow.put(me, resident::Resident::build(&mut comm, engine, run));
     }
@@ -525,12 +537,26 @@ fn update_worker(
     }
 
     // The new item facts join the ones held; properties and ranks of the range.
+    let facts_clock = Instant::now();
+    let new_properties: Vec<read::PropertyEvent> = std::mem::take(&mut share.property_events)
+        .into_iter()
+        .map(|e| read::PropertyEvent { item: global_item[e.item as usize], ..e })
+        .collect();
     resume::add_item_facts(&mut res.facts, &ctx.plan, &share);
     drop(share);
+    let with_facts = engine.recs_model != RecsModel::CollabFiltering;
+    if with_facts {
+        let mut parcels: Vec<Vec<read::PropertyEvent>> = vec![Vec::new(); comm.peers];
+        for e in new_properties {
+            parcels[res.ranges.owner(e.item)].push(e);
+        }
+        let received = comm.shuffle("follow: property events", parcels.into_iter().enumerate().collect());
+        res.add_property_events(received.into_iter().flat_map(|(_, v)| v), me);
+    }
     res.facts.count_ranks(&ctx.plan);
+    let counted = facts_clock.elapsed().as_secs_f64();
     let facts_global: Vec<u32> =
         res.facts.items.iter().map(|s| res.dict.position(s).expect("every item read is in the dictionary")).collect();
-    let with_facts = engine.recs_model != RecsModel::CollabFiltering;
     let ranges = res.ranges.clone();
     let mut facts = facts::exchange_facts(
         &mut comm,
@@ -538,10 +564,13 @@ fn update_worker(
         &facts_global,
         &ranges,
         &engine.rankings,
-        with_facts,
-        with_facts,
+        facts::Wanted { properties: false, ranks: with_facts, keep_events: false },
     );
     facts.prev_hash = res.doc_hash.clone();
+    // Lent to the writer, given back after.
+    facts.properties = std::mem::take(&mut res.properties);
+    facts.deleted = std::mem::take(&mut res.deleted);
+    tracing::debug!(worker = me, counted, exchanged = facts_clock.elapsed().as_secs_f64(), "item facts");
     let range = ranges.range(me);
     let has_properties: Vec<bool> = facts.properties.iter().map(Option::is_some).collect();
     let rank_values = if with_facts {
@@ -581,6 +610,8 @@ fn update_worker(
         &mut doc_hashes,
         Some((&mut res.docs, &update.rescored)),
     );
+    res.properties = std::mem::take(&mut facts.properties);
+    res.deleted = std::mem::take(&mut facts.deleted);
     res.doc_hash.iter_mut().for_each(|h| *h = 0);
     for &(item, hash) in &doc_hashes {
         res.doc_hash[(item - range.start) as usize] = hash;
@@ -588,7 +619,8 @@ fn update_worker(
     local.users = res.users.len() as u64;
     let mut write_error = written.err();
     if let (None, Some(out)) = (&write_error, &ctx.state_out) {
-        let (rank_events, spans, property_events) = resume::item_facts(&res.facts, &facts_global);
+        let (rank_events, spans, _) = resume::item_facts(&res.facts, &facts_global);
+        let property_events: Vec<read::PropertyEvent> = res.property_events.iter().flatten().cloned().collect();
         let pairs = res.pair_lists();
         let source = resume::PartSource {
             users: &res.users,

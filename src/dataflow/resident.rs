@@ -32,7 +32,9 @@
 
 use super::cco::{Correlators, RowRanges, Scoring};
 use super::exchange::Comm;
-use super::read::Share;
+use super::facts::RangeFacts;
+use super::properties::{Properties, aggregate};
+use super::read::{PropertyEvent, Share};
 use super::users::{self, Rows};
 use crate::hash::{id_hash, indicator_salt, sample_key};
 use crate::intern::{Interner, SortedIds};
@@ -109,6 +111,11 @@ pub struct Resident {
     pub kept: Vec<Vec<Vec<(u64, u64)>>>,
     pub correlators: Correlators,
     pub doc_hash: Vec<u64>,
+    /// `[row]`: the item's property events, its properties after them, and
+    /// whether its last word was `$delete`.
+    pub property_events: Vec<Vec<PropertyEvent>>,
+    pub properties: Vec<Option<Properties>>,
+    pub deleted: Vec<bool>,
     /// The documents last written, by row.
     pub docs: Vec<Option<super::CachedDoc>>,
     /// The item facts this worker read (local item ids).
@@ -122,7 +129,7 @@ fn user_key(worker: usize, user: u32) -> u64 {
 }
 
 /// What a finished full run leaves for the resident state.
-pub struct FromRun {
+pub struct FromRun<'a> {
     pub dict: SortedIds,
     pub rows: Rows,
     /// Per indicator: the owner's rows before and after downsampling.
@@ -136,16 +143,34 @@ pub struct FromRun {
     pub doc_hashes: Vec<(u32, u64)>,
     pub history_hashes: Vec<u64>,
     pub facts: Share,
+    /// The facts of the range, with the property events kept.
+    pub range_facts: &'a RangeFacts,
 }
 
 impl Resident {
     /// Builds the resident state at the end of a full run; every worker
     /// calls it (it exchanges the sample keys).
     pub fn build(comm: &mut Comm, engine: &crate::config::Engine, run: FromRun) -> Resident {
+        let properties = run.range_facts.properties.clone();
+        let deleted = run.range_facts.deleted.clone();
+        let mut property_events = run.range_facts.events.clone();
         let me = comm.index;
         let kinds = engine.indicators.len();
-        let FromRun { dict, rows, before, after, pre, post, n, ranges, correlators, doc_hashes, history_hashes, facts } =
-            run;
+        let FromRun {
+            dict,
+            rows,
+            before,
+            after,
+            pre,
+            post,
+            n,
+            ranges,
+            correlators,
+            doc_hashes,
+            history_hashes,
+            facts,
+            ..
+        } = run;
         let item_hash: Vec<u64> = dict.iter().map(id_hash).collect();
         let range = ranges.range(me);
         let len = (range.end - range.start) as usize;
@@ -235,6 +260,20 @@ impl Resident {
             correlators,
             doc_hash,
             docs: (0..len).map(|_| None).collect(),
+            property_events: {
+                property_events.resize(len, Vec::new());
+                property_events
+            },
+            properties: {
+                let mut p = properties;
+                p.resize(len, None);
+                p
+            },
+            deleted: {
+                let mut d = deleted;
+                d.resize(len, false);
+                d
+            },
             facts,
         }
     }
@@ -331,7 +370,40 @@ impl Resident {
             docs[row_remap[r] as usize] = d;
         }
         self.docs = docs;
+        let mut events = vec![Vec::new(); len];
+        for (r, mut list) in std::mem::take(&mut self.property_events).into_iter().enumerate() {
+            for e in list.iter_mut() {
+                e.item = map(e.item);
+            }
+            events[row_remap[r] as usize] = list;
+        }
+        self.property_events = events;
+        let mut properties = vec![None; len];
+        for (r, p) in std::mem::take(&mut self.properties).into_iter().enumerate() {
+            properties[row_remap[r] as usize] = p;
+        }
+        self.properties = properties;
+        self.deleted = reindex_rows(std::mem::take(&mut self.deleted), &row_remap, len, false);
         self.dict = dict;
+    }
+
+    /// New property events of the range's items: their items' properties
+    /// are aggregated again.
+    pub fn add_property_events(&mut self, events: impl IntoIterator<Item = PropertyEvent>, me: usize) {
+        let range = self.ranges.range(me);
+        let mut touched = Vec::new();
+        for e in events {
+            let r = (e.item - range.start) as usize;
+            self.property_events[r].push(e);
+            touched.push(r);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for r in touched {
+            let aggregated = aggregate(self.property_events[r].clone());
+            self.properties[r] = aggregated.items.into_iter().next().map(|(_, p)| p);
+            self.deleted[r] = !aggregated.deleted.is_empty();
+        }
     }
 
     /// The (item, time) pairs of `user` in indicator `k`.
@@ -418,6 +490,14 @@ pub fn merge_dictionaries(old: &SortedIds, added: &SortedIds) -> (SortedIds, Vec
         remap.push(pos as u32);
     }
     (merged, remap)
+}
+
+fn reindex_rows<T: Copy>(old: Vec<T>, row_remap: &[u32], len: usize, default: T) -> Vec<T> {
+    let mut out = vec![default; len];
+    for (r, v) in old.into_iter().enumerate() {
+        out[row_remap[r] as usize] = v;
+    }
+    out
 }
 
 fn reindex<T: Copy>(old: Vec<T>, remap: &[u32], n: usize, default: T) -> Vec<T> {

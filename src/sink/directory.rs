@@ -12,7 +12,7 @@
 //! worker, `items-NNNNN.jsonl` (concatenated in order: sorted by id).
 
 use crate::storage::{Store, file_name, join, parent};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub const ITEMS: &str = "items.jsonl";
@@ -106,14 +106,11 @@ impl ModelDir {
             }
         }
         if let Parts::Concatenate(n) = parts {
-            let mut items = self.store.create(&join(&self.tmp, ITEMS)).map_err(|e| err(ITEMS, e))?;
-            for p in 0..n {
-                let path = join(&self.tmp, &part_name(p));
-                let mut part = self.store.open(&path, 0).map_err(|e| err("part", e))?;
-                copy(&mut part, &mut items).map_err(|e| err(ITEMS, e.to_string()))?;
-                self.store.remove_all(&path).map_err(|e| err("part", e))?;
+            let paths: Vec<String> = (0..n).map(|p| join(&self.tmp, &part_name(p))).collect();
+            self.store.concat(&paths, &join(&self.tmp, ITEMS)).map_err(|e| err(ITEMS, e))?;
+            for path in &paths {
+                self.store.remove_all(path).map_err(|e| err("part", e))?;
             }
-            items.finish().map_err(|e| err(ITEMS, e.to_string()))?;
         }
         let mut text = serde_json::to_vec_pretty(manifest).map_err(|e| err(MANIFEST, e.to_string()))?;
         text.push(b'\n');
@@ -162,10 +159,6 @@ pub fn abandon_all() {
     for tmp in pending {
         let _ = std::fs::remove_dir_all(tmp);
     }
-}
-
-fn copy(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<u64> {
-    io::copy(from, to)
 }
 
 /// The file worker `index` writes its documents to.
