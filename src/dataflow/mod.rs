@@ -340,19 +340,11 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         share
     });
     let range = ranges.range(me);
-    let has_properties: Vec<bool> = facts.properties.iter().map(Option::is_some).collect();
-    let rank_values = if with_facts {
-        ranks::rank_values(&engine.rankings, &facts.counts, &facts.random, &has_properties, &range, &dict, engine.seed)
-    } else {
-        vec![vec![None; has_properties.len()]; engine.rankings.len()]
-    };
+    let rank_values = range_ranks(engine, &facts, &range, &dict);
     lap(&mut timings.properties_and_ranks);
 
     // Documents of the own range, in item order.
-    let layout = DocumentLayout {
-        indicators: engine.indicators.iter().map(|i| i.name.clone()).collect(),
-        rankings: engine.rankings.iter().map(|r| r.name.clone()).collect(),
-    };
+    let layout = DocumentLayout::of(engine);
     let mut local = LocalModelStats::default();
     let mut doc_hashes: Vec<(u32, u64)> = Vec::new();
     let written = write_part(
@@ -444,9 +436,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
             *network_bytes.entry(name).or_default() += bytes;
         }
     }
-    for (field, count) in &total.clashes {
-        warnings.push(format!("property `{field}` of {count} item(s) is not written: the model uses that field name"));
-    }
+    warnings.extend(total.clash_warnings());
     let model = ModelStats {
         users: users_seen,
         n,
@@ -572,27 +562,11 @@ fn update_worker(
     facts.deleted = std::mem::take(&mut res.deleted);
     tracing::debug!(worker = me, counted, exchanged = facts_clock.elapsed().as_secs_f64(), "item facts");
     let range = ranges.range(me);
-    let has_properties: Vec<bool> = facts.properties.iter().map(Option::is_some).collect();
-    let rank_values = if with_facts {
-        ranks::rank_values(
-            &engine.rankings,
-            &facts.counts,
-            &facts.random,
-            &has_properties,
-            &range,
-            &res.dict,
-            engine.seed,
-        )
-    } else {
-        vec![vec![None; has_properties.len()]; engine.rankings.len()]
-    };
+    let rank_values = range_ranks(engine, &facts, &range, &res.dict);
     lap(&mut timings.properties_and_ranks);
 
     // Documents of the range, and the state when it is written.
-    let layout = DocumentLayout {
-        indicators: engine.indicators.iter().map(|i| i.name.clone()).collect(),
-        rankings: engine.rankings.iter().map(|r| r.name.clone()).collect(),
-    };
+    let layout = DocumentLayout::of(engine);
     let with_indicators = engine.recs_model != RecsModel::Backfill;
     let mut local = LocalModelStats::default();
     let mut doc_hashes: Vec<(u32, u64)> = Vec::new();
@@ -648,9 +622,7 @@ fn update_worker(
         total.add(s);
     }
     let mut warnings = Vec::new();
-    for (field, count) in &total.clashes {
-        warnings.push(format!("property `{field}` of {count} item(s) is not written: the model uses that field name"));
-    }
+    warnings.extend(total.clash_warnings());
     let interactions = engine
         .indicators
         .iter()
@@ -690,6 +662,20 @@ fn update_worker(
         state_bytes: total.state_bytes,
         update: Some(update),
     })
+}
+
+/// The ranking values of a range's items (none without rankings in the model).
+fn range_ranks(
+    engine: &Engine,
+    facts: &facts::RangeFacts,
+    range: &std::ops::Range<u32>,
+    dict: &SortedIds,
+) -> Vec<Vec<Option<f64>>> {
+    let has_properties: Vec<bool> = facts.properties.iter().map(Option::is_some).collect();
+    if engine.recs_model == RecsModel::CollabFiltering {
+        return vec![vec![None; has_properties.len()]; engine.rankings.len()];
+    }
+    ranks::rank_values(&engine.rankings, &facts.counts, &facts.random, &has_properties, range, dict, engine.seed)
 }
 
 /// Every worker's read statistics merged; an error anywhere, or too many
@@ -754,6 +740,13 @@ struct LocalModelStats {
 }
 
 impl LocalModelStats {
+    /// Properties not written because the model uses their name.
+    fn clash_warnings(&self) -> impl Iterator<Item = String> + '_ {
+        self.clashes.iter().map(|(field, count)| {
+            format!("property `{field}` of {count} item(s) is not written: the model uses that field name")
+        })
+    }
+
     fn add(&mut self, other: LocalModelStats) {
         self.documents += other.documents;
         self.users += other.users;

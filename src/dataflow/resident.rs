@@ -35,6 +35,7 @@ use super::exchange::Comm;
 use super::facts::RangeFacts;
 use super::properties::{Properties, aggregate};
 use super::read::{PropertyEvent, Share};
+use super::sample::sample_row;
 use super::users::{self, Rows};
 use crate::hash::{id_hash, indicator_salt, sample_key};
 use crate::intern::{Interner, SortedIds};
@@ -427,26 +428,20 @@ impl Resident {
     /// the current thresholds (the rule of [`super::sample::downsample`]).
     fn sample_user(&self, engine: &crate::config::Engine, k: usize, user: u32, keys: &mut Vec<u64>) -> Vec<u32> {
         let indicator = &engine.indicators[k];
-        let cap = indicator.max_items_per_user as usize;
         let salt = indicator_salt(engine.seed, &indicator.name);
-        let pairs = self.user_pairs(k, user);
         let uh = self.user_hash[user as usize];
-        keys.clear();
-        keys.extend(pairs.iter().map(|p| sample_key(salt, uh, self.item_hash[p.0 as usize])));
-        let user_threshold = if pairs.len() > cap {
-            let mut sorted = keys.clone();
-            let (_, kth, _) = sorted.select_nth_unstable(cap - 1);
-            *kth
-        } else {
-            u64::MAX
-        };
+        let items: Vec<u32> = self.user_pairs(k, user).iter().map(|p| p.0).collect();
         let threshold = &self.threshold[k];
-        pairs
-            .iter()
-            .zip(keys.iter())
-            .filter(|&(p, &key)| key <= user_threshold && key <= threshold[p.0 as usize])
-            .map(|(p, _)| p.0)
-            .collect()
+        let mut out = Vec::new();
+        sample_row(
+            &items,
+            |i| sample_key(salt, uh, self.item_hash[i as usize]),
+            indicator.max_items_per_user as usize,
+            |i| threshold[i as usize],
+            keys,
+            &mut out,
+        );
+        out
     }
 }
 

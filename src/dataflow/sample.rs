@@ -68,21 +68,37 @@ pub fn downsample(
 
     // User side and filtering, row by row.
     let mut out = Csr::with_rows(matrix.rows());
-    let mut row_keys: Vec<u64> = Vec::new();
+    let mut scratch: Vec<u64> = Vec::new();
+    let mut kept: Vec<u32> = Vec::new();
     for r in 0..matrix.rows() {
-        let items = matrix.row(r);
-        let user_threshold = if items.len() > cap {
-            row_keys.clear();
-            row_keys.extend(items.iter().map(|&i| key(r, i)));
-            let (_, kth, _) = row_keys.select_nth_unstable(cap - 1);
-            *kth
-        } else {
-            u64::MAX
-        };
-        out.push_row(items.iter().copied().filter(|&i| {
-            let k = key(r, i);
-            k <= user_threshold && k <= threshold_of(i)
-        }));
+        kept.clear();
+        sample_row(matrix.row(r), |i| key(r, i), cap, threshold_of, &mut scratch, &mut kept);
+        out.push_row(kept.iter().copied());
     }
     *matrix = out;
+}
+
+/// The items of one user's row that survive downsampling: a row with more
+/// than `cap` items keeps those whose key is among its `cap` smallest, and
+/// an item keeps the row if the key is at most the item's threshold.
+pub fn sample_row(
+    items: &[u32],
+    key: impl Fn(u32) -> u64,
+    cap: usize,
+    item_threshold: impl Fn(u32) -> u64,
+    scratch: &mut Vec<u64>,
+    out: &mut Vec<u32>,
+) {
+    let user_threshold = if items.len() > cap {
+        scratch.clear();
+        scratch.extend(items.iter().map(|&i| key(i)));
+        let (_, kth, _) = scratch.select_nth_unstable(cap - 1);
+        *kth
+    } else {
+        u64::MAX
+    };
+    out.extend(items.iter().copied().filter(|&i| {
+        let k = key(i);
+        k <= user_threshold && k <= item_threshold(i)
+    }));
 }

@@ -31,6 +31,14 @@ pub struct Document<'a> {
 }
 
 impl DocumentLayout {
+    /// The fields an engine's documents have.
+    pub fn of(engine: &crate::config::Engine) -> DocumentLayout {
+        DocumentLayout {
+            indicators: engine.indicators.iter().map(|i| i.name.clone()).collect(),
+            rankings: engine.rankings.iter().map(|r| r.name.clone()).collect(),
+        }
+    }
+
     /// Appends the document as one JSON line; counts skipped properties.
     pub fn write(&self, out: &mut Vec<u8>, doc: &Document, dict: &SortedIds, clashes: &mut BTreeMap<String, u64>) {
         out.extend_from_slice(b"{\"id\":");

@@ -108,7 +108,7 @@ impl Store {
         match self {
             Store::Local => {
                 let f = fs::File::create(path).map_err(|e| format!("cannot write {path}: {e}"))?;
-                Ok(Box::new(LocalSink(io::BufWriter::with_capacity(1 << 20, f))))
+                Ok(Box::new(LocalSink { file: io::BufWriter::with_capacity(1 << 20, f), sync: true }))
             }
             Store::Hdfs(h) => h.create(path),
         }
@@ -121,7 +121,7 @@ impl Store {
         match self {
             Store::Local => {
                 let f = fs::File::create(path).map_err(|e| format!("cannot write {path}: {e}"))?;
-                Ok(Box::new(ScratchSink(io::BufWriter::with_capacity(1 << 20, f))))
+                Ok(Box::new(LocalSink { file: io::BufWriter::with_capacity(1 << 20, f), sync: false }))
             }
             Store::Hdfs(h) => h.create(path),
         }
@@ -160,7 +160,7 @@ impl Store {
                     .create_new(true)
                     .open(path)
                     .map_err(|e| format!("cannot create {path}: {e}"))?;
-                Ok(Box::new(LocalSink(io::BufWriter::new(f))))
+                Ok(Box::new(LocalSink { file: io::BufWriter::new(f), sync: true }))
             }
             Store::Hdfs(h) => h.create_new(path),
         }
@@ -206,38 +206,25 @@ fn mtime(m: &fs::Metadata) -> i64 {
         .unwrap_or(0)
 }
 
-struct LocalSink(io::BufWriter<fs::File>);
+/// A local file; synced to disk when finished unless it is scratch.
+struct LocalSink {
+    file: io::BufWriter<fs::File>,
+    sync: bool,
+}
 
 impl Write for LocalSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        self.file.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.file.flush()
     }
 }
 
 impl FileSink for LocalSink {
     fn finish(self: Box<Self>) -> io::Result<()> {
-        let f = self.0.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()
-    }
-}
-
-struct ScratchSink(io::BufWriter<fs::File>);
-
-impl Write for ScratchSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl FileSink for ScratchSink {
-    fn finish(mut self: Box<Self>) -> io::Result<()> {
-        self.0.flush()
+        let f = self.file.into_inner().map_err(|e| e.into_error())?;
+        if self.sync { f.sync_all() } else { Ok(()) }
     }
 }
 
