@@ -214,3 +214,64 @@ fn a_bad_update_keeps_the_model_and_the_resident_state() {
     train_ok(&engine, &input, &full, &["--now", NOW, "-q"]);
     assert!(std::fs::read(model.join("items.jsonl")).unwrap() == std::fs::read(full.join("items.jsonl")).unwrap());
 }
+
+/// Waits (up to a minute) for the model's manifest to report `tick`.
+fn wait_for_tick(model: &Path, tick: u64, child: &mut std::process::Child) {
+    let started = std::time::Instant::now();
+    loop {
+        let seen = std::fs::read_to_string(model.join("manifest.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|m| m["follow"]["tick"].as_u64());
+        if seen == Some(tick) {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("ur-train --follow exited early: {status}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no tick {tick} within a minute");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The command line: it trains, updates when a file appears, and on
+/// SIGTERM writes the state with every file it consumed and exits 0,
+/// releasing the state for cron runs.
+#[test]
+fn sigterm_writes_the_state_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = retail_engine(dir.path());
+    let input = dir.path().join("events");
+    let (model, state) = (dir.path().join("model"), dir.path().join("state"));
+    months(&input, &["2011-11", "2011-12"]);
+    let args = train_args(
+        &engine,
+        &input,
+        &model,
+        &["--state", state.to_str().unwrap(), "--follow", "0.05s", "--now", NOW, "-q", "--no-progress"],
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ur-train"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_tick(&model, 0, &mut child);
+    // The new month appears at once (a directory renamed into the input).
+    let staging = dir.path().join("staging");
+    months(&staging, &[]);
+    std::fs::rename(staging.join("month=2011-11"), input.join("month=2011-11")).unwrap();
+    wait_for_tick(&model, 1, &mut child);
+    // SAFETY: sending a signal to the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("state.json")).unwrap()).unwrap();
+    assert_eq!(written["consumed"].as_array().unwrap().len(), 12, "months 1-12 in the state");
+    // The state is free again, and continues like any other.
+    months(&input, &[]);
+    let out = ur_train(train_args(&engine, &input, &model, &["--state", state.to_str().unwrap(), "--now", NOW, "-q"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(manifest(&model)["input"]["files"], 1);
+    assert!(std::fs::read(model.join("items.jsonl")).unwrap() == full_training(&engine, &input, dir.path()));
+}
