@@ -101,3 +101,31 @@ follow() { # label drift
 }
 follow "default" 0.01
 follow "exact" 0
+
+# How far the served model gets from a full training as N drifts: four more
+# +1% increments with --drift 1 (rows never all re-scored), the top-K overlap
+# with a full training after each, and N's drift since the first training.
+echo
+echo "drift study: +1% increments with --drift 1 (no full re-score)"
+dir=$WORK/drift
+base "$dir/in"
+base "$dir/ref"
+for n in 1 2 3 4; do $GEN --events $((EVENTS / 100)) --seed $((20 + n)) --files 1 --out "$WORK/d$n" >/dev/null 2>&1; done
+$BIN --no-progress -e "$ENGINE" --now $NOW -w 2 -i "$dir/in" -o "$dir/model" --follow 0.1s --drift 1 --max-updates 5 2> "$dir/log" &
+pid=$!
+tick() { grep -o '"tick": [0-9]*' "$dir/model/manifest.json" 2>/dev/null | grep -o '[0-9]*$' || echo -1; }
+n0=""
+for n in 0 1 2 3 4; do
+  while [ "$(tick)" != "$n" ]; do sleep 0.05; done
+  nn=$(grep -o '"n": [0-9]*' "$dir/model/manifest.json" | head -1 | grep -o '[0-9]*$')
+  [ -n "$n0" ] || n0=$nn
+  if [ "$n" -gt 0 ]; then
+    train -i "$dir/ref" -o "$dir/full$n"
+    echo "after $n × 1%: N drift $(echo "scale=2; 100 * ($nn - $n0) / $n0" | bc)%; $(python3 scripts/topk-overlap.py "$dir/model" "$dir/full$n" | grep -v '^documents' | tr '\n' ';')"
+  fi
+  if [ "$n" -lt 4 ]; then
+    add "$dir/in" "$WORK/d$((n + 1))/part=000/events.jsonl" "d$n"
+    add "$dir/ref" "$WORK/d$((n + 1))/part=000/events.jsonl" "d$n"
+  fi
+done
+wait $pid
