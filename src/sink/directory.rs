@@ -177,7 +177,8 @@ fn remove_stale(parent: &Path, name: &str) {
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
-        let pid = pid.trim_end_matches(".old");
+        // `<pid>`, or `<pid>-<update>` while following.
+        let pid = pid.trim_end_matches(".old").split('-').next().unwrap_or_default();
         let alive = pid.parse::<u32>().map(|p| Path::new(&format!("/proc/{p}")).exists());
         if alive == Ok(false) {
             let _ = std::fs::remove_dir_all(entry.path());
