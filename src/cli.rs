@@ -109,8 +109,9 @@ pub struct Args {
     /// input files every INTERVAL (e.g. `30s`, `15m`) and update the model
     /// held in memory with them, at a cost that follows the new events, not
     /// the history; each update publishes the model directory. Stops on
-    /// SIGINT/SIGTERM, writing the state (--state) first. One process; no
-    /// Elasticsearch (use --state from cron for those).
+    /// SIGINT/SIGTERM, writing the state (--state) first. With --es-url, each
+    /// update writes the changed documents and user histories into the live
+    /// indices. One process (on a cluster, use --state from cron).
     #[arg(long, value_name = "INTERVAL", help_heading = "Following")]
     pub follow: Option<String>,
 

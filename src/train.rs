@@ -103,6 +103,8 @@ pub struct Follower {
     consumed: Vec<crate::state::Consumed>,
     /// Ticks that trained or updated.
     pub ticks: u64,
+    /// The run whose Elasticsearch indices the updates write in place.
+    es_run: Option<i64>,
     _lock: Option<crate::state::lock::StateLock>,
 }
 
@@ -112,13 +114,6 @@ impl Follower {
             return Err(TrainError::Setup(
                 "--follow runs in one process (its workers keep the model in memory); on a cluster, run incremental \
                  trainings with --state from cron"
-                    .into(),
-            ));
-        }
-        if opts.es.is_some() {
-            return Err(TrainError::Setup(
-                "--follow writes a model directory (--output); to update Elasticsearch, run incremental trainings with \
-                 --state from cron"
                     .into(),
             ));
         }
@@ -138,6 +133,7 @@ impl Follower {
             shared: Arc::new(Follow::new(opts.workers.max(1), drift)),
             consumed: Vec::new(),
             ticks: 0,
+            es_run: None,
             _lock: lock,
         })
     }
@@ -259,7 +255,10 @@ fn run(opts: &TrainOptions, mut follow: Option<(&mut Follower, bool)>) -> Result
     let es = match &opts.es {
         Some(es) => {
             // Update the live indices in place when they hold the state's model.
-            let live = state.as_ref().and_then(|s| s.es_run());
+            let live = match &follow {
+                Some((f, _)) if warm => f.es_run,
+                _ => state.as_ref().and_then(|s| s.es_run()),
+            };
             Some(Arc::new(
                 EsTarget::prepare(es, &opts.engine, started, process == 0, workers, live).map_err(TrainError::Setup)?,
             ))
@@ -360,20 +359,22 @@ fn run(opts: &TrainOptions, mut follow: Option<(&mut Follower, bool)>) -> Result
     // publishes every part. Several with their own disks: each publishes its own.
     let parts = if processes == 1 { Parts::Concatenate(workers) } else { Parts::Keep };
     let publishes = processes == 1 || process == 0 || !summary.shared_output;
-    if let Some(dir) = model_dir {
-        if publishes {
-            let started = std::time::Instant::now();
-            dir.publish(parts, &manifest).map_err(|e| abort(TrainError::Failed(Failure::Output(e))))?;
-            tracing::debug!(secs = started.elapsed().as_secs_f64(), "model directory published");
-        } else {
-            dir.detach();
-        }
-    }
+    // Elasticsearch first, the directory last: when the directory's
+    // manifest appears, the whole model is published.
     let mut es_index = None;
     if let (Some(es), 0) = (&es, process) {
         es.publish(summary.model.documents, summary.users_indexed, &manifest)
             .map_err(|e| abort(TrainError::Failed(Failure::Output(e))))?;
         es_index = Some(es.model_index.clone());
+    }
+    if let Some(dir) = model_dir {
+        if publishes {
+            let started = std::time::Instant::now();
+            dir.publish(parts, &manifest).map_err(|e| TrainError::Failed(Failure::Output(e)))?;
+            tracing::debug!(secs = started.elapsed().as_secs_f64(), "model directory published");
+        } else {
+            dir.detach();
+        }
     }
     // The state last: a crash before this leaves the previous state, and the
     // next run consumes the same files again.
@@ -413,6 +414,7 @@ fn run(opts: &TrainOptions, mut follow: Option<(&mut Follower, bool)>) -> Result
     if let Some((f, _)) = follow.as_mut() {
         f.consumed = consumed_after;
         f.ticks += 1;
+        f.es_run = es.as_ref().map(|e| e.run());
     }
     Ok(Some(Trained { summary, manifest, process, published: publishes, es_index }))
 }

@@ -468,3 +468,65 @@ fn incremental_runs_update_the_live_index_in_place() {
     let rebuilt = block_on(r.recommend(&Query { num: Some(20), ..Default::default() })).unwrap();
     assert_eq!(rebuilt, answer);
 }
+
+/// `--follow` with Elasticsearch: the first training swaps the alias in;
+/// an update writes only what changed into the live indices — a new item
+/// and user appear, a `$delete`d item disappears — with no alias swap.
+#[test]
+fn follow_updates_the_live_index_in_place() {
+    let es = server();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_named(dir.path(), "hm_follow");
+    let client = client(&es.url);
+    let input = dir.path().join("events");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(handmade_events(), input.join("a.jsonl")).unwrap();
+    let model = dir.path().join("model");
+    let mut args = vec!["-e".to_string(), engine.display().to_string(), "-i".into(), input.display().to_string()];
+    args.extend(["-o".into(), model.display().to_string(), "--now".into(), HANDMADE_NOW.into()]);
+    args.extend(["--follow".into(), "0.05s".into(), "--drift".into(), "0".into(), "--no-progress".into()]);
+    args.extend(es_args(&es.url));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ur-train")).args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    crate::follow::wait_for_tick(&model, 0, &mut child);
+    let live = alias_target(&client, "hm_follow");
+    let doc = |id: &str| {
+        let path = format!("/hm_follow/_doc/{}", ur::query::encode_path(id));
+        block_on(client.call(ur::es::HttpMethod::Get, &path, None)).unwrap()
+    };
+    assert_eq!(doc("Galaxy").0, 200);
+
+    // The new file appears at once (renamed into the input).
+    let staged = dir.path().join("b.jsonl");
+    write_lines(
+        &staged,
+        &[
+            usage("purchase", "u-new", "Pixel", "2026-01-15T11:00:00Z"),
+            usage("purchase", "u1", "Pixel", "2026-01-15T11:30:00Z"),
+            item_event("$set", "Pixel", json!({"categories": ["Phones"]}), "2026-01-15T10:00:00Z"),
+            item_event("$delete", "Galaxy", json!({}), "2026-01-15T12:30:00Z"),
+        ],
+    );
+    std::fs::rename(&staged, input.join("b.jsonl")).unwrap();
+    crate::follow::wait_for_tick(&model, 1, &mut child);
+    // SAFETY: sending a signal to the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("updated in place"), "{}", stderr(&out));
+    assert_eq!(alias_target(&client, "hm_follow"), live, "no alias swap for an update");
+    assert_eq!(doc("Galaxy").0, 404, "$delete removes the document");
+    let (status, pixel) = doc("Pixel");
+    assert_eq!(status, 200);
+    assert_eq!(pixel["_source"]["categories"], json!(["Phones"]));
+    let (status, user) = block_on(client.call(ur::es::HttpMethod::Get, "/hm_follow_users/_doc/u-new", None)).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(user["_source"]["purchase"], json!(["Pixel"]));
+    let m = manifest(&model);
+    assert!(m["elasticsearch"]["documentsSent"].as_u64().unwrap() < m["model"]["documents"].as_u64().unwrap());
+
+    // --drift 0: every row re-scored, the update is the full training's model.
+    let full = dir.path().join("full");
+    train_ok(&engine, &input, &full, &["--now", HANDMADE_NOW, "-q"]);
+    assert_eq!(m["follow"]["update"]["full_rescore"], true);
+    assert!(std::fs::read(model.join("items.jsonl")).unwrap() == std::fs::read(full.join("items.jsonl")).unwrap());
+}

@@ -364,7 +364,9 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
     let mut history_hashes = rows.prev_history.clone();
     let users_written = match (written, &ctx.es, &rows.histories) {
         (Ok(()), Some(es), Some(histories)) => {
-            write_histories(es, me, &rows, histories, &dict, engine, &mut history_hashes)
+            let users = (0..rows.names.len()).map(|u| (u, rows.names.resolve(u as u32)));
+            let recent = |u: usize, k: usize| histories.row(u * engine.indicators.len() + k).to_vec();
+            write_histories(es, me, users, recent, &dict, engine, &mut history_hashes)
         }
         (Ok(()), _, _) => Ok(0),
         (Err(e), _, _) => Err(e),
@@ -586,6 +588,19 @@ fn update_worker(
     );
     res.properties = std::mem::take(&mut facts.properties);
     res.deleted = std::mem::take(&mut facts.deleted);
+    // Elasticsearch: the histories of the users with new events.
+    let written = match (written, &ctx.es) {
+        (Ok(()), Some(es)) => {
+            let caps: Vec<u32> = engine.indicators.iter().map(|i| i.history_cap).collect();
+            let mut hashes = std::mem::take(&mut res.history_hash);
+            let users = update.touched.iter().map(|&u| (u as usize, res.users.resolve(u)));
+            let recent = |u: usize, k: usize| res.recent(u as u32, k, caps[k]);
+            let sent = write_histories(es, me, users, recent, &res.dict, engine, &mut hashes);
+            res.history_hash = hashes;
+            sent.map(|n| local.users_sent = n)
+        }
+        (written, _) => written,
+    };
     res.doc_hash.iter_mut().for_each(|h| *h = 0);
     for &(item, hash) in &doc_hashes {
         res.doc_hash[(item - range.start) as usize] = hash;
@@ -658,7 +673,7 @@ fn update_worker(
         network_bytes: comm.sent_remote.clone(),
         shared_output: true,
         users_indexed: total.users,
-        changed: Changes::default(),
+        changed: Changes { documents: total.documents_sent, deleted: total.deleted, users: total.users_sent },
         state_bytes: total.state_bytes,
         update: Some(update),
     })
@@ -861,6 +876,8 @@ fn write_part(
                 if let Some((out, path)) = &mut file {
                     out.write_all(&c.line).map_err(|e| format!("cannot write {path}: {e}"))?;
                 }
+                line.clear();
+                line.extend_from_slice(&c.line);
                 c.hash
             }
             None => {
@@ -890,7 +907,7 @@ fn write_part(
         if let Some(bulk) = &mut bulk
             && (!in_place || hash != prev)
         {
-            bulk.add(doc.id, &line)?; // (never cached: no cache with Elasticsearch)
+            bulk.add(doc.id, &line)?;
             stats.documents_sent += 1;
         }
     }
@@ -903,23 +920,24 @@ fn write_part(
     }
 }
 
-/// The user-history documents of this worker's users: `{"user": id,
-/// <indicator>: [most recent first], ...}`.
-fn write_histories(
+/// The user-history documents of `users` (index, id): `{"user": id,
+/// <indicator>: [most recent first], ...}`; `recent(user, k)` gives the
+/// items. Only documents whose hash changed are sent when in place.
+#[allow(clippy::too_many_arguments)]
+fn write_histories<'a>(
     es: &EsTarget,
     me: usize,
-    rows: &users::Rows,
-    histories: &users::Csr,
+    users: impl Iterator<Item = (usize, &'a str)>,
+    recent: impl Fn(usize, usize) -> Vec<u32>,
     dict: &SortedIds,
     engine: &Engine,
     hashes: &mut [u64],
 ) -> Result<u64, String> {
     let mut bulk = es.writer(&es.users_index, me);
     let mut sent = 0;
-    let indicators = engine.indicators.len();
     let mut line = Vec::with_capacity(1024);
-    for (user, previous) in hashes.iter_mut().enumerate().take(rows.names.len()) {
-        let id = rows.names.resolve(user as u32);
+    for (user, id) in users {
+        let previous = &mut hashes[user];
         line.clear();
         line.extend_from_slice(b"{\"user\":");
         serde_json::to_writer(&mut line, id).expect("JSON");
@@ -927,7 +945,7 @@ fn write_histories(
             line.push(b',');
             serde_json::to_writer(&mut line, &indicator.name).expect("JSON");
             line.extend_from_slice(b":[");
-            for (n, &item) in histories.row(user * indicators + k).iter().enumerate() {
+            for (n, &item) in recent(user, k).iter().enumerate() {
                 if n > 0 {
                     line.push(b',');
                 }

@@ -407,6 +407,12 @@ impl Resident {
         }
     }
 
+    /// The history of `user` in indicator `k` (most recent first, at most `cap`).
+    pub fn recent(&self, user: u32, k: usize, cap: u32) -> Vec<u32> {
+        let mut items: Vec<(u32, u32)> = self.user_pairs(k, user).iter().map(|&(i, t)| (t, i)).collect();
+        users::newest_first(&mut items, cap).collect()
+    }
+
     /// The (item, time) pairs of `user` in indicator `k`.
     fn user_pairs(&self, k: usize, user: u32) -> &[(u32, u32)] {
         &self.pairs[user as usize * self.pre.len() + k]
@@ -534,6 +540,9 @@ pub struct UpdateStats {
     /// This worker's rows that were re-scored (not in the manifest).
     #[serde(skip)]
     pub rescored: Vec<bool>,
+    /// This worker's users with new events (not in the manifest).
+    #[serde(skip)]
+    pub touched: Vec<u32>,
     pub users_changed: u64,
     pub rows_rescored: u64,
     pub rows: u64,
@@ -902,6 +911,7 @@ pub fn update(
     }
     UpdateStats {
         rescored: rescore,
+        touched,
         users_changed,
         rows_rescored: comm.sum("follow: rows re-scored", rescored),
         rows: res.dict.len() as u64,

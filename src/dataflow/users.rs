@@ -283,9 +283,15 @@ fn recent_items(pairs: &[Vec<(u32, u32, u32)>], caps: &[u32], users: usize) -> C
     let mut out = Csr::with_rows(users * indicators);
     for user in per {
         for (k, mut items) in user.into_iter().enumerate() {
-            items.sort_unstable_by_key(|&(t, i)| (std::cmp::Reverse(t), i));
-            out.push_row(items.into_iter().take(caps[k] as usize).map(|(_, i)| i));
+            out.push_row(newest_first(&mut items, caps[k]));
         }
     }
     out
+}
+
+/// A user's history in one indicator: its most recent distinct items from
+/// (time, item), newest first (equal times: by item id), at most `cap`.
+pub fn newest_first(items: &mut [(u32, u32)], cap: u32) -> impl Iterator<Item = u32> + '_ {
+    items.sort_unstable_by_key(|&(t, i)| (std::cmp::Reverse(t), i));
+    items.iter().take(cap as usize).map(|&(_, i)| i)
 }

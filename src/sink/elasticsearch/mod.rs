@@ -171,6 +171,11 @@ impl EsTarget {
         Ok(())
     }
 
+    /// The run (creation time) whose indices this target writes.
+    pub fn run(&self) -> i64 {
+        self.model_index.rsplit('_').next().and_then(|r| r.parse().ok()).unwrap_or(self.millis)
+    }
+
     /// A bulk writer into one of the run's indices, for worker `worker`.
     pub fn writer(&self, index: &str, worker: usize) -> bulk::BulkWriter<'_> {
         bulk::BulkWriter::new(
