@@ -868,25 +868,17 @@ fn write_part(
             }
             docs[x].as_ref()
         });
-        let hash = match cached {
+        let (hash, written) = match cached {
             Some(c) => {
                 for field in &c.clashes {
                     *stats.clashes.entry(field.clone()).or_default() += 1;
                 }
-                if let Some((out, path)) = &mut file {
-                    out.write_all(&c.line).map_err(|e| format!("cannot write {path}: {e}"))?;
-                }
-                line.clear();
-                line.extend_from_slice(&c.line);
-                c.hash
+                (c.hash, c.line.as_slice())
             }
             None => {
                 line.clear();
                 let mut clashes = BTreeMap::new();
                 layout.write(&mut line, &doc, dict, &mut clashes);
-                if let Some((out, path)) = &mut file {
-                    out.write_all(&line).map_err(|e| format!("cannot write {path}: {e}"))?;
-                }
                 let hash = xxhash_rust::xxh3::xxh3_64(&line);
                 if let Some((docs, _)) = cache.as_mut() {
                     docs[x] = Some(CachedDoc {
@@ -900,14 +892,17 @@ fn write_part(
                 for (field, n) in clashes {
                     *stats.clashes.entry(field).or_default() += n;
                 }
-                hash
+                (hash, line.as_slice())
             }
         };
+        if let Some((out, path)) = &mut file {
+            out.write_all(written).map_err(|e| format!("cannot write {path}: {e}"))?;
+        }
         hashes.push((item, hash));
         if let Some(bulk) = &mut bulk
             && (!in_place || hash != prev)
         {
-            bulk.add(doc.id, &line)?;
+            bulk.add(doc.id, written)?;
             stats.documents_sent += 1;
         }
     }
