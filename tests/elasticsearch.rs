@@ -410,6 +410,36 @@ fn a_mapping_error_names_the_document() {
 /// Incremental runs update the live index in place: changed documents and
 /// histories only, new items appear, `$delete`d items disappear, the alias
 /// does not move; a --full run rebuilds and swaps.
+/// A new user and item, a user's new purchase, and a `$delete` of Galaxy
+/// (after the handmade data's last `$set` of it, at NOW).
+fn update_events() -> Vec<String> {
+    vec![
+        usage("purchase", "u-new", "Pixel", "2026-01-15T11:00:00Z"),
+        usage("purchase", "u1", "Pixel", "2026-01-15T11:30:00Z"),
+        item_event("$set", "Pixel", json!({"categories": ["Phones"]}), "2026-01-15T10:00:00Z"),
+        item_event("$delete", "Galaxy", json!({}), "2026-01-15T12:30:00Z"),
+    ]
+}
+
+/// A document of an index (status, body).
+fn get_doc(es: &Es, index: &str, id: &str) -> (u16, Value) {
+    let path = format!("/{index}/_doc/{}", ur::query::encode_path(id));
+    block_on(es.call(ur::es::HttpMethod::Get, &path, None)).unwrap()
+}
+
+/// After [`update_events`] in place: the alias still on `live`, Galaxy
+/// gone, Pixel and u-new's history there.
+fn assert_updated_in_place(es: &Es, alias: &str, live: &[String]) {
+    assert_eq!(alias_target(es, alias), live, "no alias swap for an update");
+    assert_eq!(get_doc(es, alias, "Galaxy").0, 404, "$delete removes the document");
+    let (status, pixel) = get_doc(es, alias, "Pixel");
+    assert_eq!(status, 200);
+    assert_eq!(pixel["_source"]["categories"], json!(["Phones"]));
+    let (status, user) = get_doc(es, &format!("{alias}_users"), "u-new");
+    assert_eq!(status, 200);
+    assert_eq!(user["_source"]["purchase"], json!(["Pixel"]));
+}
+
 #[test]
 fn incremental_runs_update_the_live_index_in_place() {
     let es = server();
@@ -424,39 +454,16 @@ fn incremental_runs_update_the_live_index_in_place() {
     let out = train(&engine, &input, &es.url, &["--state", state_arg]);
     assert!(out.status.success(), "{}", stderr(&out));
     let live = alias_target(&client, "hm_inc");
-    let doc = |id: &str| {
-        let path = format!("/hm_inc/_doc/{}", ur::query::encode_path(id));
-        block_on(client.call(ur::es::HttpMethod::Get, &path, None)).unwrap()
-    };
-    assert_eq!(doc("Galaxy").0, 200);
+    assert_eq!(get_doc(&client, "hm_inc", "Galaxy").0, 200);
 
-    write_lines(
-        &input.join("b.jsonl"),
-        &[
-            usage("purchase", "u-new", "Pixel", "2026-01-15T11:00:00Z"),
-            usage("purchase", "u1", "Pixel", "2026-01-15T11:30:00Z"),
-            item_event("$set", "Pixel", json!({"categories": ["Phones"]}), "2026-01-15T10:00:00Z"),
-            // After the handmade data's last $set of Galaxy (at NOW).
-            item_event("$delete", "Galaxy", json!({}), "2026-01-15T12:30:00Z"),
-        ],
-    );
+    write_lines(&input.join("b.jsonl"), &update_events());
     let mut args = vec!["-e".to_string(), engine.display().to_string(), "-i".into(), input.display().to_string()];
     args.extend(["--now".into(), HANDMADE_NOW.into(), "--state".into(), state_arg.into(), "--no-progress".into()]);
     args.extend(es_args(&es.url));
     let out = Command::new(env!("CARGO_BIN_EXE_ur-train")).args(&args).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("updated in place"), "{}", stderr(&out));
-    assert_eq!(alias_target(&client, "hm_inc"), live, "no alias swap for an update");
-    assert_eq!(doc("Galaxy").0, 404, "$delete removes the document");
-    let (status, pixel) = doc("Pixel");
-    assert_eq!(status, 200);
-    assert_eq!(pixel["_source"]["categories"], json!(["Phones"]));
-    let (status, user) = {
-        let path = "/hm_inc_users/_doc/u-new";
-        block_on(client.call(ur::es::HttpMethod::Get, path, None)).unwrap()
-    };
-    assert_eq!(status, 200);
-    assert_eq!(user["_source"]["purchase"], json!(["Pixel"]));
+    assert_updated_in_place(&client, "hm_inc", &live);
     let r = recommender(&es.url, &engine);
     let answer = block_on(r.recommend(&Query { num: Some(20), ..Default::default() })).unwrap();
     assert!(!answer.to_string().contains("Galaxy"), "{answer}");
@@ -489,23 +496,11 @@ fn follow_updates_the_live_index_in_place() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ur-train")).args(&args).stderr(Stdio::piped()).spawn().unwrap();
     crate::follow::wait_for_tick(&model, 0, &mut child);
     let live = alias_target(&client, "hm_follow");
-    let doc = |id: &str| {
-        let path = format!("/hm_follow/_doc/{}", ur::query::encode_path(id));
-        block_on(client.call(ur::es::HttpMethod::Get, &path, None)).unwrap()
-    };
-    assert_eq!(doc("Galaxy").0, 200);
+    assert_eq!(get_doc(&client, "hm_follow", "Galaxy").0, 200);
 
     // The new file appears at once (renamed into the input).
     let staged = dir.path().join("b.jsonl");
-    write_lines(
-        &staged,
-        &[
-            usage("purchase", "u-new", "Pixel", "2026-01-15T11:00:00Z"),
-            usage("purchase", "u1", "Pixel", "2026-01-15T11:30:00Z"),
-            item_event("$set", "Pixel", json!({"categories": ["Phones"]}), "2026-01-15T10:00:00Z"),
-            item_event("$delete", "Galaxy", json!({}), "2026-01-15T12:30:00Z"),
-        ],
-    );
+    write_lines(&staged, &update_events());
     std::fs::rename(&staged, input.join("b.jsonl")).unwrap();
     crate::follow::wait_for_tick(&model, 1, &mut child);
     // SAFETY: sending a signal to the child we started.
@@ -513,14 +508,7 @@ fn follow_updates_the_live_index_in_place() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("updated in place"), "{}", stderr(&out));
-    assert_eq!(alias_target(&client, "hm_follow"), live, "no alias swap for an update");
-    assert_eq!(doc("Galaxy").0, 404, "$delete removes the document");
-    let (status, pixel) = doc("Pixel");
-    assert_eq!(status, 200);
-    assert_eq!(pixel["_source"]["categories"], json!(["Phones"]));
-    let (status, user) = block_on(client.call(ur::es::HttpMethod::Get, "/hm_follow_users/_doc/u-new", None)).unwrap();
-    assert_eq!(status, 200);
-    assert_eq!(user["_source"]["purchase"], json!(["Pixel"]));
+    assert_updated_in_place(&client, "hm_follow", &live);
     let m = manifest(&model);
     assert!(m["elasticsearch"]["documentsSent"].as_u64().unwrap() < m["model"]["documents"].as_u64().unwrap());
 

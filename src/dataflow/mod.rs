@@ -446,17 +446,14 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary, F
         primary_items: pre_primary.iter().filter(|&&c| c > 0).count() as u64,
         interactions,
         pair_visits,
-        correlators: engine.indicators.iter().zip(&total.correlators).map(|(i, &c)| (i.name.clone(), c)).collect(),
-        items_with_properties: total.items_with_properties,
-        ranked_items: engine.rankings.iter().zip(&total.ranked).map(|(r, &c)| (r.name.clone(), c)).collect(),
-        documents: total.documents,
+        ..total.document_stats(engine)
     };
     timings.total = started.elapsed().as_secs_f64();
     if lead {
         tracing::info!(documents = model.documents, now = %format_iso8601(ctx.now), secs = timings.total, "documents written");
     }
     let users_indexed = total.users;
-    let changed = Changes { documents: total.documents_sent, deleted: total.deleted, users: total.users_sent };
+    let changed = total.changes();
     let state_bytes = total.state_bytes;
     let summary = Summary {
         read: stats,
@@ -656,10 +653,7 @@ fn update_worker(
         primary_items: res.pre[0].iter().filter(|&&c| c > 0).count() as u64,
         interactions,
         pair_visits,
-        correlators: engine.indicators.iter().zip(&total.correlators).map(|(i, &c)| (i.name.clone(), c)).collect(),
-        items_with_properties: total.items_with_properties,
-        ranked_items: engine.rankings.iter().zip(&total.ranked).map(|(r, &c)| (r.name.clone(), c)).collect(),
-        documents: total.documents,
+        ..total.document_stats(engine)
     };
     timings.total = started.elapsed().as_secs_f64();
     if lead {
@@ -673,7 +667,7 @@ fn update_worker(
         network_bytes: comm.sent_remote.clone(),
         shared_output: true,
         users_indexed: total.users,
-        changed: Changes { documents: total.documents_sent, deleted: total.deleted, users: total.users_sent },
+        changed: total.changes(),
         state_bytes: total.state_bytes,
         update: Some(update),
     })
@@ -755,6 +749,22 @@ struct LocalModelStats {
 }
 
 impl LocalModelStats {
+    /// The model statistics the written documents give.
+    fn document_stats(&self, engine: &Engine) -> ModelStats {
+        ModelStats {
+            correlators: engine.indicators.iter().zip(&self.correlators).map(|(i, &c)| (i.name.clone(), c)).collect(),
+            items_with_properties: self.items_with_properties,
+            ranked_items: engine.rankings.iter().zip(&self.ranked).map(|(r, &c)| (r.name.clone(), c)).collect(),
+            documents: self.documents,
+            ..ModelStats::default()
+        }
+    }
+
+    /// What was sent to Elasticsearch.
+    fn changes(&self) -> Changes {
+        Changes { documents: self.documents_sent, deleted: self.deleted, users: self.users_sent }
+    }
+
     /// Properties not written because the model uses their name.
     fn clash_warnings(&self) -> impl Iterator<Item = String> + '_ {
         self.clashes.iter().map(|(field, count)| {
