@@ -108,6 +108,15 @@ pub struct Follower {
     _lock: Option<crate::state::lock::StateLock>,
 }
 
+/// `--drift`: a fraction ≥ 0.
+pub fn check_drift(drift: f64) -> Result<f64, TrainError> {
+    if drift >= 0.0 && drift.is_finite() {
+        Ok(drift)
+    } else {
+        Err(TrainError::Setup(format!("--drift {drift}: must be a fraction ≥ 0")))
+    }
+}
+
 impl Follower {
     pub fn new(opts: &TrainOptions, drift: f64) -> Result<Follower, TrainError> {
         if opts.cluster.is_some() {
@@ -117,9 +126,7 @@ impl Follower {
                     .into(),
             ));
         }
-        if !(drift >= 0.0 && drift.is_finite()) {
-            return Err(TrainError::Setup(format!("--drift {drift}: must be a fraction ≥ 0")));
-        }
+        check_drift(drift)?;
         // The state is this process's for as long as it follows.
         let lock = match &opts.state {
             Some(dir) => {
