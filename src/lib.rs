@@ -1,13 +1,12 @@
 //! ur-train: the Universal Recommender's training job on timely dataflow.
 
-pub mod cli;
 pub mod cluster;
+pub mod cmd;
 pub mod config;
 pub mod dataflow;
 pub mod es;
 pub mod hash;
 pub mod intern;
-pub mod ops;
 pub mod query;
 pub mod report;
 pub mod runtime;

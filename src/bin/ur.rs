@@ -4,6 +4,5 @@
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
-    use clap::Parser;
-    std::process::exit(ur::ops::main_with(ur::ops::Args::parse()));
+    ur::cmd::main(ur::cmd::ur::main_with)
 }

@@ -1,6 +1,7 @@
 //! The `ur` command: answer queries (`ur query`, `ur serve`) from the model
 //! in Elasticsearch and move the model alias back (`ur rollback`).
 
+use super::{CommandError, Exit, init_logging};
 use crate::config::Engine;
 use crate::es::{Es, EsArgs};
 use crate::query::request::Query;
@@ -55,74 +56,42 @@ pub enum Command {
     Rollback,
 }
 
-/// Runs `ur` and returns the exit code.
-pub fn main_with(args: Args) -> i32 {
-    crate::cli::init_tracing(false, u8::from(args.verbose));
-    let loaded = match Engine::load(&args.engine) {
-        Ok(l) => l,
+/// Runs `ur` and returns how it ended.
+pub fn main_with(args: Args) -> Exit {
+    init_logging(false, u8::from(args.verbose));
+    match run(args) {
+        Ok(()) => Exit::Ok,
         Err(e) => {
             eprintln!("error: {e}");
-            return 2;
+            Exit::from(&e)
         }
-    };
-    let config = match args.es.config() {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            eprintln!("error: --es-url is required");
-            return 2;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    let es = match block_on(Es::connect(&config)) {
-        Ok(es) => es,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+    }
+}
+
+fn run(args: Args) -> Result<(), CommandError> {
+    let loaded = Engine::load(&args.engine).map_err(CommandError::Usage)?;
+    let config = args
+        .es
+        .config()
+        .map_err(CommandError::Usage)?
+        .ok_or_else(|| CommandError::Usage("--es-url is required".into()))?;
+    let es = block_on(Es::connect(&config)).map_err(CommandError::Failed)?;
     let recommender = Recommender::new(es, loaded.engine);
     match args.command {
         Command::Query { json } => {
-            let query = match Query::parse(json.as_bytes()) {
-                Ok(q) => q,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return 2;
-                }
-            };
-            match block_on(recommender.recommend(&query)) {
-                Ok(answer) => {
-                    println!("{answer}");
-                    0
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    1
-                }
-            }
+            let query = Query::parse(json.as_bytes()).map_err(CommandError::Usage)?;
+            let answer = block_on(recommender.recommend(&query)).map_err(|e| CommandError::Failed(e.to_string()))?;
+            println!("{answer}");
         }
         Command::Serve { listen, timeout_ms } => {
-            let result = block_on(server::serve(Arc::new(recommender), listen, Duration::from_millis(timeout_ms)));
-            match result {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    1
-                }
-            }
+            block_on(server::serve(Arc::new(recommender), listen, Duration::from_millis(timeout_ms)))
+                .map_err(CommandError::Failed)?;
         }
-        Command::Rollback => match crate::sink::elasticsearch::rollback(&recommender.es, &recommender.engine) {
-            Ok((from, to)) => {
-                eprintln!("rolled back `{}` from the model of {from} to the model of {to}", recommender.alias);
-                0
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                1
-            }
-        },
+        Command::Rollback => {
+            let (from, to) = crate::sink::elasticsearch::rollback(&recommender.es, &recommender.engine)
+                .map_err(CommandError::Failed)?;
+            eprintln!("rolled back `{}` from the model of {from} to the model of {to}", recommender.alias);
+        }
     }
+    Ok(())
 }

@@ -1,25 +1,21 @@
-//! The `ur-train` command line: flags → [`TrainOptions`] → a run → an exit
-//! code. Raw flags stop here; the library sees validated options only.
+//! The `ur-train` command line: flags → validated [`Options`] → a run (or,
+//! with `--follow`, a run kept current) → a report and an exit status. Raw
+//! flags stop here; the library sees validated options only.
 
+use super::{CommandError, Exit, init_logging};
 use crate::cluster::Hosts;
 use crate::config::Engine;
 use crate::dataflow::Failure;
 use crate::es::EsArgs;
-use crate::report::RejectLimit;
+use crate::report::{ReadStats, RejectLimit};
 use crate::sink::elasticsearch::EsOptions;
 use crate::source::time::{format_iso8601, parse_iso8601};
-use crate::train::{ClusterOptions, TrainError, TrainOptions, train};
+use crate::train::{ClusterOptions, Follower, TrainError, TrainOptions, Trained, train};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
-
-/// Exit codes.
-pub const EXIT_OK: i32 = 0;
-/// Training failed (bad input past --max-rejected, no data, I/O): no model written.
-pub const EXIT_FAILED: i32 = 1;
-/// Bad command line, engine.json or input location: nothing was read.
-pub const EXIT_USAGE: i32 = 2;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Train the Universal Recommender model from PIO event files.
 ///
@@ -187,69 +183,88 @@ pub struct Args {
     pub no_progress: bool,
 }
 
-/// Runs `ur-train` and returns the exit code.
-pub fn main_with(args: Args) -> i32 {
-    init_tracing(args.quiet, args.verbose);
+/// `ur-train`'s command line, validated.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub train: TrainOptions,
+    /// `--follow`: keep the model current after training.
+    pub follow: Option<FollowOptions>,
+    /// `--quiet`: no report of the run on stderr.
+    pub quiet: bool,
+}
+
+/// `--follow` and the flags that go with it.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// How often to look for new input files.
+    pub interval: Duration,
+    /// `--drift`: a fraction ≥ 0.
+    pub drift: f64,
+    /// How often to write the state (with `--state`).
+    pub checkpoint: Duration,
+    /// Stop after this many trainings and updates.
+    pub max_updates: Option<u64>,
+}
+
+/// Runs `ur-train` (with its panic hook) on the process arguments and exits.
+pub fn main() -> ! {
+    super::install_panic_hook();
+    super::main(main_with)
+}
+
+/// Runs `ur-train` and returns how it ended.
+pub fn main_with(args: Args) -> Exit {
+    init_logging(args.quiet, args.verbose);
     let opts = match options(&args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return Exit::from(&e);
         }
     };
-    for w in &opts.engine_warnings {
+    for w in &opts.train.engine_warnings {
         tracing::warn!("engine.json: {w}");
     }
-    if let Some(interval) = &args.follow {
-        return follow(&args, &opts, interval);
+    match &opts.follow {
+        Some(follow_opts) => follow(&opts, follow_opts),
+        None => finish(&opts, train(&opts.train)),
     }
-    finish(&args, &opts, train(&opts))
 }
 
 /// Set by SIGINT/SIGTERM while following.
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn request_stop(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
 }
 
 /// `--follow`: train, then update with new files until stopped.
-fn follow(args: &Args, opts: &TrainOptions, interval: &str) -> i32 {
-    let parse = |flag: &str, s: &str| {
-        crate::config::duration::parse_duration_secs(s)
-            .map(|secs| Duration::from_secs(secs.max(0) as u64))
-            .map_err(|e| format!("{flag} {e}"))
-    };
-    let (interval, every) = match (parse("--follow", interval), parse("--checkpoint", &args.checkpoint)) {
-        (Ok(i), Ok(c)) => (i, c),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let mut follower = match crate::train::Follower::new(opts, args.drift) {
+fn follow(opts: &Options, follow_opts: &FollowOptions) -> Exit {
+    let train_opts = &opts.train;
+    let mut follower = match Follower::new(train_opts, follow_opts.drift) {
         Ok(f) => f,
-        Err(e) => return finish(args, opts, Err(e)),
+        Err(e) => return finish(opts, Err(e)),
     };
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, request_stop as *const () as libc::sighandler_t);
     }
-    let order = std::sync::atomic::Ordering::SeqCst;
-    let mut last_checkpoint = std::time::Instant::now();
+    let interval = follow_opts.interval;
+    let mut last_checkpoint = Instant::now();
     loop {
-        let stopping = STOP.load(order);
-        let last = args.max_updates.is_some_and(|m| follower.ticks + 1 >= m);
-        let checkpoint = opts.state.is_some() && (stopping || last || last_checkpoint.elapsed() >= every);
+        let stopping = STOP.load(Ordering::SeqCst);
+        let last = follow_opts.max_updates.is_some_and(|m| follower.ticks + 1 >= m);
+        let checkpoint =
+            train_opts.state.is_some() && (stopping || last || last_checkpoint.elapsed() >= follow_opts.checkpoint);
         let warm = follower.is_warm();
-        let started = std::time::Instant::now();
-        match follower.tick(opts, checkpoint) {
+        let started = Instant::now();
+        match follower.tick(train_opts, checkpoint) {
             Ok(Some(trained)) => {
                 if checkpoint {
-                    last_checkpoint = std::time::Instant::now();
+                    last_checkpoint = Instant::now();
                 }
-                if !args.quiet {
+                if !opts.quiet {
                     eprintln!(
                         "{} {}: {:.3}s{}",
                         if warm { "update" } else { "training" },
@@ -258,145 +273,114 @@ fn follow(args: &Args, opts: &TrainOptions, interval: &str) -> i32 {
                         if checkpoint { ", state written" } else { "" }
                     );
                 }
-                let code = finish(args, opts, Ok(trained));
-                if code != EXIT_OK {
-                    return code;
+                let exit = finish(opts, Ok(trained));
+                if exit != Exit::Ok {
+                    return exit;
                 }
             }
             Ok(None) => {}
             // A bad first training ends the run; a bad update leaves the
             // model published last in place and is tried again.
-            Err(e) if !warm => return finish(args, opts, Err(e)),
+            Err(e) if !warm => return finish(opts, Err(e)),
             Err(e) => {
-                finish(args, opts, Err(e));
+                finish(opts, Err(e));
             }
         }
-        if stopping || args.max_updates.is_some_and(|m| follower.ticks >= m) {
-            return EXIT_OK;
+        if stopping || follow_opts.max_updates.is_some_and(|m| follower.ticks >= m) {
+            return Exit::Ok;
         }
-        let slept = std::time::Instant::now();
-        while slept.elapsed() < interval && !STOP.load(order) {
+        let slept = Instant::now();
+        while slept.elapsed() < interval && !STOP.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(100).min(interval));
         }
     }
 }
 
-/// Reports a run and returns its exit code.
-fn finish(args: &Args, opts: &TrainOptions, result: Result<crate::train::Trained, TrainError>) -> i32 {
+/// Reports a run and returns how it ended.
+fn finish(opts: &Options, result: Result<Trained, TrainError>) -> Exit {
+    let exit = result.as_ref().map_or_else(Exit::from, |_| Exit::Ok);
     match result {
-        Ok(trained) => {
-            let s = &trained.summary;
-            report_rejections(&s.read, false);
-            for w in s.warnings.iter().skip(opts.engine_warnings.len()) {
-                tracing::warn!("{w}");
-            }
-            if !args.quiet && trained.process == 0 {
-                let mut places: Vec<String> = opts.output.iter().cloned().collect();
-                if let Some(index) = &trained.es_index {
-                    places.push(format!("Elasticsearch index {index}"));
-                }
-                if let Some(u) = &s.update {
-                    eprintln!(
-                        "update: {} users changed, {} count changes, {} of {} rows re-scored{}",
-                        u.users_changed,
-                        u.count_changes,
-                        u.rows_rescored,
-                        u.rows,
-                        if u.full_rescore { " (N drifted: every row)" } else { "" }
-                    );
-                }
-                eprintln!(
-                    "model written to {}: {} documents ({} primary items), {} users ({} trained), {} events kept of {} lines, {:.2}s",
-                    places.join(" and "),
-                    s.model.documents,
-                    s.model.primary_items,
-                    s.model.users,
-                    s.model.n,
-                    s.read.kept_total(),
-                    s.read.lines,
-                    s.timings.total
-                );
-            }
-            EXIT_OK
+        Ok(trained) => report_trained(opts, &trained),
+        Err(TrainError::Setup(e)) => eprintln!("error: {e}"),
+        Err(TrainError::Failed(Failure::TooManyRejected(stats))) => {
+            report_rejections(&stats, true);
+            eprintln!(
+                "error: {} of {} lines rejected, more than --max-rejected {} allows; no model written",
+                stats.rejected_total(),
+                stats.lines,
+                opts.train.max_rejected
+            );
         }
-        Err(TrainError::Setup(e)) => {
-            eprintln!("error: {e}");
-            EXIT_USAGE
-        }
-        Err(TrainError::Failed(failure)) => {
-            if let Failure::TooManyRejected(stats) = &failure {
-                report_rejections(stats, true);
-                eprintln!(
-                    "error: {} of {} lines rejected, more than --max-rejected {} allows; no model written",
-                    stats.rejected_total(),
-                    stats.lines,
-                    opts.max_rejected
-                );
-            } else {
-                eprintln!("error: {failure}; no model written");
-            }
-            EXIT_FAILED
-        }
+        Err(TrainError::Failed(failure)) => eprintln!("error: {failure}; no model written"),
     }
+    exit
 }
 
-fn options(args: &Args) -> Result<TrainOptions, String> {
-    let loaded = Engine::load(&args.engine)?;
+/// Reports a published model: rejections, warnings, and (unless quiet, on
+/// process 0) what was written.
+fn report_trained(opts: &Options, trained: &Trained) {
+    let s = &trained.summary;
+    report_rejections(&s.read, false);
+    for w in s.warnings.iter().skip(opts.train.engine_warnings.len()) {
+        tracing::warn!("{w}");
+    }
+    if opts.quiet || trained.process != 0 {
+        return;
+    }
+    let mut places: Vec<String> = opts.train.output.iter().cloned().collect();
+    if let Some(index) = &trained.es_index {
+        places.push(format!("Elasticsearch index {index}"));
+    }
+    if let Some(u) = &s.update {
+        eprintln!(
+            "update: {} users changed, {} count changes, {} of {} rows re-scored{}",
+            u.users_changed,
+            u.count_changes,
+            u.rows_rescored,
+            u.rows,
+            if u.full_rescore { " (N drifted: every row)" } else { "" }
+        );
+    }
+    eprintln!(
+        "model written to {}: {} documents ({} primary items), {} users ({} trained), {} events kept of {} lines, {:.2}s",
+        places.join(" and "),
+        s.model.documents,
+        s.model.primary_items,
+        s.model.users,
+        s.model.n,
+        s.read.kept_total(),
+        s.read.lines,
+        s.timings.total
+    );
+}
+
+/// Validates the command line: every flag, `--follow`'s included.
+fn options(args: &Args) -> Result<Options, CommandError> {
+    let usage = CommandError::Usage;
+    let loaded = Engine::load(&args.engine).map_err(usage)?;
     let now = match &args.now {
-        Some(s) => Some(parse_iso8601(s).ok_or_else(|| format!("--now `{s}` is not an ISO-8601 date-time"))?),
+        Some(s) => Some(parse_iso8601(s).ok_or_else(|| usage(format!("--now `{s}` is not an ISO-8601 date-time")))?),
         None => None,
     };
     let workers = match args.workers {
-        Some(0) => return Err("--workers must be at least 1".into()),
+        Some(0) => return Err(usage("--workers must be at least 1".into())),
         Some(n) => n,
         None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
-    let max_rejected = RejectLimit::parse(&args.max_rejected).map_err(|e| format!("--max-rejected {e}"))?;
-    let cluster = match &args.hosts {
-        None => None,
-        Some(path) => {
-            let hosts = Hosts::load(path)?;
-            let process = match args.process {
-                Some(p) if p >= hosts.addresses.len() => {
-                    return Err(format!(
-                        "--process {p}: the hosts file has {} lines (processes 0..{})",
-                        hosts.addresses.len(),
-                        hosts.addresses.len() - 1
-                    ));
-                }
-                Some(p) => p,
-                None => hosts.find_me().map_err(|e| format!("--hosts {}: {e}", path.display()))?,
-            };
-            Some(ClusterOptions { hosts, process, connect_timeout: Duration::from_secs(args.connect_timeout.max(1)) })
-        }
-    };
+    let max_rejected = RejectLimit::parse(&args.max_rejected).map_err(|e| usage(format!("--max-rejected {e}")))?;
+    let cluster = cluster_options(args)?;
     if args.split_size == 0 {
-        return Err("--split-size must be at least 1".into());
+        return Err(usage("--split-size must be at least 1".into()));
     }
-    let es = match args.es.config()? {
-        None => None,
-        Some(config) => {
-            if args.es_shards == Some(0) {
-                return Err("--es-shards must be at least 1".into());
-            }
-            Some(EsOptions {
-                config,
-                shards: args.es_shards,
-                replicas: args.es_replicas,
-                keep: args.es_keep.max(1),
-                connections: args.es_connections,
-                batch_bytes: args.es_batch_bytes.max(1024),
-                attempts: args.es_retries.max(1),
-            })
-        }
-    };
+    let es = es_options(args)?;
     let output = match (&args.output, &es) {
         (Some(o), _) => Some(o.clone()),
         (None, None) => Some("model".to_string()),
         (None, Some(_)) => None,
     };
+    let follow = follow_options(args)?;
     tracing::debug!(now = ?now.map(format_iso8601), workers, "options");
-    Ok(TrainOptions {
+    let train = TrainOptions {
         engine: loaded.engine,
         engine_warnings: loaded.warnings,
         input: args.input.clone(),
@@ -411,10 +395,66 @@ fn options(args: &Args) -> Result<TrainOptions, String> {
         full: args.full,
         cluster,
         progress: !args.no_progress && !args.quiet && std::io::stderr().is_terminal(),
-    })
+    };
+    Ok(Options { train, follow, quiet: args.quiet })
 }
 
-fn report_rejections(stats: &crate::report::ReadStats, failing: bool) {
+/// `--hosts` and `--process`.
+fn cluster_options(args: &Args) -> Result<Option<ClusterOptions>, CommandError> {
+    let Some(path) = &args.hosts else {
+        return Ok(None);
+    };
+    let hosts = Hosts::load(path).map_err(CommandError::Usage)?;
+    let process = match args.process {
+        Some(p) if p >= hosts.addresses.len() => {
+            return Err(CommandError::Usage(format!(
+                "--process {p}: the hosts file has {} lines (processes 0..{})",
+                hosts.addresses.len(),
+                hosts.addresses.len() - 1
+            )));
+        }
+        Some(p) => p,
+        None => hosts.find_me().map_err(|e| CommandError::Usage(format!("--hosts {}: {e}", path.display())))?,
+    };
+    Ok(Some(ClusterOptions { hosts, process, connect_timeout: Duration::from_secs(args.connect_timeout.max(1)) }))
+}
+
+/// `--es-url` and the flags of the indices written.
+fn es_options(args: &Args) -> Result<Option<EsOptions>, CommandError> {
+    let Some(config) = args.es.config().map_err(CommandError::Usage)? else {
+        return Ok(None);
+    };
+    if args.es_shards == Some(0) {
+        return Err(CommandError::Usage("--es-shards must be at least 1".into()));
+    }
+    Ok(Some(EsOptions {
+        config,
+        shards: args.es_shards,
+        replicas: args.es_replicas,
+        keep: args.es_keep.max(1),
+        connections: args.es_connections,
+        batch_bytes: args.es_batch_bytes.max(1024),
+        attempts: args.es_retries.max(1),
+    }))
+}
+
+/// `--follow`, `--drift`, `--checkpoint` and `--max-updates`.
+fn follow_options(args: &Args) -> Result<Option<FollowOptions>, CommandError> {
+    let Some(interval) = &args.follow else {
+        return Ok(None);
+    };
+    let duration = |flag: &str, s: &str| {
+        crate::config::duration::parse_duration_secs(s)
+            .map(|secs| Duration::from_secs(secs.max(0) as u64))
+            .map_err(|e| CommandError::Usage(format!("{flag} {e}")))
+    };
+    let interval = duration("--follow", interval)?;
+    let checkpoint = duration("--checkpoint", &args.checkpoint)?;
+    let drift = crate::train::check_drift(args.drift).map_err(|e| CommandError::Usage(e.to_string()))?;
+    Ok(Some(FollowOptions { interval, drift, checkpoint, max_updates: args.max_updates }))
+}
+
+fn report_rejections(stats: &ReadStats, failing: bool) {
     let total = stats.rejected_total();
     if total == 0 {
         return;
@@ -428,26 +468,4 @@ fn report_rejections(stats: &crate::report::ReadStats, failing: bool) {
     if (stats.samples.len() as u64) < total {
         eprintln!("  ... ({} more)", total - stats.samples.len() as u64);
     }
-}
-
-pub fn init_tracing(quiet: bool, verbose: u8) {
-    let default = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ur={default},timely=warn")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
-/// Parses the process arguments (exits with clap's message on error).
-pub fn parse() -> Args {
-    Args::parse()
 }
