@@ -8,7 +8,7 @@
 //! Nothing downstream reads raw JSON.
 
 use super::duration::parse_duration_secs;
-use crate::source::time::{Millis, parse_iso8601};
+use crate::time::{Millis, parse_iso8601};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 

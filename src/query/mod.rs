@@ -10,7 +10,7 @@ pub mod server;
 use crate::config::Engine;
 use crate::es::{Es, HttpMethod, error_reason};
 use crate::sink::elasticsearch::alias_of;
-use crate::source::time::format_iso8601;
+use crate::time::format_iso8601;
 use request::Query;
 use serde_json::{Map, Value, json};
 
