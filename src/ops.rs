@@ -114,7 +114,7 @@ pub fn main_with(args: Args) -> i32 {
                 }
             }
         }
-        Command::Rollback => match crate::sink::elasticsearch::rollback(&recommender.es, &recommender.engine) {
+        Command::Rollback => match crate::es::indices::rollback(&recommender.es, &recommender.engine) {
             Ok((from, to)) => {
                 eprintln!("rolled back `{}` from the model of {from} to the model of {to}", recommender.alias);
                 0
