@@ -11,13 +11,15 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// An item's dense id: its position in the sorted item dictionary
-/// ([`crate::intern::SortedIds`]), so comparing ids compares the id strings.
+/// (`intern::SortedIds`), so comparing ids compares the id strings.
 /// While a worker reads its files, before the dictionary is agreed, item ids
 /// are positions in that worker's own interner instead.
 pub type ItemId = u32;
 
-/// A user's dense id: its position in the interner of the worker that owns
-/// the user ([`crate::intern::Interner`]); it means nothing on another worker.
+/// A user's dense id: its position in one worker's user interner
+/// (`intern::Interner`): the reading worker's while it reads its files, then
+/// that of the user's owner worker (chosen by a hash of the user id). It
+/// means nothing on another worker.
 pub type UserId = u32;
 
 /// An item's properties, by name, values as given (key order).
