@@ -179,5 +179,5 @@ fn main() {
 }
 
 fn format_time(secs: i64) -> String {
-    ur::source::time::format_iso8601(secs * 1000)
+    ur::time::format_iso8601(secs * 1000)
 }

@@ -1,10 +1,13 @@
 //! A compact string interner: ids are looked up once and replaced by dense
-//! `u32`s for the rest of training.
+//! `u32`s for the rest of training (users' [`UserId`](crate::model::UserId)s;
+//! items' ids while a worker reads, until the item dictionary is agreed), and
+//! that dictionary, [`SortedIds`], whose positions are the [`ItemId`]s.
 //!
 //! All strings live in one arena with an end offset per id, and the hash
 //! table stores only the `u32` id, so an id costs its bytes plus about nine
 //! bytes — the UR's JVM dictionaries need several times the string size.
 
+use crate::model::ItemId;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
@@ -170,13 +173,14 @@ impl SortedIds {
         self.ends.is_empty()
     }
 
+    /// The id string of item `id`.
     #[inline]
-    pub fn get(&self, id: u32) -> &str {
+    pub fn get(&self, id: ItemId) -> &str {
         slice(&self.arena, &self.ends, id)
     }
 
     /// Position of `s`, by binary search.
-    pub fn position(&self, s: &str) -> Option<u32> {
+    pub fn position(&self, s: &str) -> Option<ItemId> {
         let (mut lo, mut hi) = (0usize, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;

@@ -81,7 +81,7 @@ fn shipped_engines_load() {
     let hot = load("hot-3-day-engine.json").engine;
     assert_eq!((hot.rankings[0].name.as_str(), hot.rankings[0].duration_secs), ("hotRank", 259_200));
     let pop = load("pop-engine-4-days-ago.json").engine;
-    assert_eq!(pop.rankings[0].offset_date, ur::source::time::parse_iso8601("2016-01-19T11:55:07Z"));
+    assert_eq!(pop.rankings[0].offset_date, ur::time::parse_iso8601("2016-01-19T11:55:07Z"));
     assert_eq!(pop.recs_model, ur::config::RecsModel::Backfill);
     let sets = load("handmade-engine-item-sets.json").engine;
     assert_eq!(sets.recs_model, ur::config::RecsModel::CollabFiltering);

@@ -15,7 +15,7 @@ fn options(engine: &Path, input: &Path, output: &Path, state: Option<&Path>) -> 
         input: input.display().to_string(),
         output: Some(output.display().to_string()),
         es: None,
-        now: ur::source::time::parse_iso8601(NOW),
+        now: ur::time::parse_iso8601(NOW),
         workers: 2,
         max_rejected: RejectLimit::parse("1%").unwrap(),
         show_rejected: 10,

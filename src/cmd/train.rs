@@ -9,7 +9,7 @@ use crate::dataflow::Failure;
 use crate::es::EsArgs;
 use crate::report::{ReadStats, RejectLimit};
 use crate::sink::elasticsearch::EsOptions;
-use crate::source::time::{format_iso8601, parse_iso8601};
+use crate::time::{format_iso8601, parse_iso8601};
 use crate::train::{ClusterOptions, Follower, TrainError, TrainOptions, Trained, train};
 use clap::Parser;
 use std::io::IsTerminal;

@@ -88,8 +88,8 @@ fn run(args: Args) -> Result<(), CommandError> {
                 .map_err(CommandError::Failed)?;
         }
         Command::Rollback => {
-            let (from, to) = crate::sink::elasticsearch::rollback(&recommender.es, &recommender.engine)
-                .map_err(CommandError::Failed)?;
+            let (from, to) =
+                crate::es::indices::rollback(&recommender.es, &recommender.engine).map_err(CommandError::Failed)?;
             eprintln!("rolled back `{}` from the model of {from} to the model of {to}", recommender.alias);
         }
     }

@@ -8,7 +8,7 @@
 //! Nothing downstream reads raw JSON.
 
 use super::duration::parse_duration_secs;
-use crate::source::time::{Millis, parse_iso8601};
+use crate::time::{Millis, parse_iso8601};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
@@ -224,6 +224,17 @@ struct Reader {
     warnings: Vec<String>,
 }
 
+/// Where the algorithm parameters are, for messages.
+const ALGO_PARAMS: &str = "algorithms[0].params";
+
+/// What the model takes from `datasource.params`.
+struct DataSource<'a> {
+    params: &'a Obj,
+    event_names: Option<Vec<String>>,
+    min_events_per_user: Option<u32>,
+    event_window_secs: Option<i64>,
+}
+
 type Obj = Map<String, Value>;
 
 impl Reader {
@@ -245,43 +256,69 @@ impl Reader {
         top_known.extend(["datasource", "algorithms"]);
         self.check_keys(root, "", &top_known);
 
-        // datasource.params
         let empty = Obj::new();
+        let ds = self.datasource(root, &empty)?;
+        let p = self.algorithm_params(root)?;
+        let path = ALGO_PARAMS;
+        let indicators = self.model_indicators(p, ds.event_names.as_deref())?;
+        let min_events_per_user = match (ds.min_events_per_user, uint(p, "minEventsPerUser", path)?) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(format!("minEventsPerUser is {a} in datasource.params but {b} in {path}; keep one"));
+            }
+            (a, b) => a.or(b).unwrap_or(1),
+        };
+        let rankings = self.model_rankings(p, &indicators[0].event_names)?;
+        let recs_model = recs_model(p)?;
+        let seed = seed(p)?;
+        let app_name = string(p, "appName", path)?.or(string(ds.params, "appName", "datasource.params")?);
+        let query = self.query_params(p)?;
+
+        let event_window_secs = ds.event_window_secs;
+        let engine =
+            Engine { app_name, indicators, min_events_per_user, rankings, seed, recs_model, event_window_secs, query };
+        self.check_field_clashes(&engine)?;
+        Ok(engine)
+    }
+
+    /// `datasource.params` (`empty` when absent) and what the model takes from it.
+    fn datasource<'a>(&mut self, root: &'a Obj, empty: &'a Obj) -> Result<DataSource<'a>, String> {
         let ds = match root.get("datasource") {
-            None => &empty,
+            None => empty,
             Some(v) => {
                 let ds = object(v, "datasource")?;
                 self.check_keys(ds, "datasource", &["params", "name", "comment"]);
                 match ds.get("params") {
-                    None => &empty,
+                    None => empty,
                     Some(p) => object(p, "datasource.params")?,
                 }
             }
         };
         self.check_keys(ds, "datasource.params", DATASOURCE_KEYS);
-        let ds_event_names = string_list(ds, "eventNames", "datasource.params")?;
-        let ds_min_events = uint(ds, "minEventsPerUser", "datasource.params")?;
+        let event_names = string_list(ds, "eventNames", "datasource.params")?;
+        let min_events_per_user = uint(ds, "minEventsPerUser", "datasource.params")?;
         let event_window_secs = match ds.get("eventWindow") {
             None | Some(Value::Null) => None,
-            Some(v) => {
-                let w = object(v, "datasource.params.eventWindow")?;
-                self.check_keys(
-                    w,
-                    "datasource.params.eventWindow",
-                    &["duration", "removeDuplicates", "compressProperties"],
-                );
-                for key in ["removeDuplicates", "compressProperties"] {
-                    if w.get(key) == Some(&Value::Bool(true)) {
-                        self.warn(format!(
-                            "datasource.params.eventWindow.{key} cleans PIO's event store; ur-train reads files and does not apply it"
-                        ));
-                    }
-                }
-                duration(w, "duration", "datasource.params.eventWindow")?
-            }
+            Some(v) => self.event_window(v)?,
         };
+        Ok(DataSource { params: ds, event_names, min_events_per_user, event_window_secs })
+    }
 
-        // algorithms[0].params
+    /// `datasource.params.eventWindow`: its duration; the event store cleaning keys are PIO's.
+    fn event_window(&mut self, v: &Value) -> Result<Option<i64>, String> {
+        let w = object(v, "datasource.params.eventWindow")?;
+        self.check_keys(w, "datasource.params.eventWindow", &["duration", "removeDuplicates", "compressProperties"]);
+        for key in ["removeDuplicates", "compressProperties"] {
+            if w.get(key) == Some(&Value::Bool(true)) {
+                self.warn(format!(
+                    "datasource.params.eventWindow.{key} cleans PIO's event store; ur-train reads files and does not apply it"
+                ));
+            }
+        }
+        duration(w, "duration", "datasource.params.eventWindow")
+    }
+
+    /// `algorithms[0].params`, the UR's algorithm parameters.
+    fn algorithm_params<'a>(&mut self, root: &'a Obj) -> Result<&'a Obj, String> {
         let algos = root.get("algorithms").ok_or("missing key algorithms (the UR's algorithm parameters)")?;
         let algos = algos.as_array().ok_or("algorithms: expected an array")?;
         let algo = algos.first().ok_or("algorithms: expected one algorithm, found none")?;
@@ -290,10 +327,15 @@ impl Reader {
         }
         let algo = object(algo, "algorithms[0]")?;
         self.check_keys(algo, "algorithms[0]", &["name", "params", "comment"]);
-        let p = object(algo.get("params").ok_or("missing key algorithms[0].params")?, "algorithms[0].params")?;
-        let path = "algorithms[0].params";
-        self.check_keys(p, path, ALGO_PARAM_KEYS);
+        let p = object(algo.get("params").ok_or("missing key algorithms[0].params")?, ALGO_PARAMS)?;
+        self.check_keys(p, ALGO_PARAMS, ALGO_PARAM_KEYS);
+        Ok(p)
+    }
 
+    /// The indicators, from `indicators` or from `eventNames` with the global
+    /// caps, checked; `ds_event_names` (datasource.params) only warn.
+    fn model_indicators(&mut self, p: &Obj, ds_event_names: Option<&[String]>) -> Result<Vec<Indicator>, String> {
+        let path = ALGO_PARAMS;
         let max_events = uint(p, "maxEventsPerEventType", path)?.unwrap_or(DEFAULT_MAX_EVENTS_PER_EVENT_TYPE);
         let max_correlators =
             uint(p, "maxCorrelatorsPerEventType", path)?.unwrap_or(DEFAULT_MAX_CORRELATORS_PER_EVENT_TYPE);
@@ -331,27 +373,8 @@ impl Reader {
                 ));
             }
         };
-        if indicators.is_empty() {
-            return Err(format!("{path}: the list of indicators (or eventNames) is empty"));
-        }
-        let mut seen = BTreeSet::new();
-        for (k, ind) in indicators.iter().enumerate() {
-            if !seen.insert(ind.name.as_str()) {
-                return Err(format!("{path}.indicators[{k}].name: indicator `{}` appears twice", ind.name));
-            }
-        }
-        let mut seen_events = BTreeSet::new();
-        for ind in &indicators {
-            for e in &ind.event_names {
-                if !seen_events.insert(e.as_str()) {
-                    return Err(format!("{path}: event `{e}` is claimed by two indicators"));
-                }
-                if e.starts_with('$') {
-                    return Err(format!("{path}: `{e}` is a reserved PIO event and cannot be an indicator"));
-                }
-            }
-        }
-        if let Some(ds_names) = &ds_event_names {
+        check_indicators(&indicators)?;
+        if let Some(ds_names) = ds_event_names {
             let model: BTreeSet<&str> = indicators.iter().map(|i| i.name.as_str()).collect();
             let ds: BTreeSet<&str> = ds_names.iter().map(String::as_str).collect();
             if model != ds {
@@ -361,47 +384,31 @@ impl Reader {
                 ));
             }
         }
+        Ok(indicators)
+    }
 
-        let min_events_per_user = match (ds_min_events, uint(p, "minEventsPerUser", path)?) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(format!("minEventsPerUser is {a} in datasource.params but {b} in {path}; keep one"));
-            }
-            (a, b) => a.or(b).unwrap_or(1),
-        };
-
-        let primary_events = indicators[0].event_names.clone();
-        let rankings = match (p.get("rankings"), p.get("backfillField")) {
-            (Some(v), _) if !v.is_null() => self.rankings(v, &format!("{path}.rankings"), &primary_events)?,
+    /// The rankings: `rankings`, else `backfillField`, else popularity of the primary events.
+    fn model_rankings(&mut self, p: &Obj, primary_events: &[String]) -> Result<Vec<Ranking>, String> {
+        let path = ALGO_PARAMS;
+        Ok(match (p.get("rankings"), p.get("backfillField")) {
+            (Some(v), _) if !v.is_null() => self.rankings(v, &format!("{path}.rankings"), primary_events)?,
             (_, Some(v)) if !v.is_null() => {
-                let backfill = self.ranking(v, &format!("{path}.backfillField"), &primary_events, true)?;
+                let backfill = self.ranking(v, &format!("{path}.backfillField"), primary_events, true)?;
                 vec![backfill]
             }
             _ => vec![Ranking {
                 name: DEFAULT_RANK_FIELD.into(),
                 kind: RankingKind::Popular,
-                event_names: primary_events.clone(),
+                event_names: primary_events.to_vec(),
                 duration_secs: parse_duration_secs(DEFAULT_BACKFILL_DURATION)?,
                 offset_date: None,
             }],
-        };
+        })
+    }
 
-        let recs_model = match string(p, "recsModel", path)?.as_deref() {
-            None | Some("all") => RecsModel::All,
-            Some("collabFiltering") => RecsModel::CollabFiltering,
-            Some("backfill") => RecsModel::Backfill,
-            Some(other) => {
-                return Err(format!("{path}.recsModel: `{other}` is not one of all, collabFiltering, backfill"));
-            }
-        };
-
-        let seed = match p.get("seed") {
-            None | Some(Value::Null) => 0,
-            Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or_default() as u64,
-            Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or_default(),
-            Some(_) => return Err(format!("{path}.seed: expected an integer")),
-        };
-
-        let app_name = string(p, "appName", path)?.or(string(ds, "appName", "datasource.params")?);
+    /// The settings kept for Elasticsearch and queries.
+    fn query_params(&mut self, p: &Obj) -> Result<QueryParams, String> {
+        let path = ALGO_PARAMS;
         let fields = match p.get("fields") {
             None | Some(Value::Null) => Vec::new(),
             Some(v) => self.fields(v, &format!("{path}.fields"))?,
@@ -424,11 +431,7 @@ impl Reader {
         if let Some(n) = query.num_es_write_connections {
             positive(n, &format!("{path}.numESWriteConnections"))?;
         }
-
-        let engine =
-            Engine { app_name, indicators, min_events_per_user, rankings, seed, recs_model, event_window_secs, query };
-        self.check_field_clashes(&engine)?;
-        Ok(engine)
+        Ok(query)
     }
 
     fn indicators(&mut self, v: &Value, path: &str) -> Result<Vec<Indicator>, String> {
@@ -533,6 +536,51 @@ impl Reader {
             }
         }
         Ok(())
+    }
+}
+
+/// Indicators: at least one, distinct names, each event claimed once and none reserved.
+fn check_indicators(indicators: &[Indicator]) -> Result<(), String> {
+    let path = ALGO_PARAMS;
+    if indicators.is_empty() {
+        return Err(format!("{path}: the list of indicators (or eventNames) is empty"));
+    }
+    let mut seen = BTreeSet::new();
+    for (k, ind) in indicators.iter().enumerate() {
+        if !seen.insert(ind.name.as_str()) {
+            return Err(format!("{path}.indicators[{k}].name: indicator `{}` appears twice", ind.name));
+        }
+    }
+    let mut seen_events = BTreeSet::new();
+    for ind in indicators {
+        for e in &ind.event_names {
+            if !seen_events.insert(e.as_str()) {
+                return Err(format!("{path}: event `{e}` is claimed by two indicators"));
+            }
+            if e.starts_with('$') {
+                return Err(format!("{path}: `{e}` is a reserved PIO event and cannot be an indicator"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn recs_model(p: &Obj) -> Result<RecsModel, String> {
+    let path = ALGO_PARAMS;
+    match string(p, "recsModel", path)?.as_deref() {
+        None | Some("all") => Ok(RecsModel::All),
+        Some("collabFiltering") => Ok(RecsModel::CollabFiltering),
+        Some("backfill") => Ok(RecsModel::Backfill),
+        Some(other) => Err(format!("{path}.recsModel: `{other}` is not one of all, collabFiltering, backfill")),
+    }
+}
+
+fn seed(p: &Obj) -> Result<u64, String> {
+    match p.get("seed") {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64().unwrap_or_default() as u64),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64().unwrap_or_default()),
+        Some(_) => Err(format!("{ALGO_PARAMS}.seed: expected an integer")),
     }
 }
 

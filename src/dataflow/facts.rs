@@ -4,10 +4,11 @@
 
 use super::cco::RowRanges;
 use super::exchange::Comm;
-use super::properties::{Properties, aggregate};
+use super::properties::aggregate;
 use super::ranks::RangeCounts;
-use super::read::{PropertyEvent, Share};
+use super::read::Share;
 use crate::config::Ranking;
+use crate::model::{Properties, PropertyEvent};
 use std::ops::Range;
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]

@@ -29,12 +29,13 @@ pub mod users;
 use crate::config::{Engine, RecsModel};
 use crate::hash::{id_hash, indicator_salt};
 use crate::intern::SortedIds;
+use crate::model::{Properties, PropertyEvent};
 use crate::report::{Interactions, ModelStats, ReadStats, RejectLimit, Timings};
 use crate::sink::document::{Document, DocumentLayout};
 use crate::sink::elasticsearch::EsTarget;
-use crate::source::time::format_iso8601;
 use crate::source::{InputFile, WorkUnit};
 use crate::storage::{Store, join};
+use crate::time::format_iso8601;
 use cco::RowRanges;
 use exchange::Comm;
 use read::{ReadPlan, Share, read_share};
@@ -527,15 +528,15 @@ fn update_worker(
 
     // The new item facts join the ones held; properties and ranks of the range.
     let facts_clock = Instant::now();
-    let new_properties: Vec<read::PropertyEvent> = std::mem::take(&mut share.property_events)
+    let new_properties: Vec<PropertyEvent> = std::mem::take(&mut share.property_events)
         .into_iter()
-        .map(|e| read::PropertyEvent { item: global_item[e.item as usize], ..e })
+        .map(|e| PropertyEvent { item: global_item[e.item as usize], ..e })
         .collect();
     resume::add_item_facts(&mut res.facts, &ctx.plan, &share);
     drop(share);
     let with_facts = engine.recs_model != RecsModel::CollabFiltering;
     if with_facts {
-        let mut parcels: Vec<Vec<read::PropertyEvent>> = vec![Vec::new(); comm.peers];
+        let mut parcels: Vec<Vec<PropertyEvent>> = vec![Vec::new(); comm.peers];
         for e in new_properties {
             parcels[res.ranges.owner(e.item)].push(e);
         }
@@ -606,7 +607,7 @@ fn update_worker(
     let mut write_error = written.err();
     if let (None, Some(out)) = (&write_error, &ctx.state_out) {
         let (rank_events, spans, _) = resume::item_facts(&res.facts, &facts_global);
-        let property_events: Vec<read::PropertyEvent> = res.property_events.iter().flatten().cloned().collect();
+        let property_events: Vec<PropertyEvent> = res.property_events.iter().flatten().cloned().collect();
         let pairs = res.pair_lists();
         let source = resume::PartSource {
             users: &res.users,
@@ -802,7 +803,7 @@ pub struct CachedDoc {
     line: Vec<u8>,
     hash: u64,
     ranks: Vec<Option<f64>>,
-    properties: Option<properties::Properties>,
+    properties: Option<Properties>,
     clashes: Vec<String>,
 }
 

@@ -9,11 +9,8 @@
 //! last word is `$delete` is deleted from the model: it gets no document,
 //! whatever its events (the UR's `$delete` never removed anything).
 
-use super::read::{PropertyEvent, PropertyOp};
+use crate::model::{Properties, PropertyEvent, PropertyOp};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
-
-pub type Properties = BTreeMap<String, Value>;
 
 /// The items with properties at the end, and the items deleted at the end.
 pub struct Aggregated {

@@ -11,30 +11,14 @@
 
 use crate::config::{Engine, RankingKind};
 use crate::intern::Interner;
+use crate::model::{PropertyEvent, PropertyOp};
 use crate::report::{ReadStats, RejectedLine};
 use crate::source::event::{Event, Reject, parse_event};
-use crate::source::time::Millis;
 use crate::source::{InputFile, WorkUnit, lines::read_unit};
 use crate::storage::Store;
+use crate::time::Millis;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-
-/// `$set`, `$unset` or `$delete` (ordered as applied within one instant).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub enum PropertyOp {
-    Delete,
-    Set,
-    Unset,
-}
-
-/// An item property event; `properties` is canonical JSON (sorted keys).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct PropertyEvent {
-    pub item: u32,
-    pub time: Millis,
-    pub op: PropertyOp,
-    pub properties: String,
-}
 
 /// One ranking's time window, split into the buckets its kind compares.
 #[derive(Debug, Clone)]

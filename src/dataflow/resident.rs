@@ -33,12 +33,13 @@
 use super::cco::{Correlators, RowRanges, Scoring};
 use super::exchange::Comm;
 use super::facts::RangeFacts;
-use super::properties::{Properties, aggregate};
-use super::read::{PropertyEvent, Share};
+use super::properties::aggregate;
+use super::read::Share;
 use super::sample::sample_row;
 use super::users::{self, Rows};
 use crate::hash::{id_hash, indicator_salt, sample_key};
 use crate::intern::{Interner, SortedIds};
+use crate::model::{Properties, PropertyEvent};
 use std::sync::Mutex;
 
 /// The workers' resident states between updates, by worker index.

@@ -2,9 +2,10 @@
 //! [`Share`], as if its events had just been read; after grouping, each
 //! worker writes what it owns back as its part of the new state.
 
-use super::read::{PropertyEvent, ReadPlan, Share};
+use super::read::{ReadPlan, Share};
 use super::users::UserBatch;
 use crate::intern::{Interner, SortedIds};
+use crate::model::PropertyEvent;
 use crate::state::StatePart;
 
 /// Adds a part of the previous state to this worker's share.

@@ -4,7 +4,10 @@
 //! refresh, count, `_aliases`, get, search, `_mapping` — sent as plain JSON
 //! through the `elasticsearch` crate's transport (no version-specific
 //! compatibility headers), with basic auth or an API key and an optional CA
-//! certificate (Elasticsearch 8 is secured by default).
+//! certificate (Elasticsearch 8 is secured by default). [`indices`] knows
+//! which indices hold a model and which of them is live.
+
+pub mod indices;
 
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};

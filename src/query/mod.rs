@@ -8,9 +8,9 @@ pub mod request;
 pub mod server;
 
 use crate::config::Engine;
+use crate::es::indices::{alias_of, users_alias};
 use crate::es::{Es, HttpMethod, error_reason};
-use crate::sink::elasticsearch::alias_of;
-use crate::source::time::format_iso8601;
+use crate::time::format_iso8601;
 use request::Query;
 use serde_json::{Map, Value, json};
 
@@ -42,7 +42,7 @@ pub struct Recommender {
 impl Recommender {
     pub fn new(es: Es, engine: Engine) -> Recommender {
         let alias = alias_of(&engine);
-        let users_alias = format!("{alias}_users");
+        let users_alias = users_alias(&alias);
         Recommender { es, engine, alias, users_alias }
     }
 

@@ -50,13 +50,12 @@ impl Query {
     pub fn parse(body: &[u8]) -> Result<Query, String> {
         let q: Query = serde_json::from_slice(body).map_err(|e| format!("bad query: {e}"))?;
         if let Some(d) = &q.current_date {
-            crate::source::time::parse_iso8601(d)
-                .ok_or_else(|| format!("bad query: currentDate `{d}` is not ISO-8601"))?;
+            crate::time::parse_iso8601(d).ok_or_else(|| format!("bad query: currentDate `{d}` is not ISO-8601"))?;
         }
         if let Some(r) = &q.date_range {
             for (key, v) in [("before", &r.before), ("after", &r.after)] {
                 if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                    crate::source::time::parse_iso8601(v)
+                    crate::time::parse_iso8601(v)
                         .ok_or_else(|| format!("bad query: dateRange.{key} `{v}` is not ISO-8601"))?;
                 }
             }

@@ -8,8 +8,8 @@
 //! UR lets rankings override properties). Such clashes are counted and
 //! reported.
 
-use crate::dataflow::properties::Properties;
 use crate::intern::SortedIds;
+use crate::model::{ItemId, Properties};
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -24,7 +24,7 @@ pub struct Document<'a> {
     pub id: &'a str,
     /// Per indicator: correlator item ids; `None` if the item is not a
     /// primary item (no indicator fields at all).
-    pub correlators: Option<&'a [Vec<u32>]>,
+    pub correlators: Option<&'a [Vec<ItemId>]>,
     /// Per ranking: the value, if the item has one.
     pub ranks: &'a [Option<f64>],
     pub properties: Option<&'a Properties>,

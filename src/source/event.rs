@@ -9,7 +9,7 @@
 //! field's name.
 
 use super::json::{Field, scan_event};
-use super::time::{Millis, parse_iso8601};
+use crate::time::{Millis, parse_iso8601};
 use std::borrow::Cow;
 use std::fmt;
 

@@ -10,7 +10,6 @@
 pub mod event;
 pub mod json;
 pub mod lines;
-pub mod time;
 
 use crate::storage::{Store, file_name};
 

@@ -20,7 +20,7 @@ fn holder() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    format!("pid {} on {} since {}", std::process::id(), host.trim(), crate::source::time::format_iso8601(now))
+    format!("pid {} on {} since {}", std::process::id(), host.trim(), crate::time::format_iso8601(now))
 }
 
 impl StateLock {

@@ -21,7 +21,7 @@
 
 pub mod lock;
 
-use crate::dataflow::read::PropertyEvent;
+use crate::model::PropertyEvent;
 use crate::source::InputFile;
 use crate::storage::{Store, join};
 use serde::{Deserialize, Serialize};
@@ -99,8 +99,8 @@ pub fn new_files(files: &[InputFile], consumed: &[Consumed]) -> Result<Vec<usize
                     file.path,
                     c.len,
                     file.len,
-                    crate::source::time::format_iso8601(c.mtime),
-                    crate::source::time::format_iso8601(file.mtime)
+                    crate::time::format_iso8601(c.mtime),
+                    crate::time::format_iso8601(file.mtime)
                 ));
             }
         }

@@ -7,7 +7,7 @@ use super::{Mode, TrainOptions};
 use crate::dataflow::Summary;
 use crate::report::peak_rss_bytes;
 use crate::sink::elasticsearch::EsTarget;
-use crate::source::time::format_iso8601;
+use crate::time::format_iso8601;
 
 /// The manifest published with the model.
 pub(super) fn manifest(

@@ -21,7 +21,7 @@ use crate::report::RejectLimit;
 use crate::sink::elasticsearch::EsOptions;
 use crate::source::assign_units;
 use crate::source::plan_units;
-use crate::source::time::Millis;
+use crate::time::Millis;
 use inputs::Selection;
 use processes::Processes;
 use publish::Sinks;

@@ -5,7 +5,7 @@
 use super::{Mode, TrainError, TrainOptions};
 use crate::cluster::connect::{Hello, connect_all};
 use crate::dataflow::{Failure, Summary, WorkerContext, run_worker};
-use crate::source::time::{Millis, format_iso8601};
+use crate::time::{Millis, format_iso8601};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -9,8 +9,8 @@ use super::{Mode, TrainError, TrainOptions};
 use crate::dataflow::{Failure, Summary};
 use crate::sink::directory::{ModelDir, Parts};
 use crate::sink::elasticsearch::EsTarget;
-use crate::source::time::format_iso8601;
 use crate::state::Consumed;
+use crate::time::format_iso8601;
 use std::sync::Arc;
 
 /// The sinks of a run, prepared before the workers start.
