@@ -5,7 +5,7 @@
 use crate::incremental::{NOW, months, retail_engine};
 use crate::util::*;
 use std::path::Path;
-use ur::report::RejectLimit;
+use ur::stats::RejectLimit;
 use ur::train::{Follower, TrainOptions};
 
 fn options(engine: &Path, input: &Path, output: &Path, state: Option<&Path>) -> TrainOptions {

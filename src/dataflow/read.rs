@@ -12,9 +12,9 @@
 use crate::config::{Engine, RankingKind};
 use crate::intern::Interner;
 use crate::model::{PropertyEvent, PropertyOp};
-use crate::report::{ReadStats, RejectedLine};
 use crate::source::event::{Event, Reject, parse_event};
 use crate::source::{InputFile, WorkUnit, lines::read_unit};
+use crate::stats::{ReadStats, RejectedLine};
 use crate::storage::Store;
 use crate::time::Millis;
 use std::collections::HashMap;
@@ -340,7 +340,7 @@ impl LineHandler<'_> {
         self.plan.random.iter().any(|&r| self.plan.windows[r].bucket(event.event_time).is_some())
     }
 
-    fn count(&mut self, name: &str, f: impl FnOnce(&mut crate::report::EventCounts)) {
+    fn count(&mut self, name: &str, f: impl FnOnce(&mut crate::stats::EventCounts)) {
         let events = &mut self.share.stats.events;
         match events.get_mut(name) {
             Some(c) => f(c),

@@ -5,8 +5,8 @@ use super::inputs::Selection;
 use super::processes::Processes;
 use super::{Mode, TrainOptions};
 use crate::dataflow::Summary;
-use crate::report::peak_rss_bytes;
 use crate::sink::elasticsearch::EsTarget;
+use crate::stats::peak_rss_bytes;
 use crate::time::format_iso8601;
 
 /// The manifest published with the model.
