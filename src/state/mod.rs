@@ -194,13 +194,20 @@ pub fn part_name(index: usize) -> String {
     format!("part-{index:05}.bin")
 }
 
-/// Reads one part.
+/// Reads one part (every check of [`open_part`] but the indicator count).
 pub fn read_part(store: &Store, dir: &str, index: usize) -> Result<StatePart, String> {
-    open_part(store, dir, index).map_err(|e| e.to_string())
+    load_part(store, dir, index).map_err(|e| e.to_string())
 }
 
-/// Reads and checks one part.
-pub fn open_part(store: &Store, dir: &str, index: usize) -> Result<StatePart, StateError> {
+/// Reads and checks one part, for an engine with `indicators` indicators.
+pub fn open_part(store: &Store, dir: &str, index: usize, indicators: usize) -> Result<StatePart, StateError> {
+    let part = load_part(store, dir, index)?;
+    part.check_indicators(indicators)
+        .map_err(|e| StateError::Corrupt { path: join(dir, &part_name(index)), what: e.to_string() })?;
+    Ok(part)
+}
+
+fn load_part(store: &Store, dir: &str, index: usize) -> Result<StatePart, StateError> {
     let path = join(dir, &part_name(index));
     let mut bytes = Vec::new();
     store.open(&path, 0)?.read_to_end(&mut bytes).map_err(|e| StateError::Storage(format!("{path}: {e}")))?;
@@ -255,5 +262,56 @@ mod tests {
         assert!(err.contains("a changed") && err.contains("--full"), "{err}");
         // A consumed file that is gone is fine: its events are in the state.
         assert_eq!(new_files(&[file("c", 7, 9)], &consumed), Ok(vec![0]));
+    }
+
+    fn manifest() -> StateManifest {
+        StateManifest {
+            format: FORMAT,
+            fingerprint: 7,
+            recorded: serde_json::json!({"indicators": [["buy", ["buy"]]], "random": false}),
+            consumed: vec![Consumed { path: "a".into(), len: 10, mtime: 5 }],
+            parts: 2,
+            run: "r".into(),
+            written: "2026-01-01T00:00:00Z".into(),
+            es_index: None,
+        }
+    }
+
+    #[test]
+    fn a_manifest_is_written_with_its_checksum_and_read_back() {
+        let value = serde_json::to_value(manifest()).unwrap();
+        assert!(value[seal::CHECKSUM_FIELD].is_string(), "{value}");
+        let text = serde_json::to_vec_pretty(&value).unwrap();
+        assert_eq!(decode_manifest("s", &text).unwrap(), manifest());
+        let changed = String::from_utf8(text).unwrap().replace("\"parts\": 2", "\"parts\": 3");
+        let err = decode_manifest("s", changed.as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("corrupt state s: checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn parts_round_trip_and_are_checked() {
+        let part = StatePart {
+            items: vec!["i".into()],
+            user_names: "u".into(),
+            user_ends: vec![1],
+            primary_events: vec![1],
+            lens: vec![1, 0],
+            pairs: vec![(0, 3)],
+            history_hashes: vec![0],
+            ..StatePart::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().to_str().unwrap();
+        write_part(&Store::Local, dir, 1, &part).unwrap();
+        assert_eq!(open_part(&Store::Local, dir, 1, 2).unwrap().pairs, part.pairs);
+        let err = open_part(&Store::Local, dir, 1, 3).unwrap_err().to_string();
+        assert!(
+            err.contains("corrupt state") && err.contains("records 2 indicators per user, the engine has 3"),
+            "{err}"
+        );
+        // A part of format 1 (bincode, no frame) is not taken for one.
+        let old = bincode::serialize(&part).unwrap();
+        let err = decode_part("p", 1, &old).unwrap_err().to_string();
+        assert!(err.starts_with("corrupt state p: "), "{err}");
     }
 }

@@ -45,6 +45,17 @@ impl StatePart {
         (users > 0).then(|| self.lens.len() / users)
     }
 
+    /// The part records `indicators` lengths per user, as the engine
+    /// resuming from it has indicators.
+    pub fn check_indicators(&self, indicators: usize) -> Result<(), Inconsistent> {
+        match self.indicators() {
+            Some(k) if k != indicators => {
+                fail(format!("it records {k} indicators per user, the engine has {indicators}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// User names, per-user tables, lengths and pairs agree.
     fn validate_users(&self) -> Result<(), Inconsistent> {
         let users = self.user_ends.len();
@@ -102,12 +113,16 @@ mod tests {
     fn a_consistent_part_passes() {
         part().validate().unwrap();
         assert_eq!(part().indicators(), Some(2));
+        part().check_indicators(2).unwrap();
+        assert!(part().check_indicators(3).is_err());
+        StatePart::default().check_indicators(3).unwrap();
         StatePart::default().validate().unwrap();
     }
 
     #[test]
     fn every_out_of_range_index_or_length_is_refused() {
-        let cases: Vec<(&str, fn(&mut StatePart))> = vec![
+        type Change = fn(&mut StatePart);
+        let cases: Vec<(&str, Change)> = vec![
             ("pair item", |p| p.pairs[2].0 = 2),
             ("rank item", |p| p.rank_events[0].0 = 7),
             ("rank name", |p| p.rank_events[0].1 = 1),
