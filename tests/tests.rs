@@ -13,3 +13,4 @@ mod hdfs;
 mod incremental;
 mod properties_and_ranks;
 mod reference;
+mod state_integrity;

@@ -15,20 +15,58 @@
 //! `state.json` lists the files consumed (path, length, modification time),
 //! so each file counts once; a consumed file that changed is an error. The
 //! parts (`part-NNNNN.bin`, one per worker, any number of them) are bincode.
+//! Every file carries a checksum and a decoded part is checked against its
+//! own tables ([`seal`], [`validate`]): a damaged state is refused with
+//! "corrupt state …; retrain with --full", never trained from.
 //! The state is published after the model, atomically like it: a crash in
 //! between leaves the previous state, and the next run consumes the same
 //! files again — nothing is lost or counted twice.
 
 pub mod lock;
+pub mod seal;
+pub mod validate;
 
 use crate::model::PropertyEvent;
 use crate::source::InputFile;
 use crate::storage::{Store, join};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::io::Read;
 
 pub const STATE_FILE: &str = "state.json";
-pub const FORMAT: u32 = 1;
+/// 2: checksummed files (`seal`); 1 had none.
+pub const FORMAT: u32 = 2;
+
+/// Why a state cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The storage failed (the message names the file).
+    #[error("{0}")]
+    Storage(String),
+    /// A file of the state is damaged.
+    #[error("corrupt state {path}: {what}; retrain with --full")]
+    Corrupt { path: String, what: String },
+    #[error("{path}: state format {found} is older than this release ({FORMAT}): retrain with --full")]
+    Older { path: String, found: u64 },
+    #[error(
+        "{path}: state format {found} is newer than this release ({FORMAT}): use the release that wrote it, or retrain with --full"
+    )]
+    Newer { path: String, found: u64 },
+}
+
+/// The storage's errors are messages.
+impl From<String> for StateError {
+    fn from(e: String) -> StateError {
+        StateError::Storage(e)
+    }
+}
+
+/// The bincode options of a part body: fixed-size integers as
+/// `bincode::serialize`, nothing after the part, no allocation beyond the
+/// body's size.
+fn part_codec(limit: u64) -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new().with_fixint_encoding().reject_trailing_bytes().with_limit(limit)
+}
 
 /// A file whose events are in the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,9 +76,10 @@ pub struct Consumed {
     pub mtime: i64,
 }
 
-/// `state.json`.
+/// `state.json`. It serializes with its `checksum` ([`seal::seal_manifest`]);
+/// [`read_manifest`] checks it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct StateManifest {
     pub format: u32,
     /// What the state records (events of indicators and rankings); another
@@ -54,6 +93,24 @@ pub struct StateManifest {
     pub written: String,
     /// The Elasticsearch index holding this state's model, if any.
     pub es_index: Option<String>,
+}
+
+impl Serialize for StateManifest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let fields = StateManifest::serialize(self, serde_json::value::Serializer).map_err(S::Error::custom)?;
+        let serde_json::Value::Object(fields) = fields else {
+            return Err(S::Error::custom("a state manifest is a JSON object"));
+        };
+        seal::seal_manifest(fields).serialize(serializer)
+    }
+}
+
+/// Reads the fields only: [`read_manifest`] checks the checksum first.
+impl<'de> Deserialize<'de> for StateManifest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<StateManifest, D::Error> {
+        StateManifest::deserialize(deserializer)
+    }
 }
 
 /// One worker's share of the state. Items are indices into `items`.
@@ -110,35 +167,76 @@ pub fn new_files(files: &[InputFile], consumed: &[Consumed]) -> Result<Vec<usize
 
 /// Reads `state.json` of a state directory, if there is one.
 pub fn read_manifest(store: &Store, dir: &str) -> Result<Option<StateManifest>, String> {
+    open_manifest(store, dir).map_err(|e| e.to_string())
+}
+
+/// Reads and checks `state.json` of a state directory, if there is one.
+pub fn open_manifest(store: &Store, dir: &str) -> Result<Option<StateManifest>, StateError> {
     let path = join(dir, STATE_FILE);
     if store.stat(&path)?.is_none() {
         return Ok(None);
     }
-    let mut text = String::new();
-    store.open(&path, 0)?.read_to_string(&mut text).map_err(|e| format!("{path}: {e}"))?;
-    let m: StateManifest = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-    if m.format != FORMAT {
-        return Err(format!("{path}: state format {} is not {FORMAT}; rebuild it with --full", m.format));
-    }
-    Ok(Some(m))
+    let mut bytes = Vec::new();
+    store.open(&path, 0)?.read_to_end(&mut bytes).map_err(|e| StateError::Storage(format!("{path}: {e}")))?;
+    decode_manifest(&path, &bytes).map(Some)
+}
+
+/// `state.json`'s bytes (from `path`) as a manifest, checksum and format
+/// checked.
+pub fn decode_manifest(path: &str, bytes: &[u8]) -> Result<StateManifest, StateError> {
+    let corrupt = |what: String| StateError::Corrupt { path: path.to_string(), what };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+    let fields = seal::open_manifest(path, value)?;
+    StateManifest::deserialize(serde_json::Value::Object(fields)).map_err(|e| corrupt(e.to_string()))
 }
 
 pub fn part_name(index: usize) -> String {
     format!("part-{index:05}.bin")
 }
 
-/// Reads one part.
+/// Reads one part (every check of [`open_part`] but the indicator count).
 pub fn read_part(store: &Store, dir: &str, index: usize) -> Result<StatePart, String> {
+    load_part(store, dir, index).map_err(|e| e.to_string())
+}
+
+/// Reads and checks one part, for an engine with `indicators` indicators.
+pub fn open_part(store: &Store, dir: &str, index: usize, indicators: usize) -> Result<StatePart, StateError> {
+    let part = load_part(store, dir, index)?;
+    part.check_indicators(indicators)
+        .map_err(|e| StateError::Corrupt { path: join(dir, &part_name(index)), what: e.to_string() })?;
+    Ok(part)
+}
+
+fn load_part(store: &Store, dir: &str, index: usize) -> Result<StatePart, StateError> {
     let path = join(dir, &part_name(index));
     let mut bytes = Vec::new();
-    store.open(&path, 0)?.read_to_end(&mut bytes).map_err(|e| format!("{path}: {e}"))?;
-    bincode::deserialize(&bytes).map_err(|e| format!("{path}: corrupt state part: {e}"))
+    store.open(&path, 0)?.read_to_end(&mut bytes).map_err(|e| StateError::Storage(format!("{path}: {e}")))?;
+    decode_part(&path, index, &bytes)
+}
+
+/// The bytes of part `index` (from `path`) as a part: frame, checksum,
+/// format, decoding and consistency checked.
+pub fn decode_part(path: &str, index: usize, bytes: &[u8]) -> Result<StatePart, StateError> {
+    use bincode::Options;
+    let corrupt = |what: String| StateError::Corrupt { path: path.to_string(), what };
+    let body = seal::open_part(path, index, bytes)?;
+    let part: StatePart =
+        part_codec(body.len() as u64).deserialize(body).map_err(|e| corrupt(format!("undecodable: {e}")))?;
+    part.validate().map_err(|e| corrupt(e.to_string()))?;
+    Ok(part)
+}
+
+/// The bytes of part `index`.
+pub fn encode_part(index: usize, part: &StatePart) -> Vec<u8> {
+    use bincode::Options;
+    let body = part_codec(u64::MAX).serialize(part).expect("a state part serializes");
+    seal::seal_part(index, &body)
 }
 
 /// Writes one part.
 pub fn write_part(store: &Store, dir: &str, index: usize, part: &StatePart) -> Result<u64, String> {
     let path = join(dir, &part_name(index));
-    let bytes = bincode::serialize(part).map_err(|e| format!("{path}: {e}"))?;
+    let bytes = encode_part(index, part);
     let mut f = store.create(&path)?;
     std::io::Write::write_all(&mut f, &bytes).map_err(|e| format!("{path}: {e}"))?;
     f.finish().map_err(|e| format!("{path}: {e}"))?;
@@ -164,5 +262,56 @@ mod tests {
         assert!(err.contains("a changed") && err.contains("--full"), "{err}");
         // A consumed file that is gone is fine: its events are in the state.
         assert_eq!(new_files(&[file("c", 7, 9)], &consumed), Ok(vec![0]));
+    }
+
+    fn manifest() -> StateManifest {
+        StateManifest {
+            format: FORMAT,
+            fingerprint: 7,
+            recorded: serde_json::json!({"indicators": [["buy", ["buy"]]], "random": false}),
+            consumed: vec![Consumed { path: "a".into(), len: 10, mtime: 5 }],
+            parts: 2,
+            run: "r".into(),
+            written: "2026-01-01T00:00:00Z".into(),
+            es_index: None,
+        }
+    }
+
+    #[test]
+    fn a_manifest_is_written_with_its_checksum_and_read_back() {
+        let value = serde_json::to_value(manifest()).unwrap();
+        assert!(value[seal::CHECKSUM_FIELD].is_string(), "{value}");
+        let text = serde_json::to_vec_pretty(&value).unwrap();
+        assert_eq!(decode_manifest("s", &text).unwrap(), manifest());
+        let changed = String::from_utf8(text).unwrap().replace("\"parts\": 2", "\"parts\": 3");
+        let err = decode_manifest("s", changed.as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("corrupt state s: checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn parts_round_trip_and_are_checked() {
+        let part = StatePart {
+            items: vec!["i".into()],
+            user_names: "u".into(),
+            user_ends: vec![1],
+            primary_events: vec![1],
+            lens: vec![1, 0],
+            pairs: vec![(0, 3)],
+            history_hashes: vec![0],
+            ..StatePart::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().to_str().unwrap();
+        write_part(&Store::Local, dir, 1, &part).unwrap();
+        assert_eq!(open_part(&Store::Local, dir, 1, 2).unwrap().pairs, part.pairs);
+        let err = open_part(&Store::Local, dir, 1, 3).unwrap_err().to_string();
+        assert!(
+            err.contains("corrupt state") && err.contains("records 2 indicators per user, the engine has 3"),
+            "{err}"
+        );
+        // A part of format 1 (bincode, no frame) is not taken for one.
+        let old = bincode::serialize(&part).unwrap();
+        let err = decode_part("p", 1, &old).unwrap_err().to_string();
+        assert!(err.starts_with("corrupt state p: "), "{err}");
     }
 }
