@@ -4,9 +4,10 @@
 
 use super::{Mode, TrainError, TrainOptions};
 use crate::config::Engine;
+use crate::dataflow::Failure;
 use crate::dataflow::{StateIn, read::ReadPlan};
 use crate::source::{InputFile, list_inputs};
-use crate::state::Consumed;
+use crate::state::{Consumed, StateError};
 use crate::storage::Store;
 
 /// The input of a run.
@@ -29,10 +30,9 @@ pub(super) fn select(opts: &TrainOptions, mode: &Mode) -> Result<Option<Selectio
     let warm = mode.warm();
     let state = match &opts.state {
         None => None,
-        Some(dir) => Some(
-            PreviousState::open(dir, &opts.engine, opts.full && !warm, is_first && matches!(mode, Mode::Once))
-                .map_err(TrainError::Setup)?,
-        ),
+        Some(dir) => {
+            Some(PreviousState::open(dir, &opts.engine, opts.full && !warm, is_first && matches!(mode, Mode::Once))?)
+        }
     };
     // Consumed before this run: by the follower's model, else by the state.
     let consumed_before = match (mode.follower(), &state) {
@@ -92,26 +92,39 @@ pub(super) struct PreviousState {
 }
 
 impl PreviousState {
-    fn open(dir: &str, engine: &Engine, full: bool, lock: bool) -> Result<PreviousState, String> {
+    /// Refusals are setup errors (exit 2); a damaged state fails the run
+    /// (exit 1) unless `--full` replaces it without reading it.
+    fn open(dir: &str, engine: &Engine, full: bool, lock: bool) -> Result<PreviousState, TrainError> {
         if engine.event_window_secs.is_some() {
-            return Err("--state cannot be used with datasource.params.eventWindow: a state keeps every event".into());
+            return Err(TrainError::Setup(
+                "--state cannot be used with datasource.params.eventWindow: a state keeps every event".into(),
+            ));
         }
-        let (store, dir) = Store::resolve(dir).map_err(|e| format!("--state {e}"))?;
-        let lock = if lock { Some(crate::state::lock::StateLock::acquire(&store, &dir)?) } else { None };
-        let manifest = crate::state::read_manifest(&store, &dir)?;
+        let (store, dir) = Store::resolve(dir).map_err(|e| TrainError::Setup(format!("--state {e}")))?;
+        let lock = match lock {
+            true => Some(crate::state::lock::StateLock::acquire(&store, &dir).map_err(TrainError::Setup)?),
+            false => None,
+        };
+        let manifest = match full {
+            true => None,
+            false => crate::state::open_manifest(&store, &dir).map_err(|e| match e {
+                StateError::Storage(e) => TrainError::Setup(e),
+                e => TrainError::Failed(Failure::Input(e.to_string())),
+            })?,
+        };
         let manifest = match manifest {
-            Some(m) if !full => {
+            Some(m) => {
                 let (fingerprint, recorded) = state_fingerprint(engine);
                 if m.fingerprint != fingerprint {
-                    return Err(format!(
+                    return Err(TrainError::Setup(format!(
                         "the state in {dir} was written for another engine configuration (it records {}, this engine needs {}): \
                          rebuild it with --full",
                         m.recorded, recorded
-                    ));
+                    )));
                 }
                 Some(m)
             }
-            _ => None,
+            None => None,
         };
         Ok(PreviousState { dir, store, manifest, _lock: lock })
     }
