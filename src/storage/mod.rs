@@ -76,15 +76,33 @@ impl Store {
         }
     }
 
-    /// The entries directly in a directory, sorted by path.
+    /// The entries directly in a directory, sorted by path. A dangling
+    /// local symbolic link is left out with a warning.
     pub fn list_dir(&self, path: &str) -> Result<Vec<Entry>, String> {
+        let (entries, dangling) = self.list_dir_counted(path)?;
+        for link in dangling {
+            tracing::warn!("{link}: dangling symbolic link, skipped");
+        }
+        Ok(entries)
+    }
+
+    /// [`Store::list_dir`], giving back the dangling symbolic links left out.
+    pub fn list_dir_counted(&self, path: &str) -> Result<(Vec<Entry>, Vec<String>), String> {
+        let mut dangling = Vec::new();
         let mut out = match self {
             Store::Local => {
                 let mut out = Vec::new();
                 for entry in fs::read_dir(path).map_err(|e| format!("{path}: {e}"))? {
                     let entry = entry.map_err(|e| format!("{path}: {e}"))?;
                     let p = entry.path();
-                    let m = fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                    let m = match fs::metadata(&p) {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound && p.is_symlink() => {
+                            dangling.push(p.to_string_lossy().into_owned());
+                            continue;
+                        }
+                        Err(e) => return Err(format!("{}: {e}", p.display())),
+                    };
                     out.push(Entry {
                         path: p.to_string_lossy().into_owned(),
                         len: m.len(),
@@ -97,7 +115,7 @@ impl Store {
             Store::Hdfs(h) => h.list_dir(path)?,
         };
         out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok((out, dangling))
     }
 
     /// Opens a file for reading at byte `offset`.
