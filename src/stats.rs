@@ -34,9 +34,27 @@ pub struct RejectedLine {
 }
 
 impl std::fmt::Display for RejectedLine {
+    /// `file:line: message`, control characters escaped (`\u{1b}`): input
+    /// text cannot move the cursor or recolour the terminal.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        write!(f, "{}:{}: {}", escape_controls(&self.file), self.line, escape_controls(&self.message))
     }
+}
+
+/// `s` with its control characters written as Rust escapes.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Input statistics.
@@ -236,6 +254,20 @@ mod tests {
         };
         s.resolve_lines();
         assert_eq!(s.samples[0].line, 13);
+    }
+
+    #[test]
+    fn samples_show_control_characters_escaped() {
+        let sample = RejectedLine {
+            file_index: 0,
+            unit_start: 0,
+            line: 3,
+            file: "in\u{7}.jsonl".into(),
+            message: "field eventTime: `\u{1b}[2J\r\n` is not an ISO-8601 date-time".into(),
+        };
+        let shown = sample.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "in\\u{7}.jsonl:3: field eventTime: `\\u{1b}[2J\\r\\n` is not an ISO-8601 date-time");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod cluster;
 mod conformance;
 mod determinism;
 mod elasticsearch;
+mod faults;
 mod follow;
 mod hdfs;
 mod incremental;

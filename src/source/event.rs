@@ -40,6 +40,8 @@ pub enum Reject {
     BadEventTime(String),
     /// `properties` of a property event is not an object.
     BadProperties(&'static str),
+    /// Longer than the limit (`--max-line-bytes`); not read.
+    LineTooLong(usize),
 }
 
 impl Reject {
@@ -52,6 +54,7 @@ impl Reject {
             Reject::EmptyField(f) => format!("empty field {f}"),
             Reject::BadEventTime(_) => "bad eventTime".into(),
             Reject::BadProperties(_) => "bad properties".into(),
+            Reject::LineTooLong(limit) => format!("line longer than {limit} bytes"),
         }
     }
 }
@@ -71,6 +74,7 @@ impl fmt::Display for Reject {
             Reject::BadProperties(found) => {
                 write!(f, "field properties: expected an object, found {found}")
             }
+            Reject::LineTooLong(limit) => write!(f, "line longer than {limit} bytes (--max-line-bytes)"),
         }
     }
 }

@@ -12,6 +12,8 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const BUFFER: usize = 1 << 20;
+/// Bytes read at a time past a line that is too long.
+const SKIP_CHUNK: usize = 64 << 10;
 
 /// Counts bytes read from the underlying file into a shared counter.
 struct Counting<'a, R> {
@@ -27,15 +29,51 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
-/// Calls `f(line_number, line)` for each line of a work unit: the lines
-/// that *start* in `unit.start .. unit.end` (the last one may run past the
-/// end). Line numbers count from 1 at the unit's start. Errors name the file.
+/// The longest line read by default (`--max-line-bytes`): longer ones are
+/// rejected without being held in memory.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+
+/// One line as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line<'a> {
+    Text(&'a [u8]),
+    /// Longer than the limit: skipped up to its newline. `head` is its
+    /// first `limit + 1` bytes (or fewer, if it ended sooner), `len` its
+    /// length.
+    TooLong {
+        head: &'a [u8],
+        len: u64,
+    },
+}
+
+/// [`read_unit_limited`] with the default limit, for callers that take
+/// text only: a line over the limit is given as its first
+/// `DEFAULT_MAX_LINE_BYTES + 1` bytes (a cut line, which the event parser
+/// rejects), never whole.
 pub fn read_unit(
     store: &Store,
     file: &InputFile,
     unit: &WorkUnit,
     bytes_read: &AtomicU64,
     mut f: impl FnMut(u64, &[u8]),
+) -> Result<u64, String> {
+    read_unit_limited(store, file, unit, DEFAULT_MAX_LINE_BYTES, bytes_read, |no, line| match line {
+        Line::Text(text) => f(no, text),
+        Line::TooLong { head, .. } => f(no, head),
+    })
+}
+
+/// Calls `f(line_number, line)` for each line of a work unit: the lines
+/// that *start* in `unit.start .. unit.end` (the last one may run past the
+/// end). Line numbers count from 1 at the unit's start. A line longer than
+/// `max_line_bytes` comes as [`Line::TooLong`]. Errors name the file.
+pub fn read_unit_limited(
+    store: &Store,
+    file: &InputFile,
+    unit: &WorkUnit,
+    max_line_bytes: usize,
+    bytes_read: &AtomicU64,
+    mut f: impl FnMut(u64, Line<'_>),
 ) -> Result<u64, String> {
     let open_at = unit.start.saturating_sub(1);
     let raw = store.open(&file.path, open_at)?;
@@ -49,9 +87,9 @@ pub fn read_unit(
     let mut skip = unit.start > 0;
     let mut pos = open_at;
     let mut line_no = 0u64;
-    split_lines(&mut reader, |line| {
+    split_lines_within(&mut reader, max_line_bytes, |line| {
         let line_start = pos;
-        pos += line.len() as u64 + 1;
+        pos += line_len(&line) + 1;
         if std::mem::take(&mut skip) {
             return true;
         }
@@ -59,7 +97,13 @@ pub fn read_unit(
             return false;
         }
         line_no += 1;
-        f(line_no, trim_cr(line));
+        f(
+            line_no,
+            match line {
+                Line::Text(text) => Line::Text(trim_cr(text)),
+                too_long => too_long,
+            },
+        );
         true
     })
     .map_err(|e| {
@@ -69,14 +113,70 @@ pub fn read_unit(
     Ok(line_no)
 }
 
+fn line_len(line: &Line<'_>) -> u64 {
+    match line {
+        Line::Text(text) => text.len() as u64,
+        Line::TooLong { len, .. } => *len,
+    }
+}
+
 /// Splits a byte stream into lines at `\n`; `f` returns false to stop.
 pub fn split_lines(reader: &mut dyn Read, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+    split_lines_within(reader, usize::MAX, |line| match line {
+        Line::Text(text) => f(text),
+        Line::TooLong { .. } => unreachable!("no line is longer than usize::MAX"),
+    })
+}
+
+/// Splits a byte stream into lines at `\n`, holding at most
+/// `max(max_line_bytes + 1, BUFFER)` bytes: a longer line is read past up to
+/// its newline and given as [`Line::TooLong`]. `f` returns false to stop.
+pub fn split_lines_within(
+    reader: &mut dyn Read,
+    max_line_bytes: usize,
+    mut f: impl FnMut(Line<'_>) -> bool,
+) -> io::Result<()> {
     let mut buf = vec![0u8; BUFFER];
     let mut filled = 0usize;
+    // `buf[..scanned]` holds no terminator.
+    let mut scanned = 0usize;
     loop {
+        let mut start = 0;
+        while let Some(p) = memchr::memchr(b'\n', &buf[scanned..filled]) {
+            let nl = scanned + p;
+            if !f(limited(&buf[start..nl], max_line_bytes)) {
+                return Ok(());
+            }
+            start = nl + 1;
+            scanned = start;
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        scanned = filled;
         if filled == buf.len() {
-            // A line longer than the buffer: grow it.
-            buf.resize(buf.len() * 2, 0);
+            if filled > max_line_bytes {
+                // The line in the buffer is too long: read past it.
+                let head_len = max_line_bytes + 1;
+                if buf.len() - head_len < SKIP_CHUNK {
+                    buf.resize(head_len + SKIP_CHUNK, 0);
+                }
+                let (len, rest) = skip_line(reader, &mut buf[head_len..], filled - head_len)?;
+                let line = Line::TooLong { head: &buf[..head_len], len: len + head_len as u64 };
+                let Some((from, to)) = rest else {
+                    f(line);
+                    return Ok(());
+                };
+                if !f(line) {
+                    return Ok(());
+                }
+                buf.copy_within(head_len + from..head_len + to, 0);
+                filled = to - from;
+                scanned = 0;
+                continue;
+            }
+            // A line longer than the buffer: grow it, up to the limit.
+            let grown = buf.len().saturating_mul(2).min(max_line_bytes.saturating_add(1)).max(buf.len() + 1);
+            buf.resize(grown, 0);
         }
         let n = match reader.read(&mut buf[filled..]) {
             Ok(n) => n,
@@ -85,24 +185,42 @@ pub fn split_lines(reader: &mut dyn Read, mut f: impl FnMut(&[u8]) -> bool) -> i
         };
         if n == 0 {
             if filled > 0 {
-                f(&buf[..filled]);
+                f(limited(&buf[..filled], max_line_bytes));
             }
             return Ok(());
         }
-        let end = filled + n;
-        let mut start = 0;
-        // Only the new bytes can hold new terminators.
-        let mut search_from = filled;
-        while let Some(p) = memchr::memchr(b'\n', &buf[search_from..end]) {
-            let nl = search_from + p;
-            if !f(&buf[start..nl]) {
-                return Ok(());
-            }
-            start = nl + 1;
-            search_from = start;
+        filled += n;
+    }
+}
+
+/// A complete line, as text or too long.
+fn limited(text: &[u8], max_line_bytes: usize) -> Line<'_> {
+    if text.len() > max_line_bytes {
+        Line::TooLong { head: &text[..max_line_bytes + 1], len: text.len() as u64 }
+    } else {
+        Line::Text(text)
+    }
+}
+
+/// Reads past the rest of a line, using `scratch` (whose first `held`
+/// bytes are already of the line). Returns the line's length from the
+/// start of `scratch`, and the range in `scratch` of the bytes read after
+/// its newline (`None`: the stream ended first).
+fn skip_line(reader: &mut dyn Read, scratch: &mut [u8], held: usize) -> io::Result<(u64, Option<(usize, usize)>)> {
+    let mut len = held as u64;
+    loop {
+        let n = match reader.read(scratch) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok((len, None));
         }
-        buf.copy_within(start..end, 0);
-        filled = end - start;
+        if let Some(p) = memchr::memchr(b'\n', &scratch[..n]) {
+            return Ok((len + p as u64, Some((p + 1, n))));
+        }
+        len += n as u64;
     }
 }
 
@@ -166,6 +284,68 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0], long);
         assert_eq!(lines[1], b"tail");
+    }
+
+    fn limited(data: &[u8], max: usize) -> Vec<Result<Vec<u8>, (usize, u64)>> {
+        let mut out = Vec::new();
+        split_lines_within(&mut &data[..], max, |l| {
+            out.push(match l {
+                Line::Text(t) => Ok(t.to_vec()),
+                Line::TooLong { head, len } => Err((head.len(), len)),
+            });
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn lines_over_the_limit_are_skipped_to_the_next_newline() {
+        assert_eq!(
+            limited(b"abc\nabcdefgh\nxy\nabcdefghij", 5),
+            vec![Ok(b"abc".to_vec()), Err((6, 8)), Ok(b"xy".to_vec()), Err((6, 10))]
+        );
+        // Longer than the buffer: the buffer stops growing at the limit.
+        let mut data = vec![b'x'; BUFFER * 5 + 3];
+        data.extend_from_slice(b"\nafter\n");
+        data.extend(vec![b'y'; BUFFER * 2]);
+        let out = limited(&data, BUFFER + 10);
+        assert_eq!(
+            out,
+            vec![
+                Err((BUFFER + 11, BUFFER as u64 * 5 + 3)),
+                Ok(b"after".to_vec()),
+                Err((BUFFER + 11, BUFFER as u64 * 2))
+            ]
+        );
+        assert_eq!(limited(&vec![b'z'; BUFFER + 1], BUFFER), vec![Err((BUFFER + 1, BUFFER as u64 + 1))]);
+        assert_eq!(limited(&vec![b'z'; BUFFER], BUFFER), vec![Ok(vec![b'z'; BUFFER])]);
+    }
+
+    /// A huge compressed line is read in bounded memory and the next line
+    /// still counts, at its right number.
+    #[test]
+    fn a_huge_gzip_line_is_skipped() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+        gz.write_all(b"first\n").unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..64 {
+            gz.write_all(&chunk).unwrap();
+        }
+        gz.write_all(b"\nlast\n").unwrap();
+        gz.finish().unwrap();
+        let file =
+            InputFile { len: std::fs::metadata(&path).unwrap().len(), path: path.to_str().unwrap().into(), mtime: 0 };
+        let unit = WorkUnit { file: 0, start: 0, end: u64::MAX };
+        let mut seen = Vec::new();
+        read_unit_limited(&Store::Local, &file, &unit, 1000, &AtomicU64::new(0), |no, l| {
+            seen.push((no, matches!(l, Line::TooLong { len, .. } if len == 64 << 20), l == Line::Text(b"last")))
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(1, false, false), (2, true, false), (3, false, true)]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Hadoop does, and so are `*.md` files (a README next to the partitions is
 //! not event data); `.gz` files are decompressed. Files are listed in path
 //! order so every worker sees the same list and can take its share of it.
+//! A dangling symbolic link is skipped with a warning, not an error.
 
 pub mod event;
 pub mod json;
@@ -45,7 +46,14 @@ pub fn list_inputs(input: &str) -> Result<(Store, Vec<InputFile>), String> {
         .ok_or_else(|| format!("--input {input}: No such file or directory"))?;
     let mut files = Vec::new();
     if root.is_dir {
-        walk(&store, &path, &mut files).map_err(|e| format!("--input {e}"))?;
+        let mut dangling = Vec::new();
+        walk(&store, &path, &mut files, &mut dangling).map_err(|e| format!("--input {e}"))?;
+        if let Some(first) = dangling.first() {
+            tracing::warn!(
+                "--input {input}: {} dangling symbolic link(s) skipped (the first: {first})",
+                dangling.len()
+            );
+        }
         if files.is_empty() {
             return Err(format!("--input {input}: no input files in this directory"));
         }
@@ -56,14 +64,16 @@ pub fn list_inputs(input: &str) -> Result<(Store, Vec<InputFile>), String> {
     Ok((store, files))
 }
 
-fn walk(store: &Store, dir: &str, out: &mut Vec<InputFile>) -> Result<(), String> {
-    for entry in store.list_dir(dir)? {
+fn walk(store: &Store, dir: &str, out: &mut Vec<InputFile>, dangling: &mut Vec<String>) -> Result<(), String> {
+    let (entries, links) = store.list_dir_counted(dir)?;
+    dangling.extend(links);
+    for entry in entries {
         let name = file_name(&entry.path);
         if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
         if entry.is_dir {
-            walk(store, &entry.path, out)?;
+            walk(store, &entry.path, out, dangling)?;
         } else if !name.ends_with(".md") {
             out.push(InputFile { path: entry.path, len: entry.len, mtime: entry.mtime });
         }
@@ -139,6 +149,18 @@ mod tests {
         assert_eq!(names, ["a.jsonl", "month=2011-01/part-00000.jsonl.gz"]);
         assert!(files[1].is_gzip());
         assert!(list_inputs("/definitely/not/here").err().unwrap().contains("/definitely/not/here"));
+    }
+
+    #[test]
+    fn dangling_links_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("a.jsonl"), b"x").unwrap();
+        std::os::unix::fs::symlink(p.join("gone.jsonl"), p.join("b.jsonl")).unwrap();
+        let (_, files) = list_inputs(p.to_str().unwrap()).unwrap();
+        assert_eq!(files.len(), 1);
+        let (entries, dangling) = Store::Local.list_dir_counted(p.to_str().unwrap()).unwrap();
+        assert_eq!((entries.len(), dangling.len()), (1, 1));
     }
 
     #[test]

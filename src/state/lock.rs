@@ -4,9 +4,15 @@
 //! Locally the lock is an `flock` on `.<state>.lock` next to the state
 //! directory, released by the kernel even if the run is killed. On HDFS it
 //! is the exclusive creation of that file, deleted at the end; a run killed
-//! on HDFS leaves it behind and the message says how to clear it.
+//! on HDFS leaves it behind and the message says how to clear it; only an
+//! existing lock file means another run, any other failure to create it is
+//! reported as what it is.
+//!
+//! Holding the lock, a run first completes a publish of the state that a
+//! crash interrupted (see [`crate::sink::directory::recover`]), so it reads
+//! the state as last published rather than none.
 
-use crate::storage::{Store, file_name, join, parent};
+use crate::storage::{CreateError, Store, file_name, join, parent};
 use std::io::{Read, Write};
 
 pub struct StateLock {
@@ -29,7 +35,7 @@ impl StateLock {
         let dir = dir.trim_end_matches('/');
         let path = join(&parent(dir), &format!(".{}.lock", file_name(dir)));
         store.create_dir_all(&parent(dir))?;
-        match store {
+        let lock = match store {
             Store::Local => {
                 let mut file = std::fs::OpenOptions::new()
                     .read(true)
@@ -53,24 +59,34 @@ impl StateLock {
                 let _ = write!(file, "{}", holder());
                 Ok(StateLock { store: store.clone(), path, _file: Some(file) })
             }
-            Store::Hdfs(_) => match store.create_new(&path) {
-                Ok(mut f) => {
-                    let _ = f.write_all(holder().as_bytes());
-                    f.finish().map_err(|e| format!("{path}: {e}"))?;
-                    Ok(StateLock { store: store.clone(), path, _file: None })
-                }
-                Err(_) => {
-                    let mut who = String::new();
-                    if let Ok(mut r) = store.open(&path, 0) {
-                        let _ = r.read_to_string(&mut who);
-                    }
-                    Err(format!(
-                        "another ur-train run is using the state {dir} ({}); if none is running (a run was killed), delete {path}",
-                        who.trim()
-                    ))
-                }
-            },
+            Store::Hdfs(_) => exclusive(store, &path, dir),
+        }?;
+        if let Some(restored) = crate::sink::directory::recover(store, dir).map_err(|e| format!("--state {e}"))? {
+            tracing::warn!("state {dir}: restored from {restored} (a run was interrupted while publishing it)");
         }
+        Ok(lock)
+    }
+}
+
+/// The lock as an exclusive creation of `path` (HDFS, which has no `flock`).
+fn exclusive(store: &Store, path: &str, dir: &str) -> Result<StateLock, String> {
+    match store.create_new(path) {
+        Ok(mut f) => {
+            let _ = f.write_all(holder().as_bytes());
+            f.finish().map_err(|e| format!("{path}: {e}"))?;
+            Ok(StateLock { store: store.clone(), path: path.to_string(), _file: None })
+        }
+        Err(CreateError::Exists(_)) => {
+            let mut who = String::new();
+            if let Ok(mut r) = store.open(path, 0) {
+                let _ = r.read_to_string(&mut who);
+            }
+            Err(format!(
+                "another ur-train run is using the state {dir} ({}); if none is running (a run was killed), delete {path}",
+                who.trim()
+            ))
+        }
+        Err(e @ CreateError::Other(_)) => Err(format!("cannot take the lock of the state {dir}: {e}")),
     }
 }
 
@@ -96,5 +112,31 @@ mod tests {
         assert!(err.contains("another ur-train run") && err.contains(&format!("pid {}", std::process::id())), "{err}");
         drop(first);
         assert!(StateLock::acquire(&Store::Local, state).is_ok());
+    }
+
+    #[test]
+    fn only_an_existing_lock_file_means_another_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let path = join(d, ".state.lock");
+        let first = exclusive(&Store::Local, &path, &join(d, "state")).unwrap();
+        let err = exclusive(&Store::Local, &path, &join(d, "state")).err().unwrap();
+        assert!(err.contains("another ur-train run") && err.contains("delete"), "{err}");
+        drop(first);
+        std::fs::write(join(d, "file"), "").unwrap();
+        let err = exclusive(&Store::Local, &join(d, "file/.state.lock"), &join(d, "file/state")).err().unwrap();
+        assert!(!err.contains("another ur-train run") && err.contains("cannot take the lock"), "{err}");
+    }
+
+    #[test]
+    fn taking_the_lock_restores_an_interrupted_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = crate::storage::owner::Machine::this().tag("999999999");
+        let old = dir.path().join(format!(".state.tmp-{tag}.old"));
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(old.join("state.json"), "{}").unwrap();
+        let state = dir.path().join("state");
+        let _lock = StateLock::acquire(&Store::Local, state.to_str().unwrap()).unwrap();
+        assert!(state.join("state.json").exists() && !old.exists());
     }
 }

@@ -7,7 +7,7 @@
 //! with a deadline, so an unreachable NameNode is an error within seconds,
 //! not a hang.
 
-use super::{Entry, FileSink};
+use super::{CreateError, Entry, FileSink};
 use crate::runtime::runtime;
 use bytes::Bytes;
 use hdfs_native::{Client, ClientBuilder, WriteOptions, file::FileReader, file::FileWriter};
@@ -146,10 +146,20 @@ impl Hdfs {
     }
 
     /// Creates a file that must not exist yet (exclusive, for locks).
-    pub fn create_new(&self, url: &str) -> Result<Box<dyn FileSink>, String> {
-        let path = self.path(url)?;
+    pub fn create_new(&self, url: &str) -> Result<Box<dyn FileSink>, CreateError> {
+        let path = self.path(url).map_err(CreateError::Other)?;
         let options = WriteOptions::default().overwrite(false).create_parent(true);
-        let writer = wait(url, CALL_TIMEOUT, self.client.create(&path, options))?;
+        let created =
+            runtime().block_on(async { tokio::time::timeout(CALL_TIMEOUT, self.client.create(&path, options)).await });
+        let writer = match created {
+            Ok(Ok(w)) => w,
+            Ok(Err(hdfs_native::HdfsError::AlreadyExists(_))) => return Err(CreateError::Exists(url.to_string())),
+            Ok(Err(e)) => return Err(CreateError::Other(format!("cannot create {url}: {e}"))),
+            Err(_) => {
+                let secs = CALL_TIMEOUT.as_secs();
+                return Err(CreateError::Other(format!("cannot create {url}: no answer from HDFS within {secs}s")));
+            }
+        };
         Ok(Box::new(HdfsWrite { url: url.to_string(), writer, buf: Vec::with_capacity(WRITE_CHUNK) }))
     }
 

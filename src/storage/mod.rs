@@ -4,11 +4,22 @@
 //! small contract: list files, open at an offset, create, rename, delete.
 
 pub mod hdfs;
+pub mod owner;
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
+
+/// Why [`Store::create_new`] failed: the file exists (someone else made it
+/// first), or anything else.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0}")]
+    Other(String),
+}
 
 /// A file or directory found by listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,15 +76,33 @@ impl Store {
         }
     }
 
-    /// The entries directly in a directory, sorted by path.
+    /// The entries directly in a directory, sorted by path. A dangling
+    /// local symbolic link is left out with a warning.
     pub fn list_dir(&self, path: &str) -> Result<Vec<Entry>, String> {
+        let (entries, dangling) = self.list_dir_counted(path)?;
+        for link in dangling {
+            tracing::warn!("{link}: dangling symbolic link, skipped");
+        }
+        Ok(entries)
+    }
+
+    /// [`Store::list_dir`], giving back the dangling symbolic links left out.
+    pub fn list_dir_counted(&self, path: &str) -> Result<(Vec<Entry>, Vec<String>), String> {
+        let mut dangling = Vec::new();
         let mut out = match self {
             Store::Local => {
                 let mut out = Vec::new();
                 for entry in fs::read_dir(path).map_err(|e| format!("{path}: {e}"))? {
                     let entry = entry.map_err(|e| format!("{path}: {e}"))?;
                     let p = entry.path();
-                    let m = fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                    let m = match fs::metadata(&p) {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound && p.is_symlink() => {
+                            dangling.push(p.to_string_lossy().into_owned());
+                            continue;
+                        }
+                        Err(e) => return Err(format!("{}: {e}", p.display())),
+                    };
                     out.push(Entry {
                         path: p.to_string_lossy().into_owned(),
                         len: m.len(),
@@ -86,7 +115,7 @@ impl Store {
             Store::Hdfs(h) => h.list_dir(path)?,
         };
         out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok((out, dangling))
     }
 
     /// Opens a file for reading at byte `offset`.
@@ -152,14 +181,16 @@ impl Store {
     }
 
     /// Creates a file that must not exist yet.
-    pub fn create_new(&self, path: &str) -> Result<Box<dyn FileSink>, String> {
+    pub fn create_new(&self, path: &str) -> Result<Box<dyn FileSink>, CreateError> {
         match self {
             Store::Local => {
-                let f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(path)
-                    .map_err(|e| format!("cannot create {path}: {e}"))?;
+                let f = fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        CreateError::Exists(path.to_string())
+                    } else {
+                        CreateError::Other(format!("cannot create {path}: {e}"))
+                    }
+                })?;
                 Ok(Box::new(LocalSink { file: io::BufWriter::new(f), sync: true }))
             }
             Store::Hdfs(h) => h.create_new(path),
@@ -178,6 +209,17 @@ impl Store {
         match self {
             Store::Local => fs::rename(from, to).map_err(|e| format!("cannot rename {from} to {to}: {e}")),
             Store::Hdfs(h) => h.rename(from, to),
+        }
+    }
+
+    /// Makes the entries of a local directory (files created, renamed or
+    /// removed in it) durable; HDFS persists them on the NameNode already.
+    pub fn sync_dir(&self, path: &str) -> Result<(), String> {
+        match self {
+            Store::Local => {
+                fs::File::open(path).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {path}: {e}"))
+            }
+            Store::Hdfs(_) => Ok(()),
         }
     }
 
@@ -288,5 +330,15 @@ mod tests {
         assert!(store.stat(&join(d, "x")).unwrap().is_none());
         store.remove_all(&join(d, "z")).unwrap();
         assert!(store.stat(&join(d, "z")).unwrap().is_none());
+    }
+
+    #[test]
+    fn exclusive_creation_tells_exists_from_other_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        Store::Local.create_new(&join(d, "f")).unwrap().finish().unwrap();
+        assert!(matches!(Store::Local.create_new(&join(d, "f")), Err(CreateError::Exists(_))));
+        let err = Store::Local.create_new(&join(d, "f/under-a-file")).err().unwrap();
+        assert!(matches!(err, CreateError::Other(_)), "{err}");
     }
 }
