@@ -82,6 +82,9 @@ pub struct Consumed {
 #[serde(remote = "Self", rename_all = "camelCase")]
 pub struct StateManifest {
     pub format: u32,
+    /// Always `ur-train`: marks the directory as ours.
+    #[serde(default = "producer")]
+    pub producer: String,
     /// What the state records (events of indicators and rankings); another
     /// engine with the same fingerprint can continue from it.
     pub fingerprint: u64,
@@ -169,6 +172,13 @@ pub fn new_files(files: &[InputFile], consumed: &[Consumed]) -> Result<Vec<usize
 pub fn read_manifest(store: &Store, dir: &str) -> Result<Option<StateManifest>, String> {
     open_manifest(store, dir).map_err(|e| e.to_string())
 }
+
+fn producer() -> String {
+    PRODUCER.to_string()
+}
+
+/// The `producer` of the files this program writes.
+pub const PRODUCER: &str = "ur-train";
 
 /// Reads and checks `state.json` of a state directory, if there is one.
 pub fn open_manifest(store: &Store, dir: &str) -> Result<Option<StateManifest>, StateError> {
@@ -267,6 +277,7 @@ mod tests {
     fn manifest() -> StateManifest {
         StateManifest {
             format: FORMAT,
+            producer: PRODUCER.into(),
             fingerprint: 7,
             recorded: serde_json::json!({"indicators": [["buy", ["buy"]]], "random": false}),
             consumed: vec![Consumed { path: "a".into(), len: 10, mtime: 5 }],

@@ -147,6 +147,7 @@ fn publish_state(
     }
     let (fingerprint, recorded) = state_fingerprint(&opts.engine);
     let written = crate::state::StateManifest {
+        producer: crate::state::PRODUCER.to_string(),
         format: crate::state::FORMAT,
         fingerprint,
         recorded,
