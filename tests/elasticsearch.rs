@@ -368,7 +368,7 @@ fn a_run_failing_mid_bulk_keeps_the_old_model() {
     let answer_before = block_on(r.recommend(&Query { user: Some("u1".into()), ..Default::default() })).unwrap();
 
     // A bigger input, many small bulk requests, through a proxy that dies.
-    let input = shared().join("data/online-retail/month=2011-11");
+    let input = online_retail().join("month=2011-11");
     let retail = engine_file(dir.path(), json!({"eventNames": ["purchase"], "indexName": "hm_fail"}));
     let proxy = dying_proxy(&es.url, 300_000);
     let out = train(&retail, &input, &proxy, &["--es-batch-bytes", "20000", "--es-retries", "2", "--workers", "2"]);

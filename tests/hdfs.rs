@@ -90,7 +90,7 @@ impl Drop for MiniDfs {
 }
 
 fn retail() -> PathBuf {
-    shared().join("data/online-retail")
+    online_retail()
 }
 
 fn retail_engine(dir: &Path) -> PathBuf {
