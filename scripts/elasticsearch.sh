@@ -9,6 +9,9 @@
 #   scripts/elasticsearch.sh install
 #       download (checksum-verified) and unpack once into the cache; prints the
 #       ES home directory. Idempotent, safe to run concurrently.
+#   scripts/elasticsearch.sh java
+#       install, then print the JDK home `run` would use, or fail saying which
+#       Java the engine needs.
 #   scripts/elasticsearch.sh run --port N --data DIR [options]
 #       run ES in the FOREGROUND on http://127.0.0.1:N with everything it writes
 #       (config copy, data, logs, tmp) under DIR. Prints exactly one line on stdout,
@@ -174,7 +177,7 @@ pick_java() {
 # ------------------------------------------------------------- run helpers ---
 
 usage() {
-  die "usage: $0 install | run --port N --data DIR [--heap 512m] [--transport-port N] [--security [--user U] [--password P]] [--no-stdin] [--quiet] [--timeout S] | start (same options as run) | stop --data DIR"
+  die "usage: $0 install | java | run --port N --data DIR [--heap 512m] [--transport-port N] [--security [--user U] [--password P]] [--no-stdin] [--quiet] [--timeout S] | start (same options as run) | stop --data DIR"
 }
 
 port=""; data=""; heap="512m"; tport="0"; security=0; es_user_name="urtrain"
@@ -502,6 +505,7 @@ sub="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "$sub" in
   install) [[ $# -eq 0 ]] || usage; install_es >&2; echo "$es_home" ;;
+  java) [[ $# -eq 0 ]] || usage; install_es >&2; pick_java ;;
   run) run_es "$@" ;;
   start) start_es "$@" ;;
   stop) stop_bg "$@" ;;
