@@ -110,9 +110,9 @@ install_es() {
   say "downloading $url_base"
   curl -fsSL --retry 3 -o "$tmp/es.zip" "$url_base" || die "download failed: $url_base (is $product $ver published as an integ-test-zip?)"
   local want got
-  if command -v sha512sum >/dev/null 2>&1 && want="$(curl -fsSL --retry 3 "$url_base.sha512")"; then
+  if command -v sha512sum >/dev/null 2>&1 && want="$(curl -fsL --retry 3 "$url_base.sha512")"; then
     got="$(sha512sum "$tmp/es.zip" | cut -d' ' -f1)"
-  elif command -v sha1sum >/dev/null 2>&1 && want="$(curl -fsSL --retry 3 "$url_base.sha1")"; then
+  elif command -v sha1sum >/dev/null 2>&1 && want="$(curl -fsL --retry 3 "$url_base.sha1")"; then
     got="$(sha1sum "$tmp/es.zip" | cut -d' ' -f1)"
   elif command -v sha512sum >/dev/null 2>&1 && want="${pinned_sha512[$engine]:-}" && [[ -n "$want" ]]; then
     got="$(sha512sum "$tmp/es.zip" | cut -d' ' -f1)"
