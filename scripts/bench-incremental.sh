@@ -51,7 +51,7 @@ echo "state: $STATE_BYTES bytes after the full run = $(echo "scale=1; $STATE_BYT
 
 # Online Retail: 12 months, then month 13.
 mkdir -p "$WORK/retail"
-for m in ../shared/data/online-retail/month=*; do
+for m in data/online-retail/month=*; do
   case $m in *2011-12) ;; *) cp -r "$m" "$WORK/retail/";; esac
 done
 RETAIL_ENGINE=$WORK/retail.json
@@ -61,8 +61,8 @@ JSON
 ENGINE=$RETAIL_ENGINE
 NOW=2011-12-10T00:00:00Z
 run "retail: months 1-12, writing the state" -i "$WORK/retail" -o "$WORK/r-model" --state "$WORK/r-state"
-cp -r ../shared/data/online-retail/month=2011-12 "$WORK/retail/"
+cp -r data/online-retail/month=2011-12 "$WORK/retail/"
 run "retail: month 13 as an update" -i "$WORK/retail" -o "$WORK/r-model" --state "$WORK/r-state"
 run "retail: full training on 13 months" -i "$WORK/retail" -o "$WORK/r-full"
 cmp -s "$WORK/r-model/items.jsonl" "$WORK/r-full/items.jsonl" && echo "(retail: update identical to the full training)"
-echo "retail state: $(du -sb "$WORK/r-state" | cut -f1) bytes for $(zcat ../shared/data/online-retail/month=*/*.gz | wc -l) events"
+echo "retail state: $(du -sb "$WORK/r-state" | cut -f1) bytes for $(zcat data/online-retail/month=*/*.gz | wc -l) events"

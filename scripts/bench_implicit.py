@@ -8,7 +8,7 @@ item) on all cores. Prints one JSON object with the timing of each phase, so the
 Rust trainer can be compared side by side on the same data.
 
     pip install -r scripts/bench-requirements.txt
-    python scripts/bench_implicit.py --input /work/shared/data/online-retail
+    python scripts/bench_implicit.py --input data/online-retail
 
 Note: this is a speed baseline, not the same model: implicit scores items by raw
 co-occurrence counts (no LLR, no per-user event cap, no downsampling).

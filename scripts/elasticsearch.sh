@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# A real, throwaway Elasticsearch for local use and integration tests: the
-# `integ-test-zip` distribution from Maven Central (a minimal ES: server +
-# transport-netty4, x-pack-core, x-pack-security, apm; no bundled JDK).
+# A real, throwaway Elasticsearch or OpenSearch for local use and integration
+# tests: the `integ-test-zip` distribution from Maven Central (a minimal node:
+# server + transport-netty4; Elasticsearch 7.17-9 add x-pack-core and
+# x-pack-security; OpenSearch has no security plugin; no bundled JDK).
+# ES_ENGINE picks the engine (default elasticsearch-8.19.21): e.g.
+# elasticsearch-7.17.29, elasticsearch-9.2.8, opensearch-2.19.6, opensearch-3.6.0.
 #
 #   scripts/elasticsearch.sh install
 #       download (checksum-verified) and unpack once into the cache; prints the
 #       ES home directory. Idempotent, safe to run concurrently.
+#   scripts/elasticsearch.sh java
+#       install, then print the JDK home `run` would use, or fail saying which
+#       Java the engine needs.
 #   scripts/elasticsearch.sh run --port N --data DIR [options]
 #       run ES in the FOREGROUND on http://127.0.0.1:N with everything it writes
 #       (config copy, data, logs, tmp) under DIR. Prints exactly one line on stdout,
@@ -37,16 +43,19 @@
 #
 # Environment:
 #   ES_CACHE       cache directory (default ${XDG_CACHE_HOME:-~/.cache}/ur-train)
-#   ES_VERSION     default 8.19.21
+#   ES_ENGINE      FLAVOUR-VERSION, default elasticsearch-$ES_VERSION
+#   ES_VERSION     Elasticsearch version when ES_ENGINE is unset, default 8.19.21
 #   ES_JAVA_HOME   JDK to use; default: the first of `java` on PATH, JAVA_HOME,
-#                  /usr/lib/jvm/* that ES's own java-version-checker accepts (17+)
+#                  /usr/lib/jvm/* that the distribution's java-version-checker
+#                  accepts (ES 7.17: 17-21; ES 8, OpenSearch 2: 17+; ES 9,
+#                  OpenSearch 3: 21+)
 #   ES_RUN_USER    when run as root (ES refuses root): system user to run ES as,
 #                  created if missing (default urtrain-es)
 #   ES_JAVA_OPTS   extra JVM options for the ES server (passed through), e.g.
 #                  -XX:TieredStopAtLevel=1 for a slightly faster start
 #
-# Needs bash, curl, unzip, sha512sum (or sha1sum), setpriv (util-linux), a JDK 17+.
-# This distribution has no `GET /` (the rest-root module is not in it): probe
+# Needs bash, curl, unzip, sha512sum (or sha1sum), setpriv (util-linux), a JDK.
+# ES 8+'s distribution has no `GET /` (the rest-root module is not in it): probe
 # readiness with /_cluster/health. Also absent: painless scripts, _reindex,
 # analysis-common (e.g. the whitespace tokenizer), mapper-extras (rank_feature...).
 # If the caller pipes stderr, it must drain it (or use --quiet).
@@ -56,11 +65,24 @@ die() { echo "elasticsearch.sh: $*" >&2; exit 1; }
 say() { echo "elasticsearch.sh: $*" >&2; }
 
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
-ver="${ES_VERSION:-8.19.21}"
+engine="${ES_ENGINE:-elasticsearch-${ES_VERSION:-8.19.21}}"
+flavour="${engine%%-*}"; ver="${engine#*-}"
+case "$flavour" in
+  elasticsearch) product=Elasticsearch; envp=ES ;;
+  opensearch) product=OpenSearch; envp=OPENSEARCH ;;
+  *) die "ES_ENGINE=$engine: the flavour must be elasticsearch or opensearch (e.g. opensearch-2.19.6)" ;;
+esac
+[[ "$ver" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "ES_ENGINE=$engine: expected FLAVOUR-X.Y.Z, e.g. elasticsearch-7.17.29"
 cache="${ES_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/ur-train}"
-es_home="$cache/elasticsearch-$ver"
-url_base="https://repo1.maven.org/maven2/org/elasticsearch/distribution/integ-test-zip/elasticsearch/$ver/elasticsearch-$ver.zip"
+es_home="$cache/$flavour-$ver"
+url_base="https://repo1.maven.org/maven2/org/$flavour/distribution/integ-test-zip/$flavour/$ver/$flavour-$ver.zip"
 run_user="${ES_RUN_USER:-urtrain-es}"
+
+# Checksums of distributions published without .sha512/.sha1 next to them
+# (Elasticsearch 9's integ-test-zips), taken from a download from Maven Central.
+declare -A pinned_sha512=(
+  [elasticsearch-9.2.8]=c0addbd2e483e804965f32168917282a76cf030f598ccbc4ef53f99500d0c179977219bd04984889c6aa01ba6410c1f6360b943c4743c2ea84af82052c3aba2d
+)
 
 need() {
   command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"
@@ -68,7 +90,7 @@ need() {
 
 # ---------------------------------------------------------------- install ---
 
-is_installed() { [[ -f "$es_home/.urtrain-installed" && -x "$es_home/bin/elasticsearch" ]]; }
+is_installed() { [[ -f "$es_home/.urtrain-installed" && -x "$es_home/bin/$flavour" ]]; }
 
 install_es() {
   is_installed && return 0
@@ -86,38 +108,58 @@ install_es() {
   # shellcheck disable=SC2064
   trap "rm -rf '$tmp'" EXIT
   say "downloading $url_base"
-  curl -fsSL --retry 3 -o "$tmp/es.zip" "$url_base" || die "download failed: $url_base"
+  curl -fsSL --retry 3 -o "$tmp/es.zip" "$url_base" || die "download failed: $url_base (is $product $ver published as an integ-test-zip?)"
   local want got
-  if command -v sha512sum >/dev/null 2>&1 && want="$(curl -fsSL --retry 3 "$url_base.sha512")"; then
+  if command -v sha512sum >/dev/null 2>&1 && want="$(curl -fsL --retry 3 "$url_base.sha512")"; then
     got="$(sha512sum "$tmp/es.zip" | cut -d' ' -f1)"
-  elif command -v sha1sum >/dev/null 2>&1 && want="$(curl -fsSL --retry 3 "$url_base.sha1")"; then
+  elif command -v sha1sum >/dev/null 2>&1 && want="$(curl -fsL --retry 3 "$url_base.sha1")"; then
     got="$(sha1sum "$tmp/es.zip" | cut -d' ' -f1)"
+  elif command -v sha512sum >/dev/null 2>&1 && want="${pinned_sha512[$engine]:-}" && [[ -n "$want" ]]; then
+    got="$(sha512sum "$tmp/es.zip" | cut -d' ' -f1)"
   else
-    die "cannot verify the download (need sha512sum or sha1sum, and the published .sha512/.sha1)"
+    die "cannot verify the download of $flavour-$ver.zip (need sha512sum or sha1sum, and the published .sha512/.sha1 or a checksum pinned in this script)"
   fi
   want="${want%% *}"; want="${want//[$'\r\n\t ']/}"
-  [[ -n "$want" && "$want" == "$got" ]] || die "checksum mismatch for elasticsearch-$ver.zip (want $want, got $got)"
+  [[ -n "$want" && "$want" == "$got" ]] || die "checksum mismatch for $flavour-$ver.zip (want $want, got $got)"
   unzip -q "$tmp/es.zip" -d "$tmp/x" || die "unzip failed"
-  [[ -x "$tmp/x/elasticsearch-$ver/bin/elasticsearch" ]] || die "unexpected archive layout"
-  chmod -R a+rX "$tmp/x/elasticsearch-$ver"   # readable by the ES user when root runs it
+  [[ -x "$tmp/x/$flavour-$ver/bin/$flavour" ]] || die "unexpected archive layout"
+  chmod -R a+rX "$tmp/x/$flavour-$ver"   # readable by the ES user when root runs it
   rm -rf "$es_home"
-  mv "$tmp/x/elasticsearch-$ver" "$es_home"
+  mv "$tmp/x/$flavour-$ver" "$es_home"
   touch "$es_home/.urtrain-installed"
   rm -rf "$tmp"; trap - EXIT
   { exec 9>&-; } 2>/dev/null || true
-  say "installed Elasticsearch $ver in $es_home"
+  say "installed $product $ver in $es_home"
 }
 
 # ------------------------------------------------------------------- java ---
 
-java_ok() {  # $1 = a JDK home; ES's own checker decides (prints why on failure)
-  [[ -x "$1/bin/java" ]] && "$1/bin/java" -cp "$es_home/lib/java-version-checker/*" \
-    org.elasticsearch.tools.java_version_checker.JavaVersionChecker >/dev/null 2>&1
+java_ok() {  # $1 = a JDK home; the distribution's own checker decides
+  # (lib/java-version-checker/ in ES 8+, lib/java-version-checker-V.jar before and in OpenSearch)
+  [[ -x "$1/bin/java" ]] && "$1/bin/java" -cp "$es_home/lib/java-version-checker/*:$es_home/lib/java-version-checker-$ver.jar" \
+    "org.$flavour.tools.java_version_checker.JavaVersionChecker" >/dev/null 2>&1 \
+    && java_fits "$1"
+}
+
+# The checker knows only the minimum; ES 7.17 needs the SecurityManager, gone in Java 24.
+java_fits() {
+  local v
+  v="$("$1/bin/java" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java\.specification\.version = //p')"
+  [[ "$v" =~ ^[0-9]+$ ]] || return 1
+  ! [[ $flavour == elasticsearch && ${ver%%.*} -lt 8 && $v -gt 21 ]]
+}
+
+java_need() {
+  case "$flavour-${ver%%.*}" in
+    elasticsearch-7) echo "a JDK 17 to 21" ;;
+    elasticsearch-8|opensearch-2) echo "a JDK 17+" ;;
+    *) echo "a JDK 21+" ;;
+  esac
 }
 
 pick_java() {
   if [[ -n "${ES_JAVA_HOME:-}" ]]; then
-    java_ok "$ES_JAVA_HOME" || die "ES_JAVA_HOME=$ES_JAVA_HOME is not a JDK that Elasticsearch $ver accepts (needs 17+)"
+    java_ok "$ES_JAVA_HOME" || die "ES_JAVA_HOME=$ES_JAVA_HOME is not a JDK that $product $ver accepts (needs $(java_need))"
     echo "$ES_JAVA_HOME"; return
   fi
   local cands=() j
@@ -129,13 +171,13 @@ pick_java() {
   for j in "${cands[@]}"; do
     if java_ok "$j"; then echo "$j"; return; fi
   done
-  die "no usable java found (Elasticsearch $ver needs a JDK 17+: install one, e.g. 'apt-get install openjdk-17-jdk-headless', or set ES_JAVA_HOME)"
+  die "no usable java found ($product $ver needs $(java_need): install one (e.g. 'apt-get install openjdk-17-jdk-headless'; for 21+ a Temurin JDK in /usr/lib/jvm) or set ES_JAVA_HOME)"
 }
 
 # ------------------------------------------------------------- run helpers ---
 
 usage() {
-  die "usage: $0 install | run --port N --data DIR [--heap 512m] [--transport-port N] [--security [--user U] [--password P]] [--no-stdin] [--quiet] [--timeout S] | start (same options as run) | stop --data DIR"
+  die "usage: $0 install | java | run --port N --data DIR [--heap 512m] [--transport-port N] [--security [--user U] [--password P]] [--no-stdin] [--quiet] [--timeout S] | start (same options as run) | stop --data DIR"
 }
 
 port=""; data=""; heap="512m"; tport="0"; security=0; es_user_name="urtrain"
@@ -200,10 +242,14 @@ prepare_instance() {
     touch "$dir/config/.urtrain-config"
   fi
   mkdir -p "$dir/config/jvm.options.d"
+  # ES 7 and OpenSearch start the JVM in their home directory: their relative
+  # gc log, error file and heap dump paths must point into $dir instead.
+  sed -i -e "s#=logs/#=$dir/logs/#g" -e "s#HeapDumpPath=data\$#HeapDumpPath=$dir/data#" "$dir/config/jvm.options"
   # No pre-touching of the whole heap: ~180 MB less RSS for a test server.
   printf -- '-Xms%s\n-Xmx%s\n-XX:-AlwaysPreTouch\n' "$heap" "$heap" \
     >"$dir/config/jvm.options.d/urtrain-heap.options"
-  cat >"$dir/config/elasticsearch.yml" <<EOF
+  local yml="$dir/config/$flavour.yml"
+  cat >"$yml" <<EOF
 # written by scripts/elasticsearch.sh on every run; edits are lost
 cluster.name: urtrain-es
 node.name: $node_name
@@ -215,10 +261,13 @@ path.data: $dir/data
 path.logs: $dir/logs
 # test disks are small or full: never go read-only or refuse shards over disk use
 cluster.routing.allocation.disk.threshold_enabled: false
-xpack.security.enabled: $([[ $security == 1 ]] && echo true || echo false)
 EOF
+  # OpenSearch's integ-test-zip has no security plugin (and no xpack settings).
+  if [[ -d "$es_home/modules/x-pack-core" ]]; then
+    echo "xpack.security.enabled: $([[ $security == 1 ]] && echo true || echo false)" >>"$yml"
+  fi
   if [[ $security == 1 ]]; then
-    cat >>"$dir/config/elasticsearch.yml" <<EOF
+    cat >>"$yml" <<EOF
 xpack.security.http.ssl.enabled: false
 xpack.security.transport.ssl.enabled: false
 # Only the file realm works: whatever needs the .security index (native users
@@ -238,8 +287,8 @@ EOF
     chown -R "$run_user:$run_user" "$dir"
     # The cache is often under /root (mode 700): give the ES user a hard-linked
     # (or, across file systems, copied) view of the distribution inside $dir.
-    if ! as_es test -r "$es_home/lib/elasticsearch-$ver.jar"; then
-      run_home="$dir/elasticsearch-$ver"
+    if ! as_es test -r "$es_home/lib/$flavour-$ver.jar"; then
+      run_home="$dir/$flavour-$ver"
       if [[ ! -f "$run_home/.urtrain-installed" ]]; then
         rm -rf "$run_home"
         cp -al "$es_home" "$run_home" 2>/dev/null || { rm -rf "$run_home"; cp -a "$es_home" "$run_home"; }
@@ -255,8 +304,8 @@ launch_es() {
   local cmd=(setpriv)
   [[ $EUID -eq 0 ]] && cmd+=(--reuid="$run_user" --regid="$run_user" --clear-groups)
   cmd+=(--pdeathsig TERM -- env -u JAVA_TOOL_OPTIONS -u _JAVA_OPTIONS -u JAVA_HOME -u JAVA_OPTS
-        HOME="$dir" ES_JAVA_HOME="$java_home" ES_PATH_CONF="$dir/config" ES_TMPDIR="$dir/tmp"
-        "$run_home/bin/elasticsearch" -p "$dir/es.pid")
+        HOME="$dir" "${envp}_JAVA_HOME=$java_home" "${envp}_PATH_CONF=$dir/config" "${envp}_TMPDIR=$dir/tmp"
+        "$run_home/bin/$flavour" -p "$dir/es.pid")
   rm -f "$dir/es.pid"
   if [[ $quiet == 1 ]]; then
     (cd "$dir" && exec "${cmd[@]}" </dev/null >>"$dir/logs/console.log" 2>&1) &
@@ -277,7 +326,7 @@ stop_es() {
     kill -TERM "$es_pid" 2>/dev/null || true
     for ((i = 0; i < 600; i++)); do es_alive || break; sleep 0.1; done
     if es_alive; then
-      say "Elasticsearch did not stop within 60 s; killing it"
+      say "$product did not stop within 60 s; killing it"
       kill -KILL "$es_pid" 2>/dev/null || true
     fi
     wait "$es_pid" 2>/dev/null || true
@@ -308,6 +357,9 @@ run_es() {
   java_home="$(pick_java)"
   run_home="$es_home"
   node_name="urtrain-es-$port-$$"
+  if [[ $security == 1 && ! -d "$es_home/modules/x-pack-security" ]]; then
+    die "--security: the $product $ver integ-test-zip has no security module; run it without --security"
+  fi
   [[ $EUID -eq 0 ]] && ensure_run_user
   prepare_instance
 
@@ -331,7 +383,7 @@ run_es() {
     say "security on: HTTP basic auth as $es_user_name (superuser)"
   fi
 
-  say "starting Elasticsearch $ver on 127.0.0.1:$port (java: $java_home, data: $dir)"
+  say "starting $product $ver on 127.0.0.1:$port (java: $java_home, data: $dir)"
   trap 'cleanup_and_exit 0' TERM INT HUP
   launch_es
 
@@ -349,14 +401,14 @@ run_es() {
       local rc=0; wait "$es_pid" || rc=$?
       es_pid=""
       if [[ -n "$watch_pid" ]]; then kill "$watch_pid" 2>/dev/null || true; fi
-      die "Elasticsearch exited (status $rc) before it was ready; see the output above and $dir/logs/"
+      die "$product exited (status $rc) before it was ready; see the output above and $dir/logs/"
     fi
     if [[ -n "$watch_pid" ]] && ! kill -0 "$watch_pid" 2>/dev/null; then
       say "stdin closed before Elasticsearch was ready; stopping it"
       cleanup_and_exit 0
     fi
     if ((SECONDS > deadline)); then
-      say "Elasticsearch not ready after ${timeout_s}s; stopping it (logs in $dir/logs/)"
+      say "$product not ready after ${timeout_s}s; stopping it (logs in $dir/logs/)"
       cleanup_and_exit 1
     fi
     # Our node (not some other server that took the port) and a yellow+ cluster.
@@ -386,7 +438,7 @@ run_es() {
   local rc=0; wait "$es_pid" || rc=$?
   es_pid=""
   if [[ -n "$watch_pid" ]]; then kill "$watch_pid" 2>/dev/null || true; fi
-  say "Elasticsearch exited on its own (status $rc); logs in $dir/logs/"
+  say "$product exited on its own (status $rc); logs in $dir/logs/"
   exit $((rc == 0 ? 1 : rc))
 }
 
@@ -414,7 +466,7 @@ start_es() {
     if ! kill -0 "$pid" 2>/dev/null; then
       rm -f "$dir/run.pid"
       tail -n 30 "$dir/run.err" >&2 || true
-      die "Elasticsearch failed to start (full output in $dir/run.err, logs in $dir/logs/)"
+      die "$product failed to start (full output in $dir/run.err, logs in $dir/logs/)"
     fi
     ((SECONDS > deadline)) && die "not ready in time; see $dir/run.err (still running as pid $pid: $0 stop --data $dir)"
     sleep 0.2
@@ -453,6 +505,7 @@ sub="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "$sub" in
   install) [[ $# -eq 0 ]] || usage; install_es >&2; echo "$es_home" ;;
+  java) [[ $# -eq 0 ]] || usage; install_es >&2; pick_java ;;
   run) run_es "$@" ;;
   start) start_es "$@" ;;
   stop) stop_bg "$@" ;;

@@ -58,7 +58,7 @@ fn stderr_of(child: &mut Child) -> String {
 /// byte for byte, with files split into byte ranges across processes.
 #[test]
 fn three_processes_give_the_single_process_model() {
-    let data = shared().join("data/online-retail");
+    let data = online_retail();
     let dir = tempfile::tempdir().unwrap();
     let engine = engine_file(
         dir.path(),
@@ -155,7 +155,7 @@ fn a_dead_process_fails_the_others() {
     let hosts = hosts_file(dir.path(), 3);
     let output = dir.path().join("model");
     // Enough input that reading outlasts the kill.
-    let input = shared().join("data/online-retail");
+    let input = online_retail();
     let engine = engine_file(dir.path(), serde_json::json!({"eventNames": ["purchase", "cancel"]}));
     let mut children: Vec<Child> = (0..3)
         .map(|p| {

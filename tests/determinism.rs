@@ -22,7 +22,7 @@ fn retail_engine(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn online_retail_is_byte_identical_for_1_2_and_3_workers() {
-    let data = shared().join("data/online-retail");
+    let data = online_retail();
     assert!(data.is_dir(), "{} is needed by this test", data.display());
     let dir = tempfile::tempdir().unwrap();
     let engine = retail_engine(dir.path());
@@ -47,7 +47,7 @@ fn file_layout_and_order_do_not_matter() {
     // Take two months of retail data, re-partitioned three ways.
     let mut lines = Vec::new();
     for month in ["2011-01", "2011-02"] {
-        let path = shared().join(format!("data/online-retail/month={month}/part-00000.jsonl.gz"));
+        let path = online_retail().join(format!("month={month}/part-00000.jsonl.gz"));
         let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut text = String::new();
         std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text).unwrap();
@@ -89,7 +89,7 @@ fn file_layout_and_order_do_not_matter() {
 
 #[test]
 fn seed_changes_the_sample() {
-    let data = shared().join("data/online-retail/month=2011-11");
+    let data = online_retail().join("month=2011-11");
     let dir = tempfile::tempdir().unwrap();
     let mut outputs = Vec::new();
     for seed in [1, 2] {

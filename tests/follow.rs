@@ -122,7 +122,7 @@ fn a_small_update_rescores_only_the_rows_it_changed() {
     let before = correlators(&model);
 
     // The first 40 events of the next month.
-    let month = shared().join("data/online-retail/month=2011-12");
+    let month = online_retail().join("month=2011-12");
     let file = std::fs::read_dir(&month).unwrap().next().unwrap().unwrap().path();
     let mut text = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(&file).unwrap()), &mut text)

@@ -30,7 +30,7 @@ impl MiniDfs {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("scripts/minidfs.sh runs (needs java and mvn: see .ci/run)");
+            .expect("scripts/minidfs.sh runs (needs java and mvn: see scripts/test.sh)");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let ready = lines.next().and_then(Result::ok).unwrap_or_default();
         let url =
@@ -90,7 +90,7 @@ impl Drop for MiniDfs {
 }
 
 fn retail() -> PathBuf {
-    shared().join("data/online-retail")
+    online_retail()
 }
 
 fn retail_engine(dir: &Path) -> PathBuf {

@@ -27,7 +27,7 @@ pub fn retail_engine(dir: &Path) -> PathBuf {
 /// Copies the Online Retail months (all but those in `except`) to `to`,
 /// leaving months already there untouched.
 pub fn months(to: &Path, except: &[&str]) {
-    let data = shared().join("data/online-retail");
+    let data = online_retail();
     for entry in std::fs::read_dir(&data).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();

@@ -9,9 +9,10 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared` (the conformance material), when present.
-pub fn shared() -> PathBuf {
-    repo().join("../shared")
+/// The UCI Online Retail log as PIO events, one partition per month
+/// (`data/online-retail`, CC BY 4.0: see its README).
+pub fn online_retail() -> PathBuf {
+    repo().join("data/online-retail")
 }
 
 pub fn handmade_events() -> PathBuf {

@@ -1,4 +1,4 @@
-//! Talking to Elasticsearch (7.17, 8.x, 9.x) or OpenSearch (2.x).
+//! Talking to Elasticsearch (7.17, 8.x, 9.x) or OpenSearch (2.x, 3.x).
 //!
 //! Only calls common to all of them are used — index create/delete, bulk,
 //! refresh, count, `_aliases`, get, search, `_mapping` — sent as plain JSON
@@ -51,7 +51,7 @@ impl EsConfig {
 #[derive(clap::Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Elasticsearch")]
 pub struct EsArgs {
-    /// Elasticsearch (7.17, 8, 9) or OpenSearch (2) URLs, comma-separated.
+    /// Elasticsearch (7.17, 8, 9) or OpenSearch (2, 3) URLs, comma-separated.
     #[arg(long, value_name = "URL[,URL...]")]
     pub es_url: Option<String>,
 
@@ -93,6 +93,16 @@ pub struct ServerInfo {
     pub distribution: String,
     pub version: String,
     pub major: u32,
+}
+
+/// Whether a server of this flavour (`elasticsearch` or `opensearch`) and
+/// major version is one the client can work with: Elasticsearch 7 and later
+/// (5 and 6, the PredictionIO UR's, need mapping types), any OpenSearch.
+pub fn is_supported(distribution: &str, major: u32) -> bool {
+    match distribution {
+        "opensearch" => major >= 1,
+        _ => major >= 7,
+    }
 }
 
 /// A connected client.
@@ -169,13 +179,11 @@ impl Es {
             }
         };
         let major = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
-        let supported = match distribution.as_str() {
-            "opensearch" => major >= 1,
-            _ => major >= 7,
-        };
-        if !supported {
+        if !is_supported(&distribution, major) {
             return Err(format!(
-                "{shown} runs {distribution} {version}; supported: Elasticsearch 7.17+, 8, 9, OpenSearch 2"
+                "{shown} runs {distribution} {version}, which is not supported (Elasticsearch 5 and 6 need \
+                 mapping types, which this client does not send); supported: Elasticsearch 7+, OpenSearch; tested: Elasticsearch 7.17, 8.19, \
+                 9.2, OpenSearch 2.19, 3.6"
             ));
         }
         es.info = ServerInfo { distribution, version, major };
@@ -242,6 +250,14 @@ mod tests {
         assert_eq!(c.urls, vec!["http://a:9200", "http://b:9200"]);
         assert!(EsConfig::with_urls(" , ").is_err());
         assert!(EsConfig::with_urls("not a url").is_err());
+    }
+
+    #[test]
+    fn supported_versions() {
+        assert!(!is_supported("elasticsearch", 5));
+        assert!(!is_supported("elasticsearch", 6));
+        assert!((7..=9).all(|m| is_supported("elasticsearch", m)));
+        assert!((2..=3).all(|m| is_supported("opensearch", m)));
     }
 
     #[test]
