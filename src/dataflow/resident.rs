@@ -39,6 +39,7 @@ use super::sample::sample_row;
 use super::users::{self, Rows};
 use crate::hash::{id_hash, indicator_salt, sample_key};
 use crate::intern::{Interner, SortedIds};
+use crate::sink::part::CachedDoc;
 use std::sync::Mutex;
 
 /// The workers' resident states between updates, by worker index.
@@ -118,7 +119,7 @@ pub struct Resident {
     pub properties: Vec<Option<Properties>>,
     pub deleted: Vec<bool>,
     /// The documents last written, by row.
-    pub docs: Vec<Option<super::CachedDoc>>,
+    pub docs: Vec<Option<CachedDoc>>,
     /// The item facts this worker read (local item ids).
     pub facts: Share,
 }
@@ -366,7 +367,7 @@ impl Resident {
             doc_hash[row_remap[r] as usize] = h;
         }
         self.doc_hash = doc_hash;
-        let mut docs: Vec<Option<super::CachedDoc>> = (0..len).map(|_| None).collect();
+        let mut docs: Vec<Option<CachedDoc>> = (0..len).map(|_| None).collect();
         for (r, d) in std::mem::take(&mut self.docs).into_iter().enumerate() {
             docs[row_remap[r] as usize] = d;
         }
