@@ -86,31 +86,8 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
         deleted: &facts.deleted,
         prev_hash: &facts.prev_hash,
     };
-    let mut written = PartWritten::default();
-    let part = write_part(&part_output(ctx, comm.index), &docs, None, &mut written);
-    let mut history_hashes = rows.prev_history.clone();
-    let users_sent = match (part, &ctx.es, &rows.histories) {
-        (Ok(()), Some(es), Some(histories)) => {
-            let kinds = ctx.engine.indicators.len();
-            let users = (0..rows.names.len()).map(|u| (u, rows.names.resolve(u as u32)));
-            let recent = |u: usize, k: usize| histories.row(u * kinds + k).to_vec();
-            let histories = Histories { recent, indicators: &layout.indicators, dict: &dict };
-            write_histories(es, comm.index, users, &histories, &mut history_hashes).map_err(Failure::from)
-        }
-        (Ok(()), _, _) => Ok(0),
-        (Err(e), _, _) => Err(e.into()),
-    };
-    let mut counts = WorkerCounts { users: rows.names.len() as u64, ..WorkerCounts::default() };
-    counts.users_sent = *users_sent.as_ref().unwrap_or(&0);
-    let mut error = users_sent.err();
-    if let (None, Some(out), Some(kept)) = (&error, &ctx.state_out, &kept_for_state) {
-        let source = state_source(&rows, &history_hashes, kept, &written.hashes);
-        match state_part::write_state_part(out, comm.index, &source, &dict, &ctx.plan) {
-            Ok(bytes) => counts.state_bytes = bytes,
-            Err(e) => error = Some(e),
-        }
-    }
-    counts.part = std::mem::take(&mut written.stats);
+    let Written { counts, error, doc_hashes, history_hashes } =
+        write_outputs(ctx, comm.index, &rows, &docs, kept_for_state.as_ref());
 
     // Following: what stays in memory for the next update.
     if let Some(follow) = &ctx.follow {
@@ -124,7 +101,7 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
             n,
             ranges: ranges.clone(),
             correlators,
-            doc_hashes: written.hashes,
+            doc_hashes,
             history_hashes,
             facts: kept_share.expect("share kept when following"),
             range_facts: &facts,
@@ -160,6 +137,53 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
     // Every process gets worker 0's summary (for its manifest).
     let all = comm.all_gather("summary", lead.then_some(summary));
     Ok(all.into_iter().flatten().next().expect("worker 0 sends its summary"))
+}
+
+/// What writing a full run's outputs left.
+struct Written {
+    counts: WorkerCounts,
+    error: Option<Failure>,
+    /// (item, hash) of the documents written.
+    doc_hashes: Vec<(u32, u64)>,
+    /// By user: the hash of the history document as last written.
+    history_hashes: Vec<u64>,
+}
+
+/// Writes this worker's part of the documents, then its users' histories
+/// and its part of the new state (each only if what came before succeeded).
+fn write_outputs(
+    ctx: &WorkerContext,
+    me: usize,
+    rows: &Rows,
+    docs: &PartDocuments,
+    kept_for_state: Option<&ItemFacts>,
+) -> Written {
+    let mut written = PartWritten::default();
+    let part = write_part(&part_output(ctx, me), docs, None, &mut written);
+    let mut history_hashes = rows.prev_history.clone();
+    let users_sent = match (part, &ctx.es, &rows.histories) {
+        (Ok(()), Some(es), Some(histories)) => {
+            let kinds = ctx.engine.indicators.len();
+            let users = (0..rows.names.len()).map(|u| (u, rows.names.resolve(u as u32)));
+            let recent = |u: usize, k: usize| histories.row(u * kinds + k).to_vec();
+            let histories = Histories { recent, indicators: &docs.layout.indicators, dict: docs.dict };
+            write_histories(es, me, users, &histories, &mut history_hashes).map_err(Failure::from)
+        }
+        (Ok(()), _, _) => Ok(0),
+        (Err(e), _, _) => Err(e.into()),
+    };
+    let mut counts = WorkerCounts { users: rows.names.len() as u64, ..WorkerCounts::default() };
+    counts.users_sent = *users_sent.as_ref().unwrap_or(&0);
+    let mut error = users_sent.err();
+    if let (None, Some(out), Some(kept)) = (&error, &ctx.state_out, kept_for_state) {
+        let source = state_source(rows, &history_hashes, kept, &written.hashes);
+        match state_part::write_state_part(out, me, &source, docs.dict, &ctx.plan) {
+            Ok(bytes) => counts.state_bytes = bytes,
+            Err(e) => error = Some(e),
+        }
+    }
+    counts.part = written.stats;
+    Written { counts, error, doc_hashes: written.hashes, history_hashes }
 }
 
 /// Reads this worker's share, joins its parts of the previous state and
