@@ -18,19 +18,27 @@ impl Resident {
         let new_n = dict.len();
         let old_range = self.ranges.range(me);
         // Bounds follow their items; new items join the range they fall in.
-        let bounds: Vec<u32> = self
+        let mut bounds: Vec<u32> = self
             .ranges
             .bounds
             .iter()
             .map(|&b| if (b as usize) < old_n { remap[b as usize] } else { new_n as u32 })
             .collect();
-        let mut bounds = bounds;
         bounds[0] = 0;
         self.ranges = RowRanges { bounds };
         let range = self.ranges.range(me);
-        let len = (range.end - range.start) as usize;
-        let map = |i: u32| remap[i as usize];
+        self.move_replicated(&dict, &remap);
+        // Row-side vectors: old row r is item old_range.start + r.
+        let row_remap: Vec<u32> = (old_range.start..old_range.end).map(|i| remap[i as usize] - range.start).collect();
+        self.move_rows(&remap, &row_remap, (range.end - range.start) as usize);
+        self.dict = dict;
+    }
 
+    /// Moves the item ids of the replicated vectors and of the users' pairs
+    /// and rows to their places in `dict`.
+    fn move_replicated(&mut self, dict: &SortedIds, remap: &[u32]) {
+        let new_n = dict.len();
+        let map = |i: u32| remap[i as usize];
         let mut item_hash = vec![0u64; new_n];
         for (new, s) in dict.iter().enumerate() {
             item_hash[new] = id_hash(s);
@@ -38,11 +46,11 @@ impl Resident {
         self.item_hash = item_hash;
         for (lists, default) in [(&mut self.pre, 0u32), (&mut self.post, 0u32)] {
             for list in lists.iter_mut() {
-                *list = reindex(std::mem::take(list), &remap, new_n, default);
+                *list = reindex(std::mem::take(list), remap, new_n, default);
             }
         }
         for list in self.threshold.iter_mut() {
-            *list = reindex(std::mem::take(list), &remap, new_n, u64::MAX);
+            *list = reindex(std::mem::take(list), remap, new_n, u64::MAX);
         }
         for list in self.pairs.iter_mut() {
             for p in list.iter_mut() {
@@ -54,8 +62,12 @@ impl Resident {
                 *i = map(*i);
             }
         }
-        // Row-side vectors: old row r is item old_range.start + r.
-        let row_remap: Vec<u32> = (old_range.start..old_range.end).map(|i| map(i) - range.start).collect::<Vec<u32>>();
+    }
+
+    /// Moves this worker's rows (`row_remap`: old row → new row, `len`
+    /// rows now) and the item ids they hold.
+    fn move_rows(&mut self, remap: &[u32], row_remap: &[u32], len: usize) {
+        let map = |i: u32| remap[i as usize];
         let move_rows = |v: Vec<Vec<Vec<(u32, u32)>>>| -> Vec<Vec<Vec<(u32, u32)>>> {
             let kinds = v.first().map(Vec::len).unwrap_or(0);
             let mut out = vec![vec![Vec::new(); kinds]; len];
@@ -112,8 +124,7 @@ impl Resident {
             properties[row_remap[r] as usize] = p;
         }
         self.properties = properties;
-        self.deleted = reindex_rows(std::mem::take(&mut self.deleted), &row_remap, len, false);
-        self.dict = dict;
+        self.deleted = reindex_rows(std::mem::take(&mut self.deleted), row_remap, len, false);
     }
 }
 

@@ -14,7 +14,7 @@
 //!   downsampling, thresholds, N;
 //! - the item facts it read (property and ranking events).
 //!
-//! An update ([`tick`]) reads only the new files. New events go to their
+//! An update ([`update`], one function per step) reads only the new files. New events go to their
 //! users' owners; users that gained pairs or became rows send their new
 //! sample keys to the items' owners, which update the thresholds and name
 //! the users that fell out of an item's sample. Every user whose downsampled
@@ -29,6 +29,12 @@
 //! was last scored; then every row is re-scored from its counts (no
 //! co-occurrence pass). `--drift 0` re-scores every row on every update and
 //! gives exactly the model a full training gives.
+//!
+//! Not to be confused with [`crate::state`] (the training state on disk,
+//! which a run resumes from) nor with [`super::state_part`] (a worker's
+//! share ↔ its part of that state): the resident model lives only in memory
+//! while `--follow` runs. It is built at the end of the first run
+//! ([`build`]); new item ids move what it holds ([`items`]).
 
 mod build;
 mod items;
