@@ -122,12 +122,18 @@ fn a_huge_line_is_rejected_and_reading_goes_on() {
     gz.finish().unwrap();
     let model = dir.path().join("model");
     let err = train_ok(&handmade_engine(), &input, &model, &[]);
-    assert!(err.contains("events.jsonl.gz:201:"), "{err}");
+    assert!(err.contains("events.jsonl.gz:201: line longer than 1048576 bytes"), "{err}");
     let m = manifest(&model);
     assert_eq!(m["input"]["lines"], 401, "{m}");
     assert_eq!(m["input"]["rejected"], 1, "{m}");
     let peak = m["peakRssBytes"].as_u64().unwrap_or(0);
     assert!(peak < 60 << 20, "peak RSS {peak} bytes: the line was held in memory");
+    // A lower --max-line-bytes rejects ordinary lines too, by the same reason.
+    let small = dir.path().join("small");
+    let out = ur_train(train_args(&handmade_engine(), &input, &small, &["--max-line-bytes", "20"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("events.jsonl.gz:1: line longer than 20 bytes"), "{err}");
 }
 
 proptest! {

@@ -20,6 +20,7 @@ fn options(engine: &Path, input: &Path, output: &Path, state: Option<&Path>) -> 
         max_rejected: RejectLimit::parse("1%").unwrap(),
         show_rejected: 10,
         split_bytes: 64 << 20,
+        max_line_bytes: ur::source::lines::DEFAULT_MAX_LINE_BYTES,
         cluster: None,
         progress: false,
         state: state.map(|s| s.display().to_string()),

@@ -155,6 +155,11 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub split_size: u64,
 
+    /// Reject lines longer than this many bytes (reason "line longer than N
+    /// bytes") without holding them in memory; reading goes on at the next line.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::source::lines::DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
+
     /// The clock for ranking windows (ISO-8601, e.g. 2026-01-15T12:00:00Z)
     /// [default: the current time]. Fix it to reproduce a run.
     #[arg(long, value_name = "TIME")]
@@ -372,6 +377,9 @@ fn options(args: &Args) -> Result<Options, CommandError> {
     if args.split_size == 0 {
         return Err(usage("--split-size must be at least 1".into()));
     }
+    if args.max_line_bytes == 0 {
+        return Err(usage("--max-line-bytes must be at least 1".into()));
+    }
     let es = es_options(args)?;
     let output = match (&args.output, &es) {
         (Some(o), _) => Some(o.clone()),
@@ -391,6 +399,7 @@ fn options(args: &Args) -> Result<Options, CommandError> {
         max_rejected,
         show_rejected: args.show_rejected,
         split_bytes: args.split_size,
+        max_line_bytes: args.max_line_bytes,
         state: args.state.clone(),
         full: args.full,
         cluster,

@@ -13,7 +13,8 @@ use crate::config::{Engine, RankingKind};
 use crate::intern::Interner;
 use crate::model::{PropertyEvent, PropertyOp};
 use crate::source::event::{Event, Reject, parse_event};
-use crate::source::{InputFile, WorkUnit, lines::read_unit};
+use crate::source::lines::{DEFAULT_MAX_LINE_BYTES, Line, read_unit_limited};
+use crate::source::{InputFile, WorkUnit};
 use crate::stats::{ReadStats, RejectedLine};
 use crate::storage::Store;
 use crate::time::Millis;
@@ -68,6 +69,8 @@ pub struct ReadPlan {
     /// Events older than this are ignored (`eventWindow`).
     not_before: Option<Millis>,
     pub indicators: usize,
+    /// Lines longer than this are rejected without being held (`--max-line-bytes`).
+    pub max_line_bytes: usize,
 }
 
 impl ReadPlan {
@@ -113,7 +116,13 @@ impl ReadPlan {
             random,
             not_before: engine.event_window_secs.map(|s| now - s * 1000),
             indicators: engine.indicators.len(),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         }
+    }
+
+    /// The same plan rejecting lines longer than `bytes`.
+    pub fn with_max_line_bytes(self, bytes: usize) -> ReadPlan {
+        ReadPlan { max_line_bytes: bytes, ..self }
     }
 }
 
@@ -211,8 +220,13 @@ pub fn read_share(
             reader.share.stats.files += 1;
         }
         reader.share.stats.bytes += unit.end.min(file.len) - unit.start;
-        let lines = read_unit(input.store, file, unit, bytes_read, |line_no, line| {
-            reader.line(unit.file, unit.start, file, line_no, line)
+        let limit = plan.max_line_bytes;
+        let lines = read_unit_limited(input.store, file, unit, limit, bytes_read, |line_no, line| match line {
+            Line::Text(text) => reader.line(unit.file, unit.start, file, line_no, text),
+            Line::TooLong { .. } => {
+                reader.share.stats.lines += 1;
+                reader.reject(None, (unit.file, unit.start, file, line_no), Reject::LineTooLong(limit));
+            }
         })?;
         reader.share.stats.unit_lines.push((unit.file, unit.start, lines));
     }

@@ -21,6 +21,11 @@
 //! The state is published after the model, atomically like it: a crash in
 //! between leaves the previous state, and the next run consumes the same
 //! files again — nothing is lost or counted twice.
+//!
+//! This module is the state's files (format, reading, writing, publication);
+//! turning a worker's share into its part and back is
+//! [`crate::dataflow::state_part`], and the model a `--follow` run keeps in
+//! memory between updates is [`crate::dataflow::resident`], not this state.
 
 pub mod lock;
 pub mod seal;

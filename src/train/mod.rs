@@ -57,6 +57,8 @@ pub struct TrainOptions {
     pub show_rejected: usize,
     /// Uncompressed files larger than this are read in ranges by several workers.
     pub split_bytes: u64,
+    /// Lines longer than this are rejected ("line longer than N bytes").
+    pub max_line_bytes: usize,
     pub cluster: Option<ClusterOptions>,
     pub progress: bool,
     /// Training state directory: train from it plus the files not consumed yet.
@@ -160,7 +162,7 @@ fn worker_context(
         shares: assign_units(&units, &inputs, procs.peers()),
         listing: inputs::listing_hash(&inputs),
         units,
-        plan: ReadPlan::new(&opts.engine, procs.now),
+        plan: ReadPlan::new(&opts.engine, procs.now).with_max_line_bytes(opts.max_line_bytes),
         engine: opts.engine.clone(),
         store: selection.store.clone(),
         inputs,

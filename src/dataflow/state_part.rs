@@ -1,12 +1,53 @@
-//! From and to the training state: a state part becomes part of a worker's
-//! [`Share`], as if its events had just been read; after grouping, each
-//! worker writes what it owns back as its part of the new state.
+//! Between a worker's share and a part of the training state on disk: a
+//! state part becomes part of a worker's [`Share`], as if its events had
+//! just been read; at the end of a run, each worker writes what it owns back
+//! as its part of the new state.
+//!
+//! Not to be confused with [`crate::state`] (the state's files: format,
+//! reading, writing, publication) nor with [`super::resident`] (the model a
+//! `--follow` run keeps in memory between updates).
 
 use super::read::{ReadPlan, Share};
 use super::users::UserBatch;
+use super::{DirOutput, Failure, StateIn};
 use crate::intern::{Interner, SortedIds};
 use crate::model::PropertyEvent;
 use crate::state::StatePart;
+
+/// Joins this worker's parts of the previous state to its share: part p on
+/// worker p mod workers. With as many workers as parts, part p holds the
+/// users worker p owns: they stay where they are (returned).
+pub fn join_previous(
+    share: &mut Share,
+    plan: &ReadPlan,
+    state: &StateIn,
+    worker: usize,
+    workers: usize,
+) -> Result<Option<OwnedUsers>, Failure> {
+    let mut owned = None;
+    for p in (worker..state.parts).step_by(workers) {
+        let part = crate::state::open_part(&state.store, &state.dir, p, share.usage.len())
+            .map_err(|e| Failure::Input(e.to_string()))?;
+        if state.parts == workers {
+            owned = Some(own_part(share, plan, part));
+        } else {
+            merge_part(share, plan, part);
+        }
+    }
+    Ok(owned)
+}
+
+/// Builds this worker's part of the new state and writes it; returns its size.
+pub fn write_state_part(
+    out: &DirOutput,
+    worker: usize,
+    src: &PartSource,
+    dict: &SortedIds,
+    plan: &ReadPlan,
+) -> Result<u64, Failure> {
+    let part = build_part(src, dict, plan);
+    crate::state::write_part(&out.store, &out.parts_dir, worker, &part).map_err(Failure::Output)
+}
 
 /// Adds a part of the previous state to this worker's share.
 pub fn merge_part(share: &mut Share, plan: &ReadPlan, mut part: StatePart) {
