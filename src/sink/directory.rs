@@ -32,13 +32,33 @@ pub enum Parts {
     Keep,
 }
 
+/// A kind of directory: the file that marks a complete one (and holds its
+/// manifest), the option that names it in messages, and how to recognise a
+/// marker written by a release from before markers named their producer.
+pub struct Marker {
+    pub file: &'static str,
+    pub flag: &'static str,
+    pub legacy: fn(&serde_json::Value) -> bool,
+}
+
+/// The `producer` of every manifest this program writes.
+pub const PRODUCER: &str = "ur-train";
+
+/// The model directory (`--output`).
+pub const MODEL: Marker = Marker { file: MANIFEST, flag: "--output", legacy: legacy_model };
+
+/// Every release so far has written `"format": "ur-train model N"`.
+fn legacy_model(manifest: &serde_json::Value) -> bool {
+    manifest.get("format").and_then(|f| f.as_str()).is_some_and(|f| f.starts_with("ur-train model "))
+}
+
 /// A model being written.
 pub struct ModelDir {
     store: Store,
     target: String,
     tmp: String,
     /// The file that marks a complete directory of this kind (and holds its manifest).
-    marker: &'static str,
+    marker: &'static Marker,
     /// Remove the temporary directory if dropped unpublished.
     cleanup: bool,
 }
@@ -51,12 +71,12 @@ impl ModelDir {
     /// by the run's processes and used as is. `target` must not exist, be
     /// empty, or hold a previous model.
     pub fn create(target: &str, run: &str) -> Result<ModelDir, String> {
-        ModelDir::create_marked(target, run, MANIFEST, "--output")
+        ModelDir::create_marked(target, run, &MODEL)
     }
 
-    /// The same for another kind of directory, complete when it holds `marker`
-    /// (`flag` names the option in messages).
-    pub fn create_marked(target: &str, run: &str, marker: &'static str, flag: &str) -> Result<ModelDir, String> {
+    /// The same for another kind of directory.
+    pub fn create_marked(target: &str, run: &str, marker: &'static Marker) -> Result<ModelDir, String> {
+        let flag = marker.flag;
         let (store, target) = Store::resolve(target).map_err(|e| format!("{flag} {e}"))?;
         let target = target.trim_end_matches('/').to_string();
         let name = file_name(&target).to_string();
@@ -114,7 +134,7 @@ impl ModelDir {
         }
         let mut text = serde_json::to_vec_pretty(manifest).map_err(|e| err(MANIFEST, e.to_string()))?;
         text.push(b'\n');
-        let marker = self.marker;
+        let marker = self.marker.file;
         let mut m = self.store.create(&join(&self.tmp, marker)).map_err(|e| err(marker, e))?;
         m.write_all(&text).map_err(|e| err(marker, e.to_string()))?;
         m.finish().map_err(|e| err(marker, e.to_string()))?;
@@ -215,7 +235,8 @@ fn tmp_run(run: &str) -> String {
 const MARKER_MAX: u64 = 64 << 20;
 
 /// Accepts `target` if it is absent, empty, or holds a `marker` of ours.
-fn check_ours(store: &Store, target: &str, marker: &'static str) -> Result<(), DirError> {
+fn check_ours(store: &Store, target: &str, kind: &Marker) -> Result<(), DirError> {
+    let marker = kind.file;
     let Some(entry) = store.stat(target)? else { return Ok(()) };
     if !entry.is_dir {
         return Err(DirError::NotADirectory { path: target.to_string() });
@@ -234,27 +255,8 @@ fn check_ours(store: &Store, target: &str, marker: &'static str) -> Result<(), D
     let mut text = Vec::new();
     store.open(&found.path, 0)?.take(MARKER_MAX).read_to_end(&mut text).map_err(|e| foreign(e.to_string()))?;
     let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| foreign(format!("not JSON: {e}")))?;
-    if recognised(marker, &value) { Ok(()) } else { Err(foreign("unknown format".into())) }
-}
-
-/// True if `manifest` is what ur-train writes into `marker`: a `producer`
-/// of `ur-train`, or the fields every release has written (a model's
-/// `format` `ur-train model N`; a state's `format`, `fingerprint`,
-/// `consumed` and `parts`).
-fn recognised(marker: &str, manifest: &serde_json::Value) -> bool {
-    if manifest.get("producer").and_then(|p| p.as_str()) == Some("ur-train") {
-        return true;
-    }
-    match marker {
-        MANIFEST => manifest.get("format").and_then(|f| f.as_str()).is_some_and(|f| f.starts_with("ur-train model ")),
-        crate::state::STATE_FILE => {
-            manifest.get("format").is_some_and(|f| f.is_u64())
-                && manifest.get("fingerprint").is_some_and(|f| f.is_u64())
-                && manifest.get("consumed").is_some_and(|c| c.is_array())
-                && manifest.get("parts").is_some_and(|p| p.is_u64())
-        }
-        _ => false,
-    }
+    let ours = value.get("producer").and_then(|p| p.as_str()) == Some(PRODUCER) || (kind.legacy)(&value);
+    if ours { Ok(()) } else { Err(foreign("unknown format".into())) }
 }
 
 /// The writer of a temporary name (after the prefix), and whether it is a
@@ -305,7 +307,7 @@ pub fn recover(store: &Store, target: &str) -> Result<Option<String>, DirError> 
 /// (see [`Writer::is_gone`]); a previous directory moved aside only once
 /// `target` holds a complete directory of ours. Failures are ignored: the
 /// next run tries again.
-fn remove_stale(store: &Store, target: &str, marker: &'static str) {
+fn remove_stale(store: &Store, target: &str, marker: &Marker) {
     let dir = parent(target);
     let prefix = tmp_prefix(file_name(target));
     let Ok(entries) = store.list_dir(&dir) else { return };
@@ -317,7 +319,8 @@ fn remove_stale(store: &Store, target: &str, marker: &'static str) {
         }
         if old
             && !*target_complete.get_or_insert_with(|| {
-                matches!(store.stat(&join(target, marker)), Ok(Some(_))) && check_ours(store, target, marker).is_ok()
+                matches!(store.stat(&join(target, marker.file)), Ok(Some(_)))
+                    && check_ours(store, target, marker).is_ok()
             })
         {
             continue;
@@ -437,11 +440,6 @@ mod tests {
         assert!(web.join("index.html").exists());
         fs::write(web.join(MANIFEST), "not json at all").unwrap();
         assert!(write_model(&web, "x\n").unwrap_err().contains("not ours"));
-        let state = root.path().join("state");
-        fs::create_dir(&state).unwrap();
-        fs::write(state.join(crate::state::STATE_FILE), r#"{"format": 1}"#).unwrap();
-        let err = ModelDir::create_marked(state.to_str().unwrap(), "1", crate::state::STATE_FILE, "--state").err();
-        assert!(err.unwrap().contains("not ours"));
     }
 
     #[test]
@@ -451,11 +449,6 @@ mod tests {
         fs::create_dir(&model).unwrap();
         fs::write(model.join(MANIFEST), r#"{"format": "ur-train model 1", "version": "0.1.0"}"#).unwrap();
         write_model(&model, "new\n").unwrap();
-        let state = root.path().join("state");
-        fs::create_dir(&state).unwrap();
-        let manifest = r#"{"format": 1, "fingerprint": 7, "recorded": {}, "consumed": [], "parts": 1, "run": "1", "written": "x", "esIndex": null}"#;
-        fs::write(state.join(crate::state::STATE_FILE), manifest).unwrap();
-        assert!(ModelDir::create_marked(state.to_str().unwrap(), "1", crate::state::STATE_FILE, "--state").is_ok());
     }
 
     #[test]

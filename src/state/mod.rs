@@ -32,6 +32,7 @@ pub mod seal;
 pub mod validate;
 
 use crate::model::PropertyEvent;
+use crate::sink::directory::Marker;
 use crate::source::InputFile;
 use crate::storage::{Store, join};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -182,8 +183,18 @@ fn producer() -> String {
     PRODUCER.to_string()
 }
 
-/// The `producer` of the files this program writes.
-pub const PRODUCER: &str = "ur-train";
+pub use crate::sink::directory::PRODUCER;
+
+/// A state directory: complete when it holds `state.json`.
+pub const MARKER: Marker = Marker { file: STATE_FILE, flag: "--state", legacy: legacy_manifest };
+
+/// Every release so far has written these fields into `state.json`.
+fn legacy_manifest(manifest: &serde_json::Value) -> bool {
+    manifest.get("format").is_some_and(|f| f.is_u64())
+        && manifest.get("fingerprint").is_some_and(|f| f.is_u64())
+        && manifest.get("consumed").is_some_and(|c| c.is_array())
+        && manifest.get("parts").is_some_and(|p| p.is_u64())
+}
 
 /// Reads and checks `state.json` of a state directory, if there is one.
 pub fn open_manifest(store: &Store, dir: &str) -> Result<Option<StateManifest>, StateError> {
@@ -261,6 +272,20 @@ pub fn write_part(store: &Store, dir: &str, index: usize, part: &StatePart) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::directory::ModelDir;
+
+    #[test]
+    fn a_foreign_state_json_is_refused_and_an_earlier_release_accepted() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::write(state.join(STATE_FILE), r#"{"format": 1}"#).unwrap();
+        let err = ModelDir::create_marked(state.to_str().unwrap(), "1", &MARKER).err();
+        assert!(err.unwrap().contains("not ours"));
+        let manifest = r#"{"format": 1, "fingerprint": 7, "recorded": {}, "consumed": [], "parts": 1, "run": "1", "written": "x", "esIndex": null}"#;
+        std::fs::write(state.join(STATE_FILE), manifest).unwrap();
+        assert!(ModelDir::create_marked(state.to_str().unwrap(), "1", &MARKER).is_ok());
+    }
 
     fn file(path: &str, len: u64, mtime: i64) -> InputFile {
         InputFile { path: path.into(), len, mtime }

@@ -52,7 +52,7 @@ fn run_manifest(opts: &TrainOptions, s: &Summary, procs: &Processes) -> serde_js
     let network: u64 = s.network_bytes.values().sum();
     serde_json::json!({
         "format": "ur-train model 1",
-        "producer": "ur-train",
+        "producer": crate::sink::directory::PRODUCER,
         "version": env!("CARGO_PKG_VERSION"),
         "now": format_iso8601(procs.now),
         "engine": opts.engine,

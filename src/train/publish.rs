@@ -53,10 +53,9 @@ impl Sinks {
             None => None,
         };
         let state_dir = match state {
-            Some(s) if !mode.warm() || mode.checkpoint() => Some(
-                ModelDir::create_marked(&s.dir, &procs.run, crate::state::STATE_FILE, "--state")
-                    .map_err(TrainError::Setup)?,
-            ),
+            Some(s) if !mode.warm() || mode.checkpoint() => {
+                Some(ModelDir::create_marked(&s.dir, &procs.run, &crate::state::MARKER).map_err(TrainError::Setup)?)
+            }
             _ => None,
         };
         let es = match &opts.es {
