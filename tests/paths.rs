@@ -154,3 +154,49 @@ fn a_state_without_an_input_root_is_refused() {
     let err = stderr(&out);
     assert!(err.contains("state format 2 is older than this release") && err.contains("--full"), "{err}");
 }
+
+fn follow_options(f: &Fixture, input: &Path, state: &Path) -> ur::train::TrainOptions {
+    ur::train::TrainOptions {
+        engine: ur::config::Engine::load(&f.engine).unwrap().engine,
+        engine_warnings: Vec::new(),
+        input: input.display().to_string(),
+        output: Some(f.dir.path().join("model").display().to_string()),
+        es: None,
+        now: ur::time::parse_iso8601(HANDMADE_NOW),
+        workers: 2,
+        max_rejected: ur::stats::RejectLimit::parse("1%").unwrap(),
+        show_rejected: 10,
+        split_bytes: 64 << 20,
+        cluster: None,
+        progress: false,
+        state: Some(state.display().to_string()),
+        full: false,
+    }
+}
+
+/// A follower identifies the files of its resident model the same way: the
+/// input spelt otherwise is nothing new, a link turned to another directory
+/// is refused.
+#[test]
+fn a_follower_identifies_files_by_root_too() {
+    let f = fixture();
+    let root = f.dir.path();
+    let (link, state) = (root.join("link"), root.join("state"));
+    std::os::unix::fs::symlink(root.join("inc"), &link).unwrap();
+    let opts = follow_options(&f, &link, &state);
+    let mut follower = ur::train::Follower::new(&opts, 0.0).unwrap();
+    assert!(follower.tick(&opts, false).unwrap().is_some(), "the first tick trains");
+    let absolute = follow_options(&f, &root.join("inc/month=2/.."), &state);
+    assert!(follower.tick(&absolute, false).unwrap().is_none(), "the same files: nothing new");
+    assert!(model(&f) == f.full);
+
+    std::fs::create_dir_all(root.join("other")).unwrap();
+    std::fs::copy(root.join("inc/a.jsonl"), root.join("other/a.jsonl")).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(root.join("other"), &link).unwrap();
+    let err = follower.tick(&opts, false).err().expect("another root is refused");
+    let other = root.join("other").canonicalize().unwrap();
+    assert!(matches!(err, ur::train::TrainError::Setup(_)), "{err}");
+    assert!(err.to_string().contains(other.to_str().unwrap()) && err.to_string().contains("--full"), "{err}");
+    assert!(model(&f) == f.full, "the model is unchanged");
+}
