@@ -1,6 +1,7 @@
 //! A real HDFS: Hadoop's MiniDFSCluster (NameNode and DataNodes in one JVM,
 //! from Maven Central, `scripts/minidfs.sh`). Input from HDFS gives the model
-//! local files give; the model can be written to HDFS; an HA nameservice is
+//! local files give; the model can be written to HDFS; a state recognises
+//! its input under another NameNode host spelling; an HA nameservice is
 //! resolved from HADOOP_CONF_DIR; an unreachable NameNode fails fast.
 
 use crate::util::*;
@@ -148,6 +149,19 @@ fn hdfs_input_and_output() {
         assert_eq!(m["input"]["files"], if run == 0 { 13 } else { 0 });
         assert!(std::fs::read(with_state.join("items.jsonl")).unwrap() == expected);
     }
+    // The same input with another NameNode host spelling, without the
+    // trailing slash: nothing is consumed again. Another directory is refused.
+    let spelt = PathBuf::from(format!("{}/events", dfs.url.replace("127.0.0.1", "LocalHost")));
+    train_ok(&engine, &spelt, &with_state, &["--now", now, "-q", "--state", &state]);
+    assert_eq!(manifest(&with_state)["input"]["files"], 0, "{} read files again", spelt.display());
+    assert!(std::fs::read(with_state.join("items.jsonl")).unwrap() == expected);
+    dfs.upload(handmade_events().parent().unwrap(), "/other");
+    let other = PathBuf::from(format!("{}/other", dfs.url));
+    let out = ur_train(train_args(&engine, &other, &with_state, &["--now", now, "-q", "--state", &state]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let roots = [format!("{}/events", dfs.url.replace("127.0.0.1", "localhost")), format!("{}/other", dfs.url)];
+    assert!(roots.iter().all(|r| err.contains(r.as_str())) && err.contains("--full"), "{roots:?}: {err}");
     let state_files: Vec<String> = store
         .list_dir(&format!("{}/state", dfs.url))
         .unwrap()

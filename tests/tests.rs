@@ -12,6 +12,7 @@ mod faults;
 mod follow;
 mod hdfs;
 mod incremental;
+mod paths;
 mod properties_and_ranks;
 mod reference;
 mod state_integrity;

@@ -250,7 +250,12 @@ mod tests {
         let lines: Vec<String> = (0..200).map(|i| "x".repeat(i % 17) + &i.to_string()).collect();
         let text = lines.join("\n") + "\n";
         std::fs::write(&path, &text).unwrap();
-        let file = InputFile { path: path.to_str().unwrap().into(), len: text.len() as u64, mtime: 0 };
+        let file = InputFile {
+            path: path.to_str().unwrap().into(),
+            len: text.len() as u64,
+            mtime: 0,
+            relative: String::new(),
+        };
         for split in [1u64, 7, 50, 333, 10_000] {
             let units = crate::source::plan_units(std::slice::from_ref(&file), split);
             let mut seen = Vec::new();
@@ -337,8 +342,12 @@ mod tests {
         }
         gz.write_all(b"\nlast\n").unwrap();
         gz.finish().unwrap();
-        let file =
-            InputFile { len: std::fs::metadata(&path).unwrap().len(), path: path.to_str().unwrap().into(), mtime: 0 };
+        let file = InputFile {
+            len: std::fs::metadata(&path).unwrap().len(),
+            path: path.to_str().unwrap().into(),
+            mtime: 0,
+            relative: String::new(),
+        };
         let unit = WorkUnit { file: 0, start: 0, end: u64::MAX };
         let mut seen = Vec::new();
         read_unit_limited(&Store::Local, &file, &unit, 1000, &AtomicU64::new(0), |no, l| {
@@ -356,8 +365,12 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
         gz.write_all(b"one\ntwo\nthree\n").unwrap();
         gz.finish().unwrap();
-        let file =
-            InputFile { len: std::fs::metadata(&path).unwrap().len(), path: path.to_str().unwrap().into(), mtime: 0 };
+        let file = InputFile {
+            len: std::fs::metadata(&path).unwrap().len(),
+            path: path.to_str().unwrap().into(),
+            mtime: 0,
+            relative: String::new(),
+        };
         let counter = AtomicU64::new(0);
         let mut seen = Vec::new();
         let unit = WorkUnit { file: 0, start: 0, end: u64::MAX };
@@ -375,7 +388,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.gz");
         std::fs::write(&path, b"\x1f\x8b\x08\x00garbage-not-deflate").unwrap();
-        let file = InputFile { len: 10, path: path.to_str().unwrap().into(), mtime: 0 };
+        let file = InputFile { len: 10, path: path.to_str().unwrap().into(), mtime: 0, relative: String::new() };
         let unit = WorkUnit { file: 0, start: 0, end: u64::MAX };
         let err = read_unit(&Store::Local, &file, &unit, &AtomicU64::new(0), |_, _| {}).unwrap_err();
         assert!(err.contains("bad.gz") && err.contains("decompress"), "{err}");

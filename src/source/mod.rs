@@ -6,13 +6,17 @@
 //! Hadoop does, and so are `*.md` files (a README next to the partitions is
 //! not event data); `.gz` files are decompressed. Files are listed in path
 //! order so every worker sees the same list and can take its share of it.
-//! A dangling symbolic link is skipped with a warning, not an error.
+//! A dangling symbolic link is skipped with a warning, not an error. Each
+//! file is also named relative to the input's canonical root ([`root`]),
+//! which is how a state identifies it.
 
 pub mod event;
 pub mod json;
 pub mod lines;
+pub mod root;
 
-use crate::storage::{Store, file_name};
+use crate::storage::{Store, file_name, join};
+use root::InputRoot;
 
 /// One file of input.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,6 +28,10 @@ pub struct InputFile {
     /// Modification time, ms since the epoch.
     #[serde(default)]
     pub mtime: i64,
+    /// The path relative to the input root (`month=2011-01/part-00000.jsonl.gz`):
+    /// what a state records.
+    #[serde(default)]
+    pub relative: String,
 }
 
 impl InputFile {
@@ -37,17 +45,29 @@ impl InputFile {
     }
 }
 
+/// The input of a run, listed.
+pub struct Listing {
+    pub store: Store,
+    /// Where the input is, canonical.
+    pub root: InputRoot,
+    /// The input files, sorted by path.
+    pub files: Vec<InputFile>,
+}
+
 /// Lists the input files under `input`, sorted by path.
-pub fn list_inputs(input: &str) -> Result<(Store, Vec<InputFile>), String> {
+pub fn list_inputs(input: &str) -> Result<Listing, String> {
     let (store, path) = Store::resolve(input).map_err(|e| format!("--input {e}"))?;
-    let root = store
+    let top = store
         .stat(&path)
         .map_err(|e| format!("--input {e}"))?
         .ok_or_else(|| format!("--input {input}: No such file or directory"))?;
+    let (root, name) = InputRoot::of(&store, &path, top.is_dir).map_err(|e| format!("--input {e}"))?;
     let mut files = Vec::new();
-    if root.is_dir {
+    if let Some(name) = name {
+        files.push(InputFile { path: top.path, len: top.len, mtime: top.mtime, relative: name });
+    } else {
         let mut dangling = Vec::new();
-        walk(&store, &path, &mut files, &mut dangling).map_err(|e| format!("--input {e}"))?;
+        walk(&store, (&path, ""), &mut files, &mut dangling).map_err(|e| format!("--input {e}"))?;
         if let Some(first) = dangling.first() {
             tracing::warn!(
                 "--input {input}: {} dangling symbolic link(s) skipped (the first: {first})",
@@ -57,14 +77,18 @@ pub fn list_inputs(input: &str) -> Result<(Store, Vec<InputFile>), String> {
         if files.is_empty() {
             return Err(format!("--input {input}: no input files in this directory"));
         }
-    } else {
-        files.push(InputFile { path: root.path, len: root.len, mtime: root.mtime });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((store, files))
+    Ok(Listing { store, root, files })
 }
 
-fn walk(store: &Store, dir: &str, out: &mut Vec<InputFile>, dangling: &mut Vec<String>) -> Result<(), String> {
+/// Lists `dir` (`relative` to the root) into `out`, recursively.
+fn walk(
+    store: &Store,
+    (dir, relative): (&str, &str),
+    out: &mut Vec<InputFile>,
+    dangling: &mut Vec<String>,
+) -> Result<(), String> {
     let (entries, links) = store.list_dir_counted(dir)?;
     dangling.extend(links);
     for entry in entries {
@@ -72,10 +96,11 @@ fn walk(store: &Store, dir: &str, out: &mut Vec<InputFile>, dangling: &mut Vec<S
         if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
+        let relative = if relative.is_empty() { name.to_string() } else { join(relative, name) };
         if entry.is_dir {
-            walk(store, &entry.path, out, dangling)?;
+            walk(store, (&entry.path, &relative), out, dangling)?;
         } else if !name.ends_with(".md") {
-            out.push(InputFile { path: entry.path, len: entry.len, mtime: entry.mtime });
+            out.push(InputFile { path: entry.path, len: entry.len, mtime: entry.mtime, relative });
         }
     }
     Ok(())
@@ -143,10 +168,15 @@ mod tests {
         std::fs::write(p.join("_temporary/0/part-1"), b"x").unwrap();
         std::fs::write(p.join("a.jsonl"), b"xy").unwrap();
         std::fs::write(p.join("README.md"), b"# docs").unwrap();
-        let (_, files) = list_inputs(p.to_str().unwrap()).unwrap();
-        let root = format!("{}/", p.display());
-        let names: Vec<_> = files.iter().map(|f| f.path.strip_prefix(&root).unwrap().to_string()).collect();
+        let Listing { root, files, .. } = list_inputs(p.to_str().unwrap()).unwrap();
+        let prefix = format!("{}/", p.display());
+        let names: Vec<_> = files.iter().map(|f| f.path.strip_prefix(&prefix).unwrap().to_string()).collect();
         assert_eq!(names, ["a.jsonl", "month=2011-01/part-00000.jsonl.gz"]);
+        let relative: Vec<_> = files.iter().map(|f| f.relative.as_str()).collect();
+        assert_eq!(relative, names);
+        assert_eq!(root.as_str(), p.canonicalize().unwrap().to_str().unwrap());
+        let single = list_inputs(&format!("{}/month=2011-01/../a.jsonl", p.display())).unwrap();
+        assert_eq!((single.root, single.files[0].relative.as_str()), (root, "a.jsonl"));
         assert!(files[1].is_gzip());
         assert!(list_inputs("/definitely/not/here").err().unwrap().contains("/definitely/not/here"));
     }
@@ -157,8 +187,7 @@ mod tests {
         let p = dir.path();
         std::fs::write(p.join("a.jsonl"), b"x").unwrap();
         std::os::unix::fs::symlink(p.join("gone.jsonl"), p.join("b.jsonl")).unwrap();
-        let (_, files) = list_inputs(p.to_str().unwrap()).unwrap();
-        assert_eq!(files.len(), 1);
+        assert_eq!(list_inputs(p.to_str().unwrap()).unwrap().files.len(), 1);
         let (entries, dangling) = Store::Local.list_dir_counted(p.to_str().unwrap()).unwrap();
         assert_eq!((entries.len(), dangling.len()), (1, 1));
     }
@@ -168,7 +197,7 @@ mod tests {
         let files: Vec<InputFile> = [10u64, 1, 1, 1, 9, 2]
             .iter()
             .enumerate()
-            .map(|(i, &len)| InputFile { path: format!("f{i}"), len, mtime: 0 })
+            .map(|(i, &len)| InputFile { path: format!("f{i}"), len, mtime: 0, relative: format!("f{i}") })
             .collect();
         let units = plan_units(&files, 100);
         let shares = assign_units(&units, &files, 2);
@@ -182,9 +211,9 @@ mod tests {
     #[test]
     fn large_plain_files_are_split_gzip_is_not() {
         let files = vec![
-            InputFile { path: "a.jsonl".into(), len: 1000, mtime: 0 },
-            InputFile { path: "b.jsonl.gz".into(), len: 1000, mtime: 0 },
-            InputFile { path: "c.jsonl".into(), len: 10, mtime: 0 },
+            InputFile { path: "a.jsonl".into(), len: 1000, mtime: 0, relative: "a.jsonl".into() },
+            InputFile { path: "b.jsonl.gz".into(), len: 1000, mtime: 0, relative: "b.jsonl.gz".into() },
+            InputFile { path: "c.jsonl".into(), len: 10, mtime: 0, relative: "c.jsonl".into() },
         ];
         let units = plan_units(&files, 300);
         let a: Vec<_> = units.iter().filter(|u| u.file == 0).map(|u| (u.start, u.end)).collect();

@@ -12,8 +12,10 @@
 //! - a hash of each document and user history last written, so
 //!   Elasticsearch gets only what changed.
 //!
-//! `state.json` lists the files consumed (path, length, modification time),
-//! so each file counts once; a consumed file that changed is an error. The
+//! `state.json` records the canonical input root and lists the files
+//! consumed (path relative to that root, length, modification time), so each
+//! file counts once however the input is spelt; a consumed file that changed
+//! is an error, and another input root is refused. The
 //! parts (`part-NNNNN.bin`, one per worker, any number of them) are bincode.
 //! Every file carries a checksum and a decoded part is checked against its
 //! own tables ([`seal`], [`validate`]): a damaged state is refused with
@@ -34,13 +36,16 @@ pub mod validate;
 use crate::model::PropertyEvent;
 use crate::sink::directory::Marker;
 use crate::source::InputFile;
+use crate::source::root::InputRoot;
 use crate::storage::{Store, join};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::io::Read;
 
 pub const STATE_FILE: &str = "state.json";
-/// 2: checksummed files (`seal`); 1 had none.
-pub const FORMAT: u32 = 2;
+/// 3: the input root, consumed paths relative to it; 2 recorded paths as
+/// listed (and is refused: they cannot be related to a root safely);
+/// 2 and later: checksummed files (`seal`), 1 had none.
+pub const FORMAT: u32 = 3;
 
 /// Why a state cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -77,9 +82,18 @@ fn part_codec(limit: u64) -> impl bincode::Options {
 /// A file whose events are in the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consumed {
+    /// Relative to the input root.
     pub path: String,
     pub len: u64,
     pub mtime: i64,
+}
+
+/// The files a model was trained on: where the input is, and each file
+/// consumed from it, sorted by path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedInput {
+    pub root: InputRoot,
+    pub files: Vec<Consumed>,
 }
 
 /// `state.json`. It serializes with its `checksum` ([`seal::seal_manifest`]);
@@ -95,6 +109,8 @@ pub struct StateManifest {
     /// engine with the same fingerprint can continue from it.
     pub fingerprint: u64,
     pub recorded: serde_json::Value,
+    /// The canonical input root `consumed` is relative to.
+    pub input_root: InputRoot,
     pub consumed: Vec<Consumed>,
     pub parts: usize,
     /// The run that wrote it, and when.
@@ -146,8 +162,9 @@ pub struct StatePart {
     pub doc_hashes: Vec<(u32, u64)>,
 }
 
-/// Which input files are new, given what the state consumed. A consumed
-/// file that changed is an error saying what to do.
+/// Which input files are new, given what the state consumed from the same
+/// root (compared by path relative to it). A consumed file that changed is
+/// an error saying what to do.
 pub fn new_files(files: &[InputFile], consumed: &[Consumed]) -> Result<Vec<usize>, String> {
     let mut by_path: std::collections::HashMap<&str, &Consumed> = std::collections::HashMap::new();
     for c in consumed {
@@ -155,7 +172,7 @@ pub fn new_files(files: &[InputFile], consumed: &[Consumed]) -> Result<Vec<usize
     }
     let mut out = Vec::new();
     for (f, file) in files.iter().enumerate() {
-        match by_path.get(file.path.as_str()) {
+        match by_path.get(file.relative.as_str()) {
             None => out.push(f),
             Some(c) if c.len == file.len && c.mtime == file.mtime => {}
             Some(c) => {
@@ -288,7 +305,7 @@ mod tests {
     }
 
     fn file(path: &str, len: u64, mtime: i64) -> InputFile {
-        InputFile { path: path.into(), len, mtime }
+        InputFile { path: format!("./in/{path}"), len, mtime, relative: path.into() }
     }
 
     #[test]
@@ -299,7 +316,7 @@ mod tests {
         assert_eq!(new_files(&files, &consumed), Ok(vec![2]));
         let changed = vec![file("a", 11, 6), file("c", 7, 9)];
         let err = new_files(&changed, &consumed).unwrap_err();
-        assert!(err.contains("a changed") && err.contains("--full"), "{err}");
+        assert!(err.contains("./in/a changed") && err.contains("--full"), "{err}");
         // A consumed file that is gone is fine: its events are in the state.
         assert_eq!(new_files(&[file("c", 7, 9)], &consumed), Ok(vec![0]));
     }
@@ -310,6 +327,7 @@ mod tests {
             producer: PRODUCER.into(),
             fingerprint: 7,
             recorded: serde_json::json!({"indicators": [["buy", ["buy"]]], "random": false}),
+            input_root: serde_json::from_value(serde_json::json!("/in")).unwrap(),
             consumed: vec![Consumed { path: "a".into(), len: 10, mtime: 5 }],
             parts: 2,
             run: "r".into(),

@@ -57,6 +57,70 @@ pub fn split_url(url: &str) -> Result<(String, String), String> {
     Ok((format!("{}://{authority}", &url[..scheme_end]), path.to_string()))
 }
 
+/// `url` spelt one way per location: scheme and NameNode host in lower
+/// case, the port as a number; a nameservice (no port) as written, since
+/// Hadoop's configuration keys are case-sensitive; the path without `.`,
+/// `..`, empty segments or a trailing slash.
+pub fn normalize_url(url: &str) -> Result<String, String> {
+    let (prefix, path) = split_url(url)?;
+    let (scheme, authority) = prefix.split_once("://").expect("split_url gives scheme://authority");
+    let authority = match host_port(authority) {
+        Some((host, port)) => format!("{}:{port}", host.to_ascii_lowercase()),
+        None => authority.to_string(),
+    };
+    Ok(format!("{}://{authority}{}", scheme.to_ascii_lowercase(), normalize_path(&path)))
+}
+
+/// `host:port` split, if the authority has a port.
+fn host_port(authority: &str) -> Option<(&str, u16)> {
+    let (host, port) = authority.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then_some((host, port))
+}
+
+/// An absolute path without `.`, `..`, empty segments or a trailing slash.
+fn normalize_path(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    format!("/{}", segments.join("/"))
+}
+
+/// True if two normalised URLs name the same path on the same NameNode:
+/// equal, or NameNode hosts spelt differently (`localhost`, `127.0.0.1`)
+/// that resolve to a common address, with the same port.
+pub fn same_location(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let (Ok((a_prefix, a_path)), Ok((b_prefix, b_path))) = (split_url(a), split_url(b)) else {
+        return false;
+    };
+    let (Some((a_scheme, a_authority)), Some((b_scheme, b_authority))) =
+        (a_prefix.split_once("://"), b_prefix.split_once("://"))
+    else {
+        return false;
+    };
+    let (Some((_, a_port)), Some((_, b_port))) = (host_port(a_authority), host_port(b_authority)) else {
+        return false;
+    };
+    if a_scheme != b_scheme || a_path != b_path || a_port != b_port {
+        return false;
+    }
+    let addresses = |authority: &str| -> Vec<std::net::IpAddr> {
+        std::net::ToSocketAddrs::to_socket_addrs(authority).map(|a| a.map(|a| a.ip()).collect()).unwrap_or_default()
+    };
+    let b_addresses = addresses(b_authority);
+    addresses(a_authority).iter().any(|ip| b_addresses.contains(ip))
+}
+
 impl Hdfs {
     /// The client for the file system of `url`, created once per process.
     pub fn connect(url: &str) -> Result<Arc<Hdfs>, String> {
@@ -259,5 +323,18 @@ mod tests {
         assert_eq!(split_url("hdfs://nn:9000/events/a"), Ok(("hdfs://nn:9000".into(), "/events/a".into())));
         assert_eq!(split_url("hdfs://ns"), Ok(("hdfs://ns".into(), "/".into())));
         assert!(split_url("hdfs:///x").is_err());
+    }
+
+    #[test]
+    fn urls_are_normalised() {
+        let n = |url: &str| normalize_url(url).unwrap();
+        assert_eq!(n("HDFS://NameNode.Example:09000//events/./a/../b/"), "hdfs://namenode.example:9000/events/b");
+        assert_eq!(n("hdfs://MyCluster/events"), "hdfs://MyCluster/events");
+        assert_eq!(n("hdfs://[::1]:9000/"), "hdfs://[::1]:9000/");
+        assert_eq!(n("hdfs://nn:8020"), "hdfs://nn:8020/");
+        assert!(same_location("hdfs://localhost:9000/e", "hdfs://127.0.0.1:9000/e"));
+        assert!(!same_location("hdfs://localhost:9000/e", "hdfs://127.0.0.1:9001/e"));
+        assert!(!same_location("hdfs://localhost:9000/e", "hdfs://127.0.0.1:9000/f"));
+        assert!(!same_location("hdfs://ns/e", "hdfs://127.0.0.1:9000/e"));
     }
 }

@@ -4,15 +4,15 @@
 
 use super::{Mode, TrainError, TrainOptions, Trained, run};
 use crate::dataflow::resident::Follow;
-use crate::state::Consumed;
+use crate::state::ConsumedInput;
 use crate::state::lock::StateLock;
 use std::sync::Arc;
 
 /// A resident trainer, ticked by its caller.
 pub struct Follower {
     pub(super) shared: Arc<Follow>,
-    /// The files in the resident model.
-    pub(super) consumed: Vec<Consumed>,
+    /// The files in the resident model, once a tick trained.
+    pub(super) consumed: Option<ConsumedInput>,
     /// Ticks that trained or updated.
     pub ticks: u64,
     /// The run whose Elasticsearch indices the updates write in place.
@@ -50,7 +50,7 @@ impl Follower {
         };
         Ok(Follower {
             shared: Arc::new(Follow::new(opts.workers.max(1), drift)),
-            consumed: Vec::new(),
+            consumed: None,
             ticks: 0,
             es_run: None,
             _lock: lock,
@@ -80,8 +80,8 @@ impl Follower {
 
     /// After a published tick: the model holds `consumed`, in the indices
     /// of `es_run` when indexed into Elasticsearch.
-    pub(super) fn ticked(&mut self, consumed: Vec<Consumed>, es_run: Option<i64>) {
-        self.consumed = consumed;
+    pub(super) fn ticked(&mut self, consumed: ConsumedInput, es_run: Option<i64>) {
+        self.consumed = Some(consumed);
         self.ticks += 1;
         self.es_run = es_run;
     }

@@ -6,8 +6,9 @@ use super::{Mode, TrainError, TrainOptions};
 use crate::config::Engine;
 use crate::dataflow::Failure;
 use crate::dataflow::{StateIn, read::ReadPlan};
-use crate::source::{InputFile, list_inputs};
-use crate::state::{Consumed, StateError};
+use crate::source::root::InputRoot;
+use crate::source::{InputFile, Listing, list_inputs};
+use crate::state::{Consumed, ConsumedInput, StateError};
 use crate::storage::Store;
 
 /// The input of a run.
@@ -18,14 +19,14 @@ pub(super) struct Selection {
     pub inputs: Vec<InputFile>,
     /// The state directory, with `--state`.
     pub state: Option<PreviousState>,
-    /// The files in the model after this run, sorted by path.
-    pub consumed_after: Vec<Consumed>,
+    /// The files in the model after this run.
+    pub consumed_after: ConsumedInput,
 }
 
 /// Lists the input and selects the files not consumed yet; `None`: a warm
 /// follower found none and has no checkpoint to write.
 pub(super) fn select(opts: &TrainOptions, mode: &Mode) -> Result<Option<Selection>, TrainError> {
-    let (store, all_inputs) = list_inputs(&opts.input).map_err(TrainError::Setup)?;
+    let Listing { store, root, files: all_inputs } = list_inputs(&opts.input).map_err(TrainError::Setup)?;
     let is_first = opts.cluster.as_ref().is_none_or(|c| c.process == 0);
     let warm = mode.warm();
     let state = match &opts.state {
@@ -36,31 +37,58 @@ pub(super) fn select(opts: &TrainOptions, mode: &Mode) -> Result<Option<Selectio
     };
     // Consumed before this run: by the follower's model, else by the state.
     let consumed_before = match (mode.follower(), &state) {
-        (Some(f), _) if warm => Some(f.consumed.clone()),
-        (_, Some(s)) => Some(s.consumed()),
+        (Some(f), _) if warm => f.consumed.clone(),
+        (_, Some(s)) => s.consumed(),
         _ => None,
     };
+    if let Some(before) = &consumed_before {
+        check_root(opts, state.as_ref().filter(|_| !warm), &before.root, &root)?;
+    }
     let new: Vec<usize> = match &consumed_before {
-        Some(consumed) => crate::state::new_files(&all_inputs, consumed).map_err(TrainError::Setup)?,
+        Some(consumed) => crate::state::new_files(&all_inputs, &consumed.files).map_err(TrainError::Setup)?,
         None => (0..all_inputs.len()).collect(),
     };
     let inputs: Vec<InputFile> = new.iter().map(|&f| all_inputs[f].clone()).collect();
     if warm && inputs.is_empty() && !mode.checkpoint() {
         return Ok(None);
     }
-    let mut consumed_after = consumed_before.unwrap_or_default();
-    consumed_after.extend(inputs.iter().map(|f| Consumed { path: f.path.clone(), len: f.len, mtime: f.mtime }));
-    consumed_after.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut files = consumed_before.map(|c| c.files).unwrap_or_default();
+    files.extend(inputs.iter().map(|f| Consumed { path: f.relative.clone(), len: f.len, mtime: f.mtime }));
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let consumed_after = ConsumedInput { root, files };
     if let Some(s) = &state {
         tracing::info!(
             new_files = inputs.len(),
-            consumed = s.consumed().len(),
+            consumed = s.consumed().map_or(0, |c| c.files.len()),
             resumed = s.manifest.is_some(),
             "state {}",
             s.dir
         );
     }
     Ok(Some(Selection { store, inputs, state, consumed_after }))
+}
+
+/// Files consumed from `before` are named relative to it: another root is
+/// refused (exit 2), however the same root is spelt. `state`: the state
+/// they were read from (else a follower's model).
+fn check_root(
+    opts: &TrainOptions,
+    state: Option<&PreviousState>,
+    before: &InputRoot,
+    root: &InputRoot,
+) -> Result<(), TrainError> {
+    if before.same(root) {
+        return Ok(());
+    }
+    let whose = match state {
+        Some(s) => format!("the state in {} was trained on", s.dir),
+        None => "the model this follower holds was trained on".to_string(),
+    };
+    Err(TrainError::Setup(format!(
+        "--input {}: {whose} the files under {before}, this input is {root}: a state follows one input. \
+         Give --input {before}, or retrain from {root} with --full (the state is then rebuilt from it)",
+        opts.input
+    )))
 }
 
 /// A hash of the files a run reads.
@@ -129,9 +157,10 @@ impl PreviousState {
         Ok(PreviousState { dir, store, manifest, _lock: lock })
     }
 
-    /// The files the state's model was trained on.
-    pub fn consumed(&self) -> Vec<Consumed> {
-        self.manifest.as_ref().map(|m| m.consumed.clone()).unwrap_or_default()
+    /// The files the state's model was trained on, if it has one.
+    pub fn consumed(&self) -> Option<ConsumedInput> {
+        let m = self.manifest.as_ref()?;
+        Some(ConsumedInput { root: m.input_root.clone(), files: m.consumed.clone() })
     }
 
     /// Where the workers read the state from.

@@ -23,7 +23,7 @@ pub(super) fn manifest(
         manifest["state"] = serde_json::json!({
             "location": s.dir,
             "resumed": s.manifest.is_some(),
-            "filesConsumedBefore": s.consumed().len(),
+            "filesConsumedBefore": s.consumed().map_or(0, |c| c.files.len()),
             "newFiles": selection.inputs.len(),
             "bytes": summary.state_bytes,
         });

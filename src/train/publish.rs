@@ -9,7 +9,7 @@ use super::{Mode, TrainError, TrainOptions};
 use crate::dataflow::{Failure, Summary};
 use crate::sink::directory::{ModelDir, Parts};
 use crate::sink::elasticsearch::EsTarget;
-use crate::state::Consumed;
+use crate::state::ConsumedInput;
 use crate::time::format_iso8601;
 use std::sync::Arc;
 
@@ -91,7 +91,7 @@ impl Sinks {
         procs: &Processes,
         summary: &Summary,
         manifest: &serde_json::Value,
-        consumed: &[Consumed],
+        consumed: &ConsumedInput,
     ) -> Result<Published, TrainError> {
         let mut es_index = None;
         if let (Some(es), 0) = (&self.es, procs.process) {
@@ -128,7 +128,7 @@ fn publish_state(
     dir: ModelDir,
     opts: &TrainOptions,
     procs: &Processes,
-    consumed: &[Consumed],
+    consumed: &ConsumedInput,
     es_index: Option<String>,
 ) -> Result<(), TrainError> {
     let names: Vec<String> = dir
@@ -150,7 +150,8 @@ fn publish_state(
         format: crate::state::FORMAT,
         fingerprint,
         recorded,
-        consumed: consumed.to_vec(),
+        input_root: consumed.root.clone(),
+        consumed: consumed.files.clone(),
         parts: procs.peers(),
         run: procs.run.clone(),
         written: format_iso8601(clock()),
