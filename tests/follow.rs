@@ -9,23 +9,7 @@ use ur::stats::RejectLimit;
 use ur::train::{Follower, TrainOptions};
 
 fn options(engine: &Path, input: &Path, output: &Path, state: Option<&Path>) -> TrainOptions {
-    TrainOptions {
-        engine: ur::config::Engine::load(engine).unwrap().engine,
-        engine_warnings: Vec::new(),
-        input: input.display().to_string(),
-        output: Some(output.display().to_string()),
-        es: None,
-        now: ur::time::parse_iso8601(NOW),
-        workers: 2,
-        max_rejected: RejectLimit::parse("1%").unwrap(),
-        show_rejected: 10,
-        split_bytes: 64 << 20,
-        max_line_bytes: ur::source::lines::DEFAULT_MAX_LINE_BYTES,
-        cluster: None,
-        progress: false,
-        state: state.map(|s| s.display().to_string()),
-        full: false,
-    }
+    train_options(engine, input, output, state, NOW)
 }
 
 fn full_training(engine: &Path, input: &Path, dir: &Path) -> Vec<u8> {

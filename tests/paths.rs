@@ -156,22 +156,7 @@ fn a_state_without_an_input_root_is_refused() {
 }
 
 fn follow_options(f: &Fixture, input: &Path, state: &Path) -> ur::train::TrainOptions {
-    ur::train::TrainOptions {
-        engine: ur::config::Engine::load(&f.engine).unwrap().engine,
-        engine_warnings: Vec::new(),
-        input: input.display().to_string(),
-        output: Some(f.dir.path().join("model").display().to_string()),
-        es: None,
-        now: ur::time::parse_iso8601(HANDMADE_NOW),
-        workers: 2,
-        max_rejected: ur::stats::RejectLimit::parse("1%").unwrap(),
-        show_rejected: 10,
-        split_bytes: 64 << 20,
-        cluster: None,
-        progress: false,
-        state: Some(state.display().to_string()),
-        full: false,
-    }
+    train_options(&f.engine, input, &f.dir.path().join("model"), Some(state), HANDMADE_NOW)
 }
 
 /// A follower identifies the files of its resident model the same way: the

@@ -139,3 +139,31 @@ impl Rng {
         a.min(b)
     }
 }
+
+/// Library options for a run in this process (the follower's tests): two
+/// workers, the default limits, the model into `output`.
+pub fn train_options(
+    engine: &Path,
+    input: &Path,
+    output: &Path,
+    state: Option<&Path>,
+    now: &str,
+) -> ur::train::TrainOptions {
+    ur::train::TrainOptions {
+        engine: ur::config::Engine::load(engine).unwrap().engine,
+        engine_warnings: Vec::new(),
+        input: input.display().to_string(),
+        output: Some(output.display().to_string()),
+        es: None,
+        now: ur::time::parse_iso8601(now),
+        workers: 2,
+        max_rejected: ur::stats::RejectLimit::parse("1%").unwrap(),
+        show_rejected: 10,
+        split_bytes: 64 << 20,
+        max_line_bytes: ur::source::lines::DEFAULT_MAX_LINE_BYTES,
+        cluster: None,
+        progress: false,
+        state: state.map(|s| s.display().to_string()),
+        full: false,
+    }
+}
