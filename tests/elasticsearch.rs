@@ -378,8 +378,11 @@ fn a_run_failing_mid_bulk_keeps_the_old_model() {
     let answer_after = block_on(r.recommend(&Query { user: Some("u1".into()), ..Default::default() })).unwrap();
     assert_eq!(answer_after, answer_before);
 
-    // The next good run cleans the failed run's leftovers up.
+    // The next good run cleans the failed run's leftovers up (once older
+    // than --es-grace: they might be an overlapping run's).
     assert!(train(&engine, &handmade_events(), &es.url, &["--es-keep", "1"]).status.success());
+    assert_eq!(indices(&client, "hm_fail_*").len(), 4, "a fresh leftover is kept");
+    assert!(train(&engine, &handmade_events(), &es.url, &["--es-keep", "1", "--es-grace", "0s"]).status.success());
     let left = indices(&client, "hm_fail_*");
     assert_eq!(left.len(), 2, "one model and its users index: {left:?}");
 }
