@@ -675,3 +675,36 @@ fn bad_events_are_rejected_not_fatal() {
     assert_eq!(docs["Extra 7"]["other-key-7"], 7);
     assert!(!docs.keys().any(|k| k.len() > 512));
 }
+
+/// A run whose new index was deleted under it (an overlapping run's
+/// retention, a person) does not publish the index its bulk writes
+/// re-created: it checks the index's `_meta` names this run.
+#[test]
+fn an_index_replaced_under_a_run_is_not_published() {
+    let es = server();
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(&es.url);
+    let input = shared().join("data/online-retail/month=2011-11");
+    let retail = engine_file(dir.path(), json!({"eventNames": ["purchase"], "indexName": "hm_meta"}));
+    let mut args = vec!["-e".to_string(), retail.display().to_string(), "-i".into(), input.display().to_string()];
+    args.extend(["-q".into(), "--workers".into(), "1".into()]);
+    args.extend(es_args(&es.url));
+    let child = Command::new(env!("CARGO_BIN_EXE_ur-train")).args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let created = loop {
+        let found = indices(&client, "hm_meta_*");
+        if found.len() == 2 {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the run created no indices");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for index in &created {
+        block_on(client.ok("delete", ur::es::HttpMethod::Delete, &format!("/{index}"), None)).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not the index this run created") || err.contains("documents after indexing"), "{err}");
+    assert!(alias_target(&client, "hm_meta").is_empty(), "nothing published");
+}
