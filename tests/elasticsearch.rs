@@ -408,8 +408,11 @@ fn a_run_failing_mid_bulk_keeps_the_old_model() {
     let answer_after = block_on(r.recommend(&Query { user: Some("u1".into()), ..Default::default() })).unwrap();
     assert_eq!(answer_after, answer_before);
 
-    // The next good run cleans the failed run's leftovers up.
+    // The next good run cleans the failed run's leftovers up (once older
+    // than --es-grace: they might be an overlapping run's).
     assert!(train(&engine, &handmade_events(), &es.url, &["--es-keep", "1"]).status.success());
+    assert_eq!(indices(&client, "hm_fail_*").len(), 4, "a fresh leftover is kept");
+    assert!(train(&engine, &handmade_events(), &es.url, &["--es-keep", "1", "--es-grace", "0s"]).status.success());
     let left = indices(&client, "hm_fail_*");
     assert_eq!(left.len(), 2, "one model and its users index: {left:?}");
 }
@@ -424,15 +427,15 @@ fn a_mapping_error_names_the_document() {
     let client = client(&es.url);
     assert!(train(&engine, &handmade_events(), &es.url, &[]).status.success());
     let before = alias_target(&client, "hm_map");
-    let mut lines: Vec<String> =
-        std::fs::read_to_string(handmade_events()).unwrap().lines().map(str::to_string).collect();
-    lines.push(item_event("$set", "Nexus", json!({"date": "not a date at all"}), "2026-01-15T12:30:00Z"));
-    let input = dir.path().join("events.jsonl");
-    write_lines(&input, &lines);
-    let out = train(&engine, &input, &es.url, &[]);
+    // A template (not ur-train's doing) maps `categories` as numbers.
+    let template = json!({"index_patterns": ["hm_map_*"], "priority": 500,
+        "template": {"mappings": {"properties": {"categories": {"type": "long"}}}}});
+    block_on(client.ok("template", ur::es::HttpMethod::Put, "/_index_template/hm_map", Some(template))).unwrap();
+    let out = train(&engine, &handmade_events(), &es.url, &[]);
+    block_on(client.ok("template", ur::es::HttpMethod::Delete, "/_index_template/hm_map", None)).unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("`Nexus`") && err.contains("date"), "{err}");
+    assert!(err.contains("rejected document `") && err.contains("categories"), "{err}");
     assert_eq!(alias_target(&client, "hm_map"), before);
     assert_eq!(indices(&client, "hm_map_*").len(), 2, "the failed run's indices are deleted");
 }
@@ -547,4 +550,191 @@ fn follow_updates_the_live_index_in_place() {
     train_ok(&engine, &input, &full, &["--now", HANDMADE_NOW, "-q"]);
     assert_eq!(m["follow"]["update"]["full_rescore"], true);
     assert!(std::fs::read(model.join("items.jsonl")).unwrap() == std::fs::read(full.join("items.jsonl")).unwrap());
+}
+
+/// Every document of an alias, by id.
+fn all_docs(es: &Es, alias: &str) -> std::collections::BTreeMap<String, Value> {
+    let body = json!({"size": 10_000, "query": {"match_all": {}}});
+    let v = block_on(es.ok("search", ur::es::HttpMethod::Post, &format!("/{alias}/_search"), Some(body))).unwrap();
+    v["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["_id"].as_str().unwrap().to_string(), h["_source"].clone()))
+        .collect()
+}
+
+fn ur(engine: &Path, url: &str, command: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ur"))
+        .args(["-e", engine.to_str().unwrap()])
+        .args(es_args(url))
+        .arg(command)
+        .output()
+        .unwrap()
+}
+
+/// An incremental run after `ur rollback` (the alias no longer on the
+/// state's index) rebuilds: new indices holding the full model, swapped in;
+/// the dead index is not updated.
+#[test]
+fn an_update_after_a_rollback_rebuilds_and_swaps() {
+    let es = server();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_named(dir.path(), "hm_back");
+    let client = client(&es.url);
+    let input = dir.path().join("events");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(handmade_events(), input.join("a.jsonl")).unwrap();
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    assert!(train(&engine, &input, &es.url, &[]).status.success());
+    let first = alias_target(&client, "hm_back");
+    let out = train(&engine, &input, &es.url, &["--state", state_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stated = alias_target(&client, "hm_back");
+    let stated_docs = all_docs(&client, &stated[0]);
+    let out = ur(&engine, &es.url, "rollback");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(alias_target(&client, "hm_back"), first);
+
+    write_lines(&input.join("b.jsonl"), &update_events());
+    let model = dir.path().join("model");
+    let out = train(&engine, &input, &es.url, &["--state", state_arg, "-o", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let live = alias_target(&client, "hm_back");
+    assert!(live != first && live != stated, "a new index is live: {live:?}");
+    assert_eq!(manifest(&model)["elasticsearch"]["inPlace"], false);
+    assert!(manifest(&model)["elasticsearch"]["rebuilt"].is_string(), "{}", manifest(&model)["elasticsearch"]);
+    assert_eq!(all_docs(&client, &stated[0]), stated_docs, "the dead index is left alone");
+
+    // The exact model of a full training on the same files.
+    let full_engine = engine_named(dir.path(), "hm_back_full");
+    assert!(train(&full_engine, &input, &es.url, &[]).status.success());
+    assert_eq!(all_docs(&client, "hm_back"), all_docs(&client, "hm_back_full"));
+    assert_eq!(all_docs(&client, "hm_back_users"), all_docs(&client, "hm_back_full_users"));
+
+    // The state now names the live index: the next update is in place.
+    write_lines(&input.join("c.jsonl"), &[usage("purchase", "u2", "Pixel", "2026-01-15T11:45:00Z")]);
+    let model = dir.path().join("model2");
+    let out = train(&engine, &input, &es.url, &["--state", state_arg, "-o", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(manifest(&model)["elasticsearch"]["inPlace"], true);
+    assert_eq!(alias_target(&client, "hm_back"), live);
+}
+
+/// Creates an index of run `millis` as a run of ours would (unpublished).
+fn leftover(es: &Es, index: &str, millis: i64, ours: bool) {
+    let meta = if ours { json!({"ur_train": {"version": "0", "created": millis, "run": "other"}}) } else { json!({}) };
+    let body = json!({"settings": {"number_of_replicas": 0}, "mappings": {"_meta": meta}});
+    block_on(es.ok("create", ur::es::HttpMethod::Put, &format!("/{index}"), Some(body))).unwrap();
+}
+
+/// Retention spares the fresh indices of an overlapping run (a leftover
+/// younger than --es-grace) and indices that are not ours; leftovers older
+/// than the grace period are deleted.
+#[test]
+fn retention_spares_fresh_and_foreign_indices() {
+    let es = server();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_named(dir.path(), "hm_grace");
+    let client = client(&es.url);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let (fresh, fresh_users) = (format!("hm_grace_{}", now - 1000), format!("hm_grace_users_{}", now - 1000));
+    leftover(&client, &fresh, now - 1000, true);
+    leftover(&client, &fresh_users, now - 1000, true);
+    let foreign = format!("hm_grace_{}", now - 5000);
+    leftover(&client, &foreign, now - 5000, false);
+    let out = train(&engine, &handmade_events(), &es.url, &["--es-keep", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left = indices(&client, "hm_grace_*");
+    for index in [&fresh, &fresh_users, &foreign] {
+        assert!(left.contains(index), "{index} was deleted: {left:?}");
+    }
+    let out = train(&engine, &handmade_events(), &es.url, &["--es-keep", "1", "--es-grace", "0s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left = indices(&client, "hm_grace_*");
+    assert!(!left.contains(&fresh) && !left.contains(&fresh_users), "old leftovers are deleted: {left:?}");
+    assert!(left.contains(&foreign), "not ours: kept {left:?}");
+    assert_eq!(left.len(), 3, "the live model, its users index, the foreign index: {left:?}");
+}
+
+/// Events Elasticsearch cannot index are rejected by reason at read time,
+/// or indexed by a tolerant mapping: the run succeeds.
+#[test]
+fn bad_events_are_rejected_not_fatal() {
+    let es = server();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_named(dir.path(), "hm_bad");
+    let client = client(&es.url);
+    let mut lines: Vec<String> =
+        std::fs::read_to_string(handmade_events()).unwrap().lines().map(str::to_string).collect();
+    let long_id = "x".repeat(513);
+    let t = "2026-01-15T11:00:00Z";
+    lines.push(usage("purchase", "u1", &long_id, t));
+    lines.push(usage("purchase", &long_id, "Pixel", t));
+    lines.push(item_event("$set", &long_id, json!({"categories": ["Phones"]}), t));
+    lines.push(item_event("$set", "Nexus", json!({"date": "not a date at all"}), t));
+    lines.push(item_event("$set", "Nexus", json!({"expires": true}), t));
+    lines.push(item_event("$set", "Pixel", json!({"shape": {"round": true}}), t));
+    lines.push(item_event("$set", "Galaxy", json!({"shape": "square"}), t));
+    let many: serde_json::Map<String, Value> = (0..1500).map(|i| (format!("k{i}"), json!("v"))).collect();
+    lines.push(item_event("$set", "Pixel", Value::Object(many), t));
+    lines.push(item_event("$set", "Iphone 5", json!({"description": "d".repeat(40_000)}), t));
+    for i in 0..600 {
+        lines.push(item_event("$set", &format!("Extra {i}"), json!({format!("own-key-{i}"): "v"}), t));
+    }
+    for i in 0..600 {
+        lines.push(item_event("$set", &format!("Extra {i}"), json!({format!("other-key-{i}"): i}), t));
+    }
+    let input = dir.path().join("events.jsonl");
+    write_lines(&input, &lines);
+    let model = dir.path().join("model");
+    let out = train(&engine, &input, &es.url, &["-o", model.to_str().unwrap(), "--max-rejected", "10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = manifest(&model);
+    let reasons = &m["input"]["rejectedByReason"];
+    assert_eq!(reasons["id longer than 512 bytes"], 3, "{reasons}");
+    assert_eq!(reasons["non-date in a date property"], 2, "{reasons}");
+    assert_eq!(reasons["object property value"], 1, "{reasons}");
+    assert_eq!(reasons["more than 1000 properties"], 1, "{reasons}");
+    assert_eq!(m["input"]["rejected"], 7);
+    let docs = all_docs(&client, "hm_bad");
+    assert_eq!(docs.len() as u64, m["model"]["documents"].as_u64().unwrap());
+    assert_eq!(docs["Iphone 5"]["description"].as_str().unwrap().len(), 40_000);
+    assert_eq!(docs["Galaxy"]["shape"], "square");
+    assert_eq!(docs["Extra 7"]["other-key-7"], 7);
+    assert!(!docs.keys().any(|k| k.len() > 512));
+}
+
+/// A run whose new index was deleted under it (an overlapping run's
+/// retention, a person) does not publish the index its bulk writes
+/// re-created: it checks the index's `_meta` names this run.
+#[test]
+fn an_index_replaced_under_a_run_is_not_published() {
+    let es = server();
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(&es.url);
+    let input = online_retail().join("month=2011-11");
+    let retail = engine_file(dir.path(), json!({"eventNames": ["purchase"], "indexName": "hm_meta"}));
+    let mut args = vec!["-e".to_string(), retail.display().to_string(), "-i".into(), input.display().to_string()];
+    args.extend(["-q".into(), "--workers".into(), "1".into()]);
+    args.extend(es_args(&es.url));
+    let child = Command::new(env!("CARGO_BIN_EXE_ur-train")).args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let created = loop {
+        let found = indices(&client, "hm_meta_*");
+        if found.len() == 2 {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the run created no indices");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for index in &created {
+        block_on(client.ok("delete", ur::es::HttpMethod::Delete, &format!("/{index}"), None)).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not the index this run created") || err.contains("documents after indexing"), "{err}");
+    assert!(alias_target(&client, "hm_meta").is_empty(), "nothing published");
 }

@@ -75,6 +75,12 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 2, help_heading = "Elasticsearch")]
     pub es_keep: usize,
 
+    /// Indices of runs never published (a crashed run's leftovers, or an
+    /// overlapping run still writing) are deleted only once older than this;
+    /// it must exceed the longest run, whose indices exist from its start.
+    #[arg(long, value_name = "DURATION", default_value = "24h", help_heading = "Elasticsearch")]
+    pub es_grace: String,
+
     /// Bulk requests in flight per process [default: engine.json
     /// `numESWriteConnections`, else the number of workers].
     #[arg(long, value_name = "N", help_heading = "Elasticsearch")]
@@ -436,11 +442,14 @@ fn es_options(args: &Args) -> Result<Option<EsOptions>, CommandError> {
     if args.es_shards == Some(0) {
         return Err(CommandError::Usage("--es-shards must be at least 1".into()));
     }
+    let grace = crate::config::duration::parse_duration_secs(&args.es_grace)
+        .map_err(|e| CommandError::Usage(format!("--es-grace {e}")))?;
     Ok(Some(EsOptions {
         config,
         shards: args.es_shards,
         replicas: args.es_replicas,
         keep: args.es_keep.max(1),
+        grace: Duration::from_secs(grace.max(0) as u64),
         connections: args.es_connections,
         batch_bytes: args.es_batch_bytes.max(1024),
         attempts: args.es_retries.max(1),

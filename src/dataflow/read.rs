@@ -71,6 +71,8 @@ pub struct ReadPlan {
     pub indicators: usize,
     /// Lines longer than this are rejected without being held (`--max-line-bytes`).
     pub max_line_bytes: usize,
+    /// The engine's date properties, which a `$set` must give as dates.
+    date_names: Vec<String>,
 }
 
 impl ReadPlan {
@@ -117,6 +119,7 @@ impl ReadPlan {
             not_before: engine.event_window_secs.map(|s| now - s * 1000),
             indicators: engine.indicators.len(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            date_names: engine.date_names(),
         }
     }
 
@@ -291,9 +294,13 @@ impl LineHandler<'_> {
                     if event.target_entity_type.as_deref() != Some("item") {
                         return self.ignore(name, "targetEntityType is not item");
                     }
+                    let user = match indicator.map(|_| event.entity()).transpose() {
+                        Ok(user) => user,
+                        Err(reason) => return self.reject(Some(name), at, reason),
+                    };
                     let item = self.share.items.intern(target);
-                    if let Some(k) = indicator {
-                        let user = self.share.users.intern(&event.entity_id);
+                    if let (Some(k), Some(user)) = (indicator, user) {
+                        let user = self.share.users.intern(user);
                         let secs = (event.event_time.div_euclid(1000)).clamp(0, u32::MAX as i64) as u32;
                         self.share.usage[k].push((user, item, secs));
                         if k == 0 {
@@ -327,9 +334,10 @@ impl LineHandler<'_> {
         };
         let properties = match op {
             PropertyOp::Delete => String::from("{}"),
-            _ => serde_json::to_string(&event.properties_object()?).unwrap_or_default(),
+            PropertyOp::Set => serde_json::to_string(&event.set_properties(&self.plan.date_names)?).unwrap_or_default(),
+            PropertyOp::Unset => serde_json::to_string(&event.properties_object()?).unwrap_or_default(),
         };
-        let item = self.share.items.intern(&event.entity_id);
+        let item = self.share.items.intern(event.entity()?);
         self.share.property_events.push(PropertyEvent { item, time: event.event_time, op, properties });
         Ok(())
     }
@@ -340,7 +348,7 @@ impl LineHandler<'_> {
         if self.plan.random.is_empty() {
             return false;
         }
-        let Some(target) = event.target_entity_id.as_deref().filter(|t| !t.is_empty()) else {
+        let Some(target) = event.target().ok() else {
             return false;
         };
         let item = self.share.items.intern(target) as usize;

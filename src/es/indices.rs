@@ -5,9 +5,12 @@
 //! `<alias>_users_<millis>` (user histories). The aliases `<alias>` and
 //! `<alias>_users` point at the live run; they are moved in one `_aliases`
 //! call. Published runs are kept for `ur rollback` (the newest `keep`);
-//! older ones and older unpublished leftovers are deleted. Writing a run's
-//! indices is the sink's business (`sink::elasticsearch`); queries and
-//! `ur rollback` only need this module.
+//! older ones are deleted, and so are leftovers (runs never published)
+//! once older than a grace period, since a leftover may be an overlapping
+//! run still writing. Only indices whose `_meta` says ur-train made them
+//! are ever deleted, and never a live one. Writing a run's indices is the
+//! sink's business (`sink::elasticsearch`); queries and `ur rollback` only
+//! need this module.
 
 use super::{Es, HttpMethod, error_reason};
 use crate::config::Engine;
@@ -48,6 +51,20 @@ pub fn live_run(es: &Es, alias: &str) -> Result<Option<i64>, String> {
         .max())
 }
 
+/// The indices an alias points at, sorted (none: the alias does not exist).
+pub fn alias_indices(es: &Es, alias: &str) -> Result<Vec<String>, String> {
+    let (status, v) = block_on(es.call(HttpMethod::Get, &format!("/_alias/{alias}"), None))?;
+    if status == 404 {
+        return Ok(Vec::new());
+    }
+    if status != 200 {
+        return Err(format!("reading the alias {alias}: {status}: {}", error_reason(&v)));
+    }
+    let mut names: Vec<String> = v.as_object().into_iter().flatten().map(|(k, _)| k.clone()).collect();
+    names.sort();
+    Ok(names)
+}
+
 /// One run's indices as found in the cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
@@ -56,6 +73,11 @@ pub struct Run {
     pub published: bool,
     /// Which aliases point at its indices.
     pub aliased: bool,
+    /// Every index of the run has ur-train's `_meta` (was made by a run).
+    pub ours: bool,
+    /// When its newest index was created (cluster clock, epoch millis), or
+    /// the run's own time if later.
+    pub created: i64,
 }
 
 /// The runs of a model: indices `<alias>_<millis>` and `<alias>_users_<millis>`.
@@ -78,14 +100,22 @@ pub fn list_runs(es: &Es, alias: &str) -> Result<Vec<Run>, String> {
         };
         let meta = &index["mappings"]["_meta"]["ur_train"];
         let published = meta["published"] == Value::Bool(true);
+        let ours = meta.is_object();
         let aliased = index["aliases"].as_object().is_some_and(|a| !a.is_empty());
+        let created = index["settings"]["index"]["creation_date"]
+            .as_str()
+            .and_then(|c| c.parse::<i64>().ok())
+            .unwrap_or(0)
+            .max(millis);
         match runs.iter_mut().find(|r| r.millis == millis) {
             Some(r) => {
                 r.indices.push(name.clone());
                 r.published &= published;
                 r.aliased |= aliased;
+                r.ours &= ours;
+                r.created = r.created.max(created);
             }
-            None => runs.push(Run { millis, indices: vec![name.clone()], published, aliased }),
+            None => runs.push(Run { millis, indices: vec![name.clone()], published, aliased, ours, created }),
         }
     }
     for r in &mut runs {
@@ -112,20 +142,44 @@ pub fn swap_aliases(es: &Es, pairs: &[(&String, &String)]) -> Result<(), String>
     block_on(es.ok("swapping aliases", HttpMethod::Post, "/_aliases", Some(json!({ "actions": actions })))).map(|_| ())
 }
 
-/// Keeps the newest `keep` published runs of `alias`; deletes the older
-/// runs before run `newest` (published or leftovers of failed runs).
-pub fn retain(es: &Es, alias: &str, keep: usize, newest: i64) -> Result<(), String> {
-    let runs = list_runs(es, alias)?;
+/// What retention keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Published runs kept (the newest ones).
+    pub keep: usize,
+    /// Leftovers (runs never published) younger than this are kept: they
+    /// may be an overlapping run still writing.
+    pub grace: std::time::Duration,
+    /// Now (epoch millis), to age leftovers.
+    pub now: i64,
+}
+
+/// The runs retention deletes: published runs beyond the newest `keep` and
+/// leftovers older than the grace period; never run `this`, a live run, or
+/// a run whose indices are not all ur-train's.
+pub fn stale_runs(runs: &[Run], retention: &Retention, this: i64) -> Vec<Run> {
     let mut published: Vec<&Run> = runs.iter().filter(|r| r.published).collect();
     published.sort_by_key(|r| std::cmp::Reverse(r.millis));
-    let kept: Vec<i64> = published.iter().take(keep).map(|r| r.millis).collect();
-    for run in &runs {
-        let stale = !kept.contains(&run.millis) && run.millis < newest;
-        if stale {
-            for index in &run.indices {
-                block_on(es.ok(&format!("deleting {index}"), HttpMethod::Delete, &format!("/{index}"), None))?;
-                tracing::info!(%index, "deleted old model index");
-            }
+    let kept: Vec<i64> = published.iter().take(retention.keep).map(|r| r.millis).collect();
+    let grace = retention.grace.as_millis().min(i64::MAX as u128) as i64;
+    runs.iter()
+        .filter(|run| run.millis != this && !run.aliased && run.ours)
+        .filter(|run| match run.published {
+            true => !kept.contains(&run.millis),
+            false => retention.now.saturating_sub(run.created) >= grace,
+        })
+        .cloned()
+        .collect()
+}
+
+/// Deletes the runs of `alias` that [`stale_runs`] names; `this` is the
+/// run just published.
+pub fn retain(es: &Es, alias: &str, retention: &Retention, this: i64) -> Result<(), String> {
+    let runs = list_runs(es, alias)?;
+    for run in stale_runs(&runs, retention, this) {
+        for index in &run.indices {
+            block_on(es.ok(&format!("deleting {index}"), HttpMethod::Delete, &format!("/{index}"), None))?;
+            tracing::info!(%index, published = run.published, "deleted old model index");
         }
     }
     Ok(())
@@ -167,5 +221,28 @@ mod tests {
         assert_eq!(run_of(&model), Some(1_700_000_000_123));
         assert_eq!(run_of(&users), Some(1_700_000_000_123));
         assert_eq!(users_alias("shop"), "shop_users");
+    }
+
+    fn run(millis: i64, published: bool, aliased: bool, ours: bool) -> Run {
+        Run { millis, indices: vec![format!("m_{millis}")], published, aliased, ours, created: millis }
+    }
+
+    #[test]
+    fn retention_spares_live_fresh_and_foreign_runs() {
+        let hour = 3_600_000;
+        let runs = vec![
+            run(1, true, false, true),               // old published: beyond keep
+            run(2, true, true, true),                // live (rolled back to)
+            run(3, false, false, true),              // old leftover
+            run(10 * hour, false, false, true),      // fresh leftover: an overlapping run
+            run(10 * hour + 1, false, false, false), // not ours
+            run(10 * hour + 2, true, false, true),   // this run
+        ];
+        let retention = Retention { keep: 1, grace: std::time::Duration::from_secs(3600), now: 10 * hour + 10 };
+        let stale: Vec<i64> = stale_runs(&runs, &retention, 10 * hour + 2).iter().map(|r| r.millis).collect();
+        assert_eq!(stale, vec![1, 3]);
+        let retention = Retention { grace: std::time::Duration::ZERO, ..retention };
+        let stale: Vec<i64> = stale_runs(&runs, &retention, 10 * hour + 2).iter().map(|r| r.millis).collect();
+        assert_eq!(stale, vec![1, 3, 10 * hour]);
     }
 }

@@ -7,11 +7,23 @@
 //! and `properties` stays raw JSON until a property event needs it. The
 //! line is scanned by [`super::json`]; a wrong type is reported with the
 //! field's name.
+//!
+//! What becomes an Elasticsearch document is checked where it is used, so
+//! one event cannot fail a run: user and item ids are at most 512 bytes
+//! (ES `_id`), and a `$set` holds at most 1000 properties, none an object
+//! (an object and a scalar under one name cannot share a mapping), with
+//! dates in the engine's date properties.
 
 use super::json::{Field, scan_event};
 use crate::time::{Millis, parse_iso8601};
 use std::borrow::Cow;
 use std::fmt;
+
+/// The longest user or item id: Elasticsearch's limit on a document `_id`.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// The most properties one `$set` may hold (Elasticsearch's default field limit).
+pub const MAX_PROPERTIES: usize = 1000;
 
 /// A parsed event; strings borrow from the line.
 #[derive(Debug)]
@@ -42,6 +54,17 @@ pub enum Reject {
     BadProperties(&'static str),
     /// Longer than the limit (`--max-line-bytes`); not read.
     LineTooLong(usize),
+    /// A user or item id longer than [`MAX_ID_BYTES`].
+    IdTooLong(&'static str),
+    /// A date property (`dateName`, ...) that is not a date.
+    NotADate {
+        property: String,
+        value: String,
+    },
+    /// A property value that is an object (or holds one).
+    ObjectProperty(String),
+    /// More than [`MAX_PROPERTIES`] properties in one event.
+    TooManyProperties(usize),
 }
 
 impl Reject {
@@ -55,6 +78,10 @@ impl Reject {
             Reject::BadEventTime(_) => "bad eventTime".into(),
             Reject::BadProperties(_) => "bad properties".into(),
             Reject::LineTooLong(limit) => format!("line longer than {limit} bytes"),
+            Reject::IdTooLong(_) => format!("id longer than {MAX_ID_BYTES} bytes"),
+            Reject::NotADate { .. } => "non-date in a date property".into(),
+            Reject::ObjectProperty(_) => "object property value".into(),
+            Reject::TooManyProperties(_) => format!("more than {MAX_PROPERTIES} properties"),
         }
     }
 }
@@ -75,6 +102,15 @@ impl fmt::Display for Reject {
                 write!(f, "field properties: expected an object, found {found}")
             }
             Reject::LineTooLong(limit) => write!(f, "line longer than {limit} bytes (--max-line-bytes)"),
+            Reject::IdTooLong(field) => {
+                write!(f, "field {field} is longer than {MAX_ID_BYTES} bytes (an Elasticsearch document id)")
+            }
+            Reject::NotADate { property, value } => write!(f, "property {property}: {value} is not a date"),
+            Reject::ObjectProperty(property) => write!(
+                f,
+                "property {property}: an object (property values are strings, numbers, booleans or arrays of them)"
+            ),
+            Reject::TooManyProperties(n) => write!(f, "{n} properties, more than {MAX_PROPERTIES}"),
         }
     }
 }
@@ -127,13 +163,47 @@ pub fn parse_event(line: &[u8]) -> Result<Event<'_>, Rejected<'_>> {
 }
 
 impl<'a> Event<'a> {
-    /// The target of a usage event, which must be present and non-empty.
+    /// The target of a usage event, which must be present, non-empty and
+    /// short enough to be an id.
     pub fn target(&self) -> Result<&str, Reject> {
         match &self.target_entity_id {
             None => Err(Reject::MissingField("targetEntityId")),
             Some(s) if s.is_empty() => Err(Reject::EmptyField("targetEntityId")),
+            Some(s) if s.len() > MAX_ID_BYTES => Err(Reject::IdTooLong("targetEntityId")),
             Some(s) => Ok(s),
         }
+    }
+
+    /// The entity (a user, or the item of a property event), short enough to be an id.
+    pub fn entity(&self) -> Result<&str, Reject> {
+        match self.entity_id.len() > MAX_ID_BYTES {
+            true => Err(Reject::IdTooLong("entityId")),
+            false => Ok(&self.entity_id),
+        }
+    }
+
+    /// The `properties` of a `$set`: at most [`MAX_PROPERTIES`], no
+    /// objects, and the properties named in `dates` dates (or null).
+    pub fn set_properties(&self, dates: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, Reject> {
+        let properties = self.properties_object()?;
+        if properties.len() > MAX_PROPERTIES {
+            return Err(Reject::TooManyProperties(properties.len()));
+        }
+        for (name, value) in &properties {
+            let values = match value {
+                serde_json::Value::Array(values) => values.as_slice(),
+                value => std::slice::from_ref(value),
+            };
+            if values.iter().any(holds_object) {
+                return Err(Reject::ObjectProperty(truncate(name, 60)));
+            }
+            if dates.contains(name)
+                && let Some(bad) = values.iter().find(|v| !is_date(v))
+            {
+                return Err(Reject::NotADate { property: truncate(name, 60), value: truncate(&bad.to_string(), 60) });
+            }
+        }
+        Ok(properties)
     }
 
     /// `properties` as a JSON object (absent or null: empty).
@@ -149,6 +219,33 @@ impl<'a> Event<'a> {
             Ok(_) => Err(Reject::BadProperties("a scalar")),
             Err(e) => Err(Reject::MalformedJson(short_error(&e))),
         }
+    }
+}
+
+fn holds_object(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(_) => true,
+        serde_json::Value::Array(values) => values.iter().any(holds_object),
+        _ => false,
+    }
+}
+
+/// A value Elasticsearch reads as a date (`strict_date_optional_time` or
+/// `epoch_millis`), or null; what slips through is not indexed
+/// (`ignore_malformed`).
+fn is_date(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Number(n) => n.is_i64() || n.is_u64(),
+        serde_json::Value::String(s) => {
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            let millis = s.strip_prefix('-').unwrap_or(s);
+            let year_month = s
+                .split_once('-')
+                .map_or(s.len() == 4 && digits(s), |(y, m)| y.len() == 4 && digits(y) && m.len() == 2 && digits(m));
+            digits(millis) || year_month || parse_iso8601(s).is_some()
+        }
+        _ => false,
     }
 }
 
@@ -224,6 +321,47 @@ mod tests {
     }
 
     #[test]
+    fn ids_and_properties_fit_elasticsearch() {
+        let usage = |user: &str, item: &str| {
+            serde_json::json!({"event": "buy", "entityType": "user", "entityId": user,
+                "targetEntityType": "item", "targetEntityId": item, "eventTime": "2026-01-15"})
+            .to_string()
+        };
+        let long = "é".repeat(257);
+        let line = usage(&long, "i");
+        let e = parse_event(line.as_bytes()).unwrap();
+        assert_eq!(e.entity().unwrap_err().reason(), "id longer than 512 bytes");
+        assert_eq!(e.target(), Ok("i"));
+        let line = usage("u", &"x".repeat(513));
+        let e = parse_event(line.as_bytes()).unwrap();
+        assert_eq!(e.target().unwrap_err().reason(), "id longer than 512 bytes");
+        assert_eq!(e.entity(), Ok("u"));
+        assert!(parse_event(usage(&"x".repeat(512), "i").as_bytes()).unwrap().entity().is_ok());
+
+        let set = |props: serde_json::Value| {
+            serde_json::json!({"event": "$set", "entityType": "item", "entityId": "i",
+                "properties": props, "eventTime": "2026-01-15"})
+            .to_string()
+        };
+        let dates = ["expires".to_string()];
+        let check = |props: serde_json::Value| {
+            parse_event(set(props).as_bytes()).unwrap().set_properties(&dates).map_err(|e| e.reason())
+        };
+        let good = serde_json::json!({"a": ["x", 1, true, null], "expires": ["2026-01-15T12:00:00Z", "2026",
+            "2026-02", "1700000000000", 1700000000000_i64, null], "date": "whenever"});
+        assert_eq!(check(good.clone()).unwrap().len(), 3);
+        assert_eq!(check(serde_json::json!({"expires": "soon"})).unwrap_err(), "non-date in a date property");
+        assert_eq!(check(serde_json::json!({"expires": [true]})).unwrap_err(), "non-date in a date property");
+        assert_eq!(check(serde_json::json!({"expires": 1.5})).unwrap_err(), "non-date in a date property");
+        assert_eq!(check(serde_json::json!({"a": {"b": 1}})).unwrap_err(), "object property value");
+        assert_eq!(check(serde_json::json!({"a": [[{}]]})).unwrap_err(), "object property value");
+        assert!(check(serde_json::json!({"a": [[1]]})).is_ok());
+        let many: serde_json::Map<String, serde_json::Value> =
+            (0..=MAX_PROPERTIES).map(|i| (format!("k{i}"), serde_json::json!(i))).collect();
+        assert_eq!(check(serde_json::Value::Object(many)).unwrap_err(), "more than 1000 properties");
+    }
+
+    #[test]
     fn properties() {
         let e = parse_event(br#"{"event":"$set","entityType":"item","entityId":"i","properties":{"a":["x"],"n":7.0},"eventTime":"2026-01-15"}"#).unwrap();
         let p = e.properties_object().unwrap();
@@ -244,6 +382,12 @@ pub mod tests_support {
     use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
     use std::borrow::Cow;
     use std::fmt;
+
+    /// The longest user or item id: Elasticsearch's limit on a document `_id`.
+    pub const MAX_ID_BYTES: usize = 512;
+
+    /// The most properties one `$set` may hold (Elasticsearch's default field limit).
+    pub const MAX_PROPERTIES: usize = 1000;
 
     pub struct SerdeField<'a>(pub Field<'a>);
 

@@ -38,6 +38,7 @@ pub(super) fn manifest(
     if opts.es.is_some() {
         manifest["elasticsearch"] = serde_json::json!({
             "inPlace": es.is_some_and(|e| e.in_place),
+            "rebuilt": es.and_then(|e| e.rebuilt.clone()),
             "documentsSent": summary.changed.documents,
             "documentsDeleted": summary.changed.deleted,
             "usersSent": summary.changed.users,

@@ -8,7 +8,7 @@ use super::processes::{Processes, clock};
 use super::{Mode, TrainError, TrainOptions};
 use crate::dataflow::{Failure, Summary};
 use crate::sink::directory::{ModelDir, Parts};
-use crate::sink::elasticsearch::EsTarget;
+use crate::sink::elasticsearch::{EsRun, EsTarget};
 use crate::state::ConsumedInput;
 use crate::time::format_iso8601;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ fn output_failed(e: String) -> TrainError {
 impl Sinks {
     /// Creates the temporary model and state directories and prepares the
     /// Elasticsearch indices (updated in place when they hold the model
-    /// being updated).
+    /// being updated and are live).
     pub fn prepare(
         opts: &TrainOptions,
         mode: &Mode,
@@ -65,11 +65,14 @@ impl Sinks {
                     Some(f) if mode.warm() => f.es_run,
                     _ => state.and_then(|s| s.es_run()),
                 };
-                let first = procs.process == 0;
-                Some(Arc::new(
-                    EsTarget::prepare(es, &opts.engine, procs.started, first, procs.workers, live)
-                        .map_err(TrainError::Setup)?,
-                ))
+                let run = EsRun {
+                    millis: procs.started,
+                    id: &procs.run,
+                    create: procs.process == 0,
+                    workers: procs.workers,
+                    live,
+                };
+                Some(Arc::new(EsTarget::prepare(es, &opts.engine, run).map_err(TrainError::Setup)?))
             }
             None => None,
         };
