@@ -101,7 +101,7 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct EventRoot {
     /// Directory holding `_apps.json` and one directory of events per app.
-    #[arg(long, env = "UR_EVENTS_ROOT", default_value = "events")]
+    #[arg(long, env = "UR_EVENTS_ROOT", default_value = "events", global = true)]
     pub root: PathBuf,
 }
 

@@ -83,6 +83,7 @@ pub struct ServeOptions {
 /// Recovers the partitions left by a crash, then serves until SIGTERM or
 /// Ctrl-C, and closes the open files.
 pub async fn serve(options: ServeOptions) -> Result<(), EventsError> {
+    let stop = crate::runtime::shutdown_signal();
     let root = options.root.clone();
     let recovered = log::recover(&root)?;
     if recovered.files > 0 {
@@ -106,9 +107,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), EventsError> {
     let local = listener.local_addr().map_err(|e| EventsError::Storage(e.to_string()))?;
     tracing::info!(root = %root.display(), "listening on http://{local}");
     let reload = tokio::spawn(reload_registry(server.clone()));
-    let served = axum::serve(listener, api::router(server.clone(), options.limits))
-        .with_graceful_shutdown(crate::runtime::shutdown_signal())
-        .await;
+    let served = axum::serve(listener, api::router(server.clone(), options.limits)).with_graceful_shutdown(stop).await;
     reload.abort();
     let closing = server.clone();
     let _ = tokio::task::spawn_blocking(move || closing.log.close()).await;
