@@ -447,3 +447,34 @@ fn handmade_events_posted_then_trained_give_the_expected_model() {
     train_ok(&handmade_engine(), &root.join("handmade"), &model, &["--now", HANDMADE_NOW, "--workers", "2"]);
     assert_is_the_expected_handmade_model(&model);
 }
+
+/// `ur import` then `ur export`: the handmade events go in like `pio
+/// import`, come out like `pio export`, and train to the expected model;
+/// one bad line with `--max-rejected 0` imports nothing.
+#[test]
+fn import_then_export_then_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("events");
+    let r = root.to_str().unwrap();
+    new_app(&root, "handmade");
+    let bad = dir.path().join("bad.jsonl");
+    let mut text = std::fs::read_to_string(handmade_events()).unwrap();
+    text.push_str("{\"event\":\"$fly\",\"entityType\":\"user\",\"entityId\":\"u\"}\n");
+    std::fs::write(&bad, &text).unwrap();
+    let out = ur(&["import", "--app", "handmade", bad.to_str().unwrap(), "--root", r]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unsupported reserved event name"), "{}", stderr(&out));
+    assert!(stored(&root, "handmade").is_empty());
+    let out = ur(&["import", "--app", "handmade", bad.to_str().unwrap(), "--root", r, "--max-rejected", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("imported 119 of 120 lines"), "{}", stderr(&out));
+    let exported = dir.path().join("export");
+    let out = ur(&["export", "--app", "handmade", "--output", exported.to_str().unwrap(), "--root", r]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(exported.join("_SUCCESS").exists());
+    let out = ur(&["export", "--app", "handmade", "--output", exported.to_str().unwrap(), "--root", r]);
+    assert_eq!(out.status.code(), Some(2), "an existing output is refused");
+    let model = dir.path().join("model");
+    train_ok(&handmade_engine(), &exported, &model, &["--now", HANDMADE_NOW, "--workers", "2"]);
+    assert_is_the_expected_handmade_model(&model);
+}

@@ -10,6 +10,7 @@ use crate::events::{self, EventsError, apps::Registry};
 use crate::query::request::Query;
 use crate::query::{Recommender, server};
 use crate::runtime::block_on;
+use crate::stats::RejectLimit;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -95,6 +96,31 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Validate PIO event JSON lines (a file or a directory, .gz too) like
+    /// the event server and store them as the app's events (like `pio import`).
+    Import {
+        #[command(flatten)]
+        root: EventRoot,
+        #[arg(long)]
+        app: String,
+        /// A file or directory, local or hdfs://.
+        path: String,
+        /// Refused lines allowed before nothing is imported: a count or a
+        /// percentage of the lines (as in ur-train).
+        #[arg(long, value_name = "N|P%", default_value = "0")]
+        max_rejected: String,
+    },
+    /// Write an app's events as PIO event JSON files (like `pio export`),
+    /// readable by ur-train.
+    Export {
+        #[command(flatten)]
+        root: EventRoot,
+        #[arg(long)]
+        app: String,
+        /// A new directory, local or hdfs://.
+        #[arg(long)]
+        output: String,
+    },
 }
 
 /// The event server's storage root.
@@ -155,6 +181,17 @@ fn run(args: Args) -> Result<(), CommandError> {
         }
         Command::App { root, command } => return app(&root.root, command).map_err(command_error),
         Command::Accesskey { root, command } => return accesskey(&root.root, command).map_err(command_error),
+        Command::Import { root, app, path, max_rejected } => {
+            return import(&root.root, &app, &path, &max_rejected).map_err(command_error);
+        }
+        Command::Export { root, app, output } => {
+            let done = events::export::export(&root.root, &app, &output).map_err(command_error)?;
+            eprintln!(
+                "exported {} events of `{app}` ({} bytes) in {} files to {output}",
+                done.events, done.bytes, done.files
+            );
+            return Ok(());
+        }
         other => other,
     };
     let loaded = Engine::load(&args.engine).map_err(CommandError::Usage)?;
@@ -180,7 +217,11 @@ fn run(args: Args) -> Result<(), CommandError> {
                 crate::es::indices::rollback(&recommender.es, &recommender.engine).map_err(CommandError::Failed)?;
             eprintln!("rolled back `{}` from the model of {from} to the model of {to}", recommender.alias);
         }
-        Command::Events { .. } | Command::App { .. } | Command::Accesskey { .. } => unreachable!("handled above"),
+        Command::Events { .. }
+        | Command::App { .. }
+        | Command::Accesskey { .. }
+        | Command::Import { .. }
+        | Command::Export { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -188,8 +229,25 @@ fn run(args: Args) -> Result<(), CommandError> {
 fn command_error(e: EventsError) -> CommandError {
     match e {
         EventsError::Usage(m) => CommandError::Usage(m),
-        EventsError::Storage(m) => CommandError::Failed(m),
+        EventsError::Storage(m) | EventsError::Refused(m) => CommandError::Failed(m),
     }
+}
+
+fn import(root: &Path, app: &str, path: &str, max_rejected: &str) -> Result<(), EventsError> {
+    let limit = RejectLimit::parse(max_rejected).map_err(|e| EventsError::Usage(format!("--max-rejected {e}")))?;
+    let done = events::import::import(root, app, path, limit)?;
+    for (reason, (n, first)) in &done.rejected {
+        eprintln!("rejected {n} line(s): {reason} (the first at {first})");
+    }
+    if limit.exceeded(done.rejected_total(), done.lines) {
+        return Err(EventsError::Refused(format!(
+            "{} of {} lines rejected, more than --max-rejected {limit} allows; nothing imported",
+            done.rejected_total(),
+            done.lines
+        )));
+    }
+    eprintln!("imported {} of {} lines into `{app}`", done.stored, done.lines);
+    Ok(())
 }
 
 fn app(root: &Path, command: AppCommand) -> Result<(), EventsError> {

@@ -5,11 +5,13 @@
 //! [`validate`] holds PIO's event rules, [`apps`] the apps and access keys,
 //! [`log`] the durable partitions (group commit, roll-over, recovery),
 //! [`read`] reading them back, [`api`] the HTTP routes; [`serve`] starts
-//! it all. Storage is a local directory: HDFS is reached by shipping
+//! it all. [`import`] and [`export`] move files of events in and out. Storage is a local directory: HDFS is reached by shipping
 //! closed partitions (`ur export`), not written live.
 
 pub mod api;
 pub mod apps;
+pub mod export;
+pub mod import;
 pub mod log;
 pub mod read;
 pub mod validate;
@@ -30,6 +32,9 @@ pub enum EventsError {
     /// Storage or the network failed.
     #[error("{0}")]
     Storage(String),
+    /// The input had more bad events than allowed; nothing was stored.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<log::LogError> for EventsError {
