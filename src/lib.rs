@@ -5,6 +5,7 @@ pub mod cmd;
 pub mod config;
 pub mod dataflow;
 pub mod es;
+pub mod events;
 pub mod hash;
 pub mod intern;
 pub mod model;

@@ -8,6 +8,7 @@ mod cluster;
 mod conformance;
 mod determinism;
 mod elasticsearch;
+mod events;
 mod faults;
 mod follow;
 mod hdfs;

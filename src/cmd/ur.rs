@@ -1,14 +1,18 @@
 //! The `ur` command: answer queries (`ur query`, `ur serve`) from the model
-//! in Elasticsearch and move the model alias back (`ur rollback`).
+//! in Elasticsearch, move the model alias back (`ur rollback`), and run the
+//! event server and its apps and keys (`ur events`, `ur app`, `ur
+//! accesskey`).
 
 use super::{CommandError, Exit, init_logging};
 use crate::config::Engine;
 use crate::es::{Es, EsArgs};
+use crate::events::{self, EventsError, apps::Registry};
 use crate::query::request::Query;
 use crate::query::{Recommender, server};
 use crate::runtime::block_on;
+use crate::stats::RejectLimit;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +58,97 @@ pub enum Command {
     },
     /// Point the model aliases back at the previous published model.
     Rollback,
+    /// Serve PredictionIO's event API (`POST /events.json`, ...), storing
+    /// events under --root/<app>/ for ur-train.
+    Events {
+        #[command(flatten)]
+        root: EventRoot,
+        /// Address to listen on (PIO's EventServer port is 7070).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: std::net::SocketAddr,
+        /// Close a file and start the next after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        roll_seconds: u64,
+        /// ... or once it holds this many MiB.
+        #[arg(long, default_value_t = 128)]
+        roll_mib: u64,
+        /// The largest request body, in bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body_bytes: usize,
+        /// Requests served at once; more get 503.
+        #[arg(long, default_value_t = 1024)]
+        max_in_flight: usize,
+        /// Per-request deadline, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// Apps of the event server (like `pio app`).
+    App {
+        #[command(flatten)]
+        root: EventRoot,
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Access keys of the event server's apps (like `pio accesskey`).
+    Accesskey {
+        #[command(flatten)]
+        root: EventRoot,
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Validate PIO event JSON lines (a file or a directory, .gz too) like
+    /// the event server and store them as the app's events (like `pio import`).
+    Import {
+        #[command(flatten)]
+        root: EventRoot,
+        #[arg(long)]
+        app: String,
+        /// A file or directory, local or hdfs://.
+        path: String,
+        /// Refused lines allowed before nothing is imported: a count or a
+        /// percentage of the lines (as in ur-train).
+        #[arg(long, value_name = "N|P%", default_value = "0")]
+        max_rejected: String,
+    },
+    /// Write an app's events as PIO event JSON files (like `pio export`),
+    /// readable by ur-train.
+    Export {
+        #[command(flatten)]
+        root: EventRoot,
+        #[arg(long)]
+        app: String,
+        /// A new directory, local or hdfs://.
+        #[arg(long)]
+        output: String,
+    },
+}
+
+/// The event server's storage root.
+#[derive(clap::Args, Debug)]
+pub struct EventRoot {
+    /// Directory holding `_apps.json` and one directory of events per app.
+    #[arg(long, env = "UR_EVENTS_ROOT", default_value = "events", global = true)]
+    pub root: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Create an app; prints its access key.
+    New { name: String },
+    /// List the apps and their keys.
+    List,
+    /// Delete an app and its keys (its stored events stay).
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a key to an app, allowed only the given event names if any.
+    New { app: String, events: Vec<String> },
+    /// List the keys (of one app).
+    List { app: Option<String> },
+    /// Delete a key.
+    Delete { key: String },
 }
 
 /// Runs `ur` and returns how it ended.
@@ -69,6 +164,36 @@ pub fn main_with(args: Args) -> Exit {
 }
 
 fn run(args: Args) -> Result<(), CommandError> {
+    let command = match args.command {
+        Command::Events { root, listen, roll_seconds, roll_mib, max_body_bytes, max_in_flight, timeout_ms } => {
+            let options = events::ServeOptions {
+                root: root.root,
+                listen,
+                roll_after: Duration::from_secs(roll_seconds),
+                roll_bytes: roll_mib << 20,
+                limits: events::api::Limits {
+                    max_body_bytes,
+                    max_in_flight,
+                    timeout: Duration::from_millis(timeout_ms),
+                },
+            };
+            return block_on(events::serve(options)).map_err(command_error);
+        }
+        Command::App { root, command } => return app(&root.root, command).map_err(command_error),
+        Command::Accesskey { root, command } => return accesskey(&root.root, command).map_err(command_error),
+        Command::Import { root, app, path, max_rejected } => {
+            return import(&root.root, &app, &path, &max_rejected).map_err(command_error);
+        }
+        Command::Export { root, app, output } => {
+            let done = events::export::export(&root.root, &app, &output).map_err(command_error)?;
+            eprintln!(
+                "exported {} events of `{app}` ({} bytes) in {} files to {output}",
+                done.events, done.bytes, done.files
+            );
+            return Ok(());
+        }
+        other => other,
+    };
     let loaded = Engine::load(&args.engine).map_err(CommandError::Usage)?;
     let config = args
         .es
@@ -77,7 +202,7 @@ fn run(args: Args) -> Result<(), CommandError> {
         .ok_or_else(|| CommandError::Usage("--es-url is required".into()))?;
     let es = block_on(Es::connect(&config)).map_err(CommandError::Failed)?;
     let recommender = Recommender::new(es, loaded.engine);
-    match args.command {
+    match command {
         Command::Query { json } => {
             let query = Query::parse(json.as_bytes()).map_err(CommandError::Usage)?;
             let answer = block_on(recommender.recommend(&query)).map_err(|e| CommandError::Failed(e.to_string()))?;
@@ -91,6 +216,74 @@ fn run(args: Args) -> Result<(), CommandError> {
             let (from, to) =
                 crate::es::indices::rollback(&recommender.es, &recommender.engine).map_err(CommandError::Failed)?;
             eprintln!("rolled back `{}` from the model of {from} to the model of {to}", recommender.alias);
+        }
+        Command::Events { .. }
+        | Command::App { .. }
+        | Command::Accesskey { .. }
+        | Command::Import { .. }
+        | Command::Export { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn command_error(e: EventsError) -> CommandError {
+    match e {
+        EventsError::Usage(m) => CommandError::Usage(m),
+        EventsError::Storage(m) | EventsError::Refused(m) => CommandError::Failed(m),
+    }
+}
+
+fn import(root: &Path, app: &str, path: &str, max_rejected: &str) -> Result<(), EventsError> {
+    let limit = RejectLimit::parse(max_rejected).map_err(|e| EventsError::Usage(format!("--max-rejected {e}")))?;
+    let done = events::import::import(root, app, path, limit)?;
+    for (reason, (n, first)) in &done.rejected {
+        eprintln!("rejected {n} line(s): {reason} (the first at {first})");
+    }
+    if limit.exceeded(done.rejected_total(), done.lines) {
+        return Err(EventsError::Refused(format!(
+            "{} of {} lines rejected, more than --max-rejected {limit} allows; nothing imported",
+            done.rejected_total(),
+            done.lines
+        )));
+    }
+    eprintln!("imported {} of {} lines into `{app}`", done.stored, done.lines);
+    Ok(())
+}
+
+fn app(root: &Path, command: AppCommand) -> Result<(), EventsError> {
+    match command {
+        AppCommand::New { name } => {
+            let key = events::app_new(root, &name)?;
+            eprintln!("created app `{name}`; its access key:");
+            println!("{key}");
+        }
+        AppCommand::List => {
+            let r = Registry::load(root)?;
+            for a in &r.apps {
+                let keys: Vec<&str> = r.keys.iter().filter(|k| k.app == a.name).map(|k| k.key.as_str()).collect();
+                println!("{}\t{}\t{}\t{}", a.name, a.id, a.created, keys.join(","));
+            }
+        }
+        AppCommand::Delete { name } => {
+            let keys = events::app_delete(root, &name)?;
+            eprintln!("deleted app `{name}` and {keys} key(s); its events stay in {}", root.join(&name).display());
+        }
+    }
+    Ok(())
+}
+
+fn accesskey(root: &Path, command: KeyCommand) -> Result<(), EventsError> {
+    match command {
+        KeyCommand::New { app, events } => println!("{}", events::key_new(root, &app, events)?),
+        KeyCommand::List { app } => {
+            for k in Registry::load(root)?.keys.iter().filter(|k| app.as_ref().is_none_or(|a| *a == k.app)) {
+                let allowed = if k.events.is_empty() { "(all)".to_string() } else { k.events.join(",") };
+                println!("{}\t{}\t{allowed}", k.key, k.app);
+            }
+        }
+        KeyCommand::Delete { key } => {
+            let k = events::key_delete(root, &key)?;
+            eprintln!("deleted a key of app `{}`", k.app);
         }
     }
     Ok(())
