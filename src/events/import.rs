@@ -43,7 +43,8 @@ pub fn import(root: &Path, app: &str, input: &str, limit: RejectLimit) -> Result
     if Registry::load(root)?.app(app).is_none() {
         return Err(EventsError::Usage(format!("no app named `{app}` (see `ur app list`)")));
     }
-    let (store, files) = list_inputs(input).map_err(EventsError::Usage)?;
+    let listing = list_inputs(input).map_err(EventsError::Usage)?;
+    let (store, files) = (listing.store, listing.files);
     let now = now_millis();
     let prefix = random_hex(8);
     let mut count = 0u64;
