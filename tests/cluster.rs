@@ -184,3 +184,144 @@ fn a_dead_process_fails_the_others() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(leftovers.iter().all(|n| !n.to_str().unwrap().contains(".tmp-")), "{leftovers:?}");
 }
+
+/// A run of several processes (1 worker each) on the online-retail events,
+/// with a state; their logs are read line by line as they come.
+struct Run {
+    dir: tempfile::TempDir,
+    engine: std::path::PathBuf,
+    port: String,
+    children: Vec<Child>,
+    logs: Vec<std::sync::mpsc::Receiver<String>>,
+}
+
+impl Run {
+    /// Starts `n` processes with `extra` flags and waits until every one
+    /// trains (it logs "training": all have connected, the sinks are ready).
+    fn start(n: usize, extra: &[&str]) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = hosts_file(dir.path(), n);
+        let port =
+            std::fs::read_to_string(&hosts).unwrap().lines().next().unwrap().rsplit(':').next().unwrap().to_string();
+        let engine = engine_file(dir.path(), serde_json::json!({"eventNames": ["purchase", "cancel"]}));
+        let state = dir.path().join("state");
+        let mut children = Vec::new();
+        let mut logs = Vec::new();
+        for p in 0..n {
+            let p = p.to_string();
+            let mut flags = vec!["--hosts", hosts.to_str().unwrap(), "--process", &p, "--workers", "1", "--state"];
+            flags.push(state.to_str().unwrap());
+            flags.extend_from_slice(extra);
+            let mut child =
+                spawn(&train_args(&engine, &shared().join("data/online-retail"), &dir.path().join("model"), &flags));
+            let (send, receive) = std::sync::mpsc::channel();
+            let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    let _ = send.send(line);
+                }
+            });
+            children.push(child);
+            logs.push(receive);
+        }
+        let run = Run { dir, engine, port, children, logs };
+        for p in 0..n {
+            while !run.logs[p].recv().expect("the process logs").contains("training") {}
+        }
+        run
+    }
+
+    /// The rest of process `p`'s log, once it has exited.
+    fn log(&self, p: usize) -> String {
+        self.logs[p].iter().collect::<Vec<_>>().join("\n")
+    }
+
+    fn signal(&self, p: usize, signal: libc::c_int) {
+        // SAFETY: a signal to a child process of this test.
+        assert_eq!(unsafe { libc::kill(self.children[p].id() as libc::pid_t, signal) }, 0);
+    }
+
+    /// No temporary directory next to the model or the state, no model.
+    fn assert_clean(&self) {
+        let leftovers: Vec<_> = std::fs::read_dir(self.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(leftovers.iter().all(|n| !n.to_str().unwrap().contains(".tmp-")), "{leftovers:?}");
+        assert!(!self.dir.path().join("model").exists());
+    }
+
+    /// The lock of the state is free: a one-process run with it succeeds.
+    fn assert_rerun_succeeds(&self) {
+        let state = self.dir.path().join("state");
+        train_ok(
+            &self.engine,
+            &shared().join("data/online-retail"),
+            &self.dir.path().join("model"),
+            &["-q", "--workers", "1", "--state", state.to_str().unwrap()],
+        );
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A peer that stops (SIGSTOP: its sockets stay open, it sends nothing) or
+/// dies: the others exit 1 within --peer-timeout and some slack, naming it,
+/// with no temporary directory left and the state's lock free.
+fn a_peer_that_goes_silent(signal: libc::c_int) -> Duration {
+    let timeout = 3;
+    let mut run = Run::start(3, &["--peer-timeout", &timeout.to_string()]);
+    run.signal(2, signal);
+    let stopped = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for p in 0..2 {
+        let status = wait_with_deadline(&mut run.children[p], Duration::from_secs(timeout + 30)).expect("exits");
+        slowest = slowest.max(stopped.elapsed());
+        let err = run.log(p);
+        assert_eq!(status.code(), Some(1), "process {p}: {err}");
+        let named = format!("process 2 (127.0.0.3:{})", run.port);
+        assert!(
+            err.contains(&format!("{named} has been silent for")) || err.contains("lost the connection to process 2"),
+            "process {p}: {err}"
+        );
+    }
+    assert!(slowest < Duration::from_secs(timeout + 10), "{slowest:?}");
+    let _ = run.children[2].kill();
+    let _ = run.children[2].wait();
+    run.assert_clean();
+    run.assert_rerun_succeeds();
+    slowest
+}
+
+#[test]
+fn a_stopped_process_is_named_by_the_others() {
+    let took = a_peer_that_goes_silent(libc::SIGSTOP);
+    eprintln!("a stopped peer was detected in {took:?}");
+}
+
+#[test]
+fn a_killed_process_ends_the_run_cleanly() {
+    let took = a_peer_that_goes_silent(libc::SIGKILL);
+    eprintln!("a killed peer was detected in {took:?}");
+}
+
+/// SIGTERM during a one-shot run (here process 0, waiting on a stopped
+/// peer): exit 143, no temporary directory, the state's lock released.
+#[test]
+fn sigterm_ends_a_run_cleanly() {
+    let mut run = Run::start(2, &["--peer-timeout", "600"]);
+    run.signal(1, libc::SIGSTOP);
+    run.signal(0, libc::SIGTERM);
+    let status = wait_with_deadline(&mut run.children[0], Duration::from_secs(30)).expect("exits");
+    let err = run.log(0);
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.contains("SIGTERM"), "{err}");
+    let _ = run.children[1].kill();
+    let _ = run.children[1].wait();
+    run.assert_clean();
+    run.assert_rerun_succeeds();
+}

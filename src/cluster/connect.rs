@@ -1,19 +1,22 @@
 //! Connecting the processes of a run, with a deadline.
 //!
 //! Process p connects to every process below it and accepts a connection
-//! from every process above it (timely's convention), then both sides
-//! exchange a hello: the process index, the number of processes and workers,
+//! from every process above it (timely's convention), twice: one connection
+//! for timely's data and one for the heartbeats of the
+//! [`super::watchdog`]. On each, both sides exchange a hello: the process index, the number of processes and workers,
 //! a fingerprint of the arguments, and process 0's clock and run id, which
 //! every process adopts (so ranking windows and output names agree). A
 //! mismatch is an error naming the process; a process that has not connected
-//! when the deadline passes is named in the error. The sockets are then
-//! handed to timely.
+//! when the deadline passes is named in the error. The data sockets are then
+//! handed to timely, with a TCP user timeout so that a cut link fails.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+/// The hello's first bytes on a data connection and on a heartbeat one.
 const MAGIC: &[u8; 8] = b"URTRAIN1";
+const HEARTBEAT_MAGIC: &[u8; 8] = b"URTRAINH";
 const HELLO_BYTES: usize = 8 + 7 * 8;
 
 /// What a process says about itself when it connects.
@@ -34,9 +37,12 @@ pub struct Hello {
 }
 
 impl Hello {
-    fn encode(&self) -> [u8; HELLO_BYTES] {
+    fn encode(&self, channel: Channel) -> [u8; HELLO_BYTES] {
         let mut b = [0u8; HELLO_BYTES];
-        b[..8].copy_from_slice(MAGIC);
+        b[..8].copy_from_slice(match channel {
+            Channel::Data => MAGIC,
+            Channel::Heartbeat => HEARTBEAT_MAGIC,
+        });
         for (k, v) in [
             self.process,
             self.processes,
@@ -54,12 +60,14 @@ impl Hello {
         b
     }
 
-    fn decode(b: &[u8; HELLO_BYTES]) -> Option<Hello> {
-        if &b[..8] != MAGIC {
-            return None;
-        }
+    fn decode(b: &[u8; HELLO_BYTES]) -> Option<(Hello, Channel)> {
+        let channel = match &b[..8] {
+            m if m == MAGIC => Channel::Data,
+            m if m == HEARTBEAT_MAGIC => Channel::Heartbeat,
+            _ => return None,
+        };
         let v = |k: usize| u64::from_le_bytes(b[8 + 8 * k..16 + 8 * k].try_into().expect("8 bytes"));
-        Some(Hello {
+        let hello = Hello {
             process: v(0),
             processes: v(1),
             workers: v(2),
@@ -67,8 +75,29 @@ impl Hello {
             now: v(4) as i64,
             run_id: v(5),
             started: v(6) as i64,
-        })
+        };
+        Some((hello, channel))
     }
+}
+
+/// What a connection carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    /// Timely's data and progress.
+    Data,
+    /// The watchdog's heartbeats.
+    Heartbeat,
+}
+
+/// The connections of a process to the others, by process (`None` for this
+/// one), and what the processes agreed on.
+#[derive(Debug)]
+pub struct Connections {
+    /// Timely's connections.
+    pub data: Vec<Option<TcpStream>>,
+    /// The watchdog's connections.
+    pub heartbeats: Vec<Option<TcpStream>>,
+    pub agreement: Agreement,
 }
 
 /// What all processes agree on: process 0's clock, run id and start time.
@@ -79,44 +108,49 @@ pub struct Agreement {
     pub started: i64,
 }
 
-/// Connects to every other process within `timeout`. Returns one socket per
-/// process (`None` for this one) in process order.
+/// Connects to every other process within `timeout`. A data connection
+/// whose sent data is not acknowledged for `peer_timeout` fails.
 pub fn connect_all(
     addresses: &[String],
     hello: Hello,
     timeout: Duration,
-) -> Result<(Vec<Option<TcpStream>>, Agreement), String> {
+    peer_timeout: Duration,
+) -> Result<Connections, String> {
     let me = hello.process as usize;
     let n = addresses.len();
     let deadline = Instant::now() + timeout;
     let listener = listen(&addresses[me])?;
     let mut sockets: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+    let mut heartbeats: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
     let mut agreement = (me == 0).then_some(Agreement { now: hello.now, run_id: hello.run_id, started: hello.started });
     let mut last_error: Vec<Option<String>> = vec![None; n];
 
     loop {
         let mut progressed = false;
         for j in 0..me {
-            if sockets[j].is_some() {
-                continue;
-            }
-            match dial(&addresses[j], &hello, deadline) {
-                Ok((stream, theirs)) => {
-                    check(&theirs, &hello, j, &addresses[j])?;
-                    if j == 0 {
-                        agreement = Some(Agreement { now: theirs.now, run_id: theirs.run_id, started: theirs.started });
-                    }
-                    sockets[j] = Some(stream);
-                    progressed = true;
+            for (channel, slots) in [(Channel::Data, &mut sockets), (Channel::Heartbeat, &mut heartbeats)] {
+                if slots[j].is_some() {
+                    continue;
                 }
-                Err(e) => last_error[j] = Some(e),
+                match dial(&addresses[j], &hello, channel, deadline) {
+                    Ok((stream, theirs)) => {
+                        check(&theirs, &hello, j, &addresses[j])?;
+                        if j == 0 {
+                            agreement =
+                                Some(Agreement { now: theirs.now, run_id: theirs.run_id, started: theirs.started });
+                        }
+                        slots[j] = Some(stream);
+                        progressed = true;
+                    }
+                    Err(e) => last_error[j] = Some(e),
+                }
             }
         }
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     progressed = true;
-                    let Ok((stream, theirs)) = answer(stream, &hello, deadline) else {
+                    let Ok((stream, theirs, channel)) = answer(stream, &hello, deadline) else {
                         tracing::debug!(%peer, "ignored a connection that is not ur-train");
                         continue;
                     };
@@ -127,20 +161,25 @@ pub fn connect_all(
                             me + 1
                         ));
                     }
-                    if sockets[j].is_some() {
+                    let slots = match channel {
+                        Channel::Data => &mut sockets,
+                        Channel::Heartbeat => &mut heartbeats,
+                    };
+                    if slots[j].is_some() {
                         return Err(format!(
                             "two processes say they are process {j} ({}); check --process",
                             addresses[j]
                         ));
                     }
                     check(&theirs, &hello, j, &addresses[j])?;
-                    sockets[j] = Some(stream);
+                    slots[j] = Some(stream);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(format!("accepting connections on {}: {e}", addresses[me])),
             }
         }
-        let missing: Vec<usize> = (0..n).filter(|&j| j != me && sockets[j].is_none()).collect();
+        let missing: Vec<usize> =
+            (0..n).filter(|&j| j != me && (sockets[j].is_none() || heartbeats[j].is_none())).collect();
         if missing.is_empty() {
             break;
         }
@@ -164,10 +203,10 @@ pub fn connect_all(
     }
     for s in sockets.iter().flatten() {
         s.set_read_timeout(None).and_then(|_| s.set_write_timeout(None)).map_err(|e| e.to_string())?;
-        keepalive(s);
+        keepalive(s, peer_timeout);
     }
     let agreement = agreement.ok_or("no hello from process 0")?;
-    Ok((sockets, agreement))
+    Ok(Connections { data: sockets, heartbeats, agreement })
 }
 
 fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
@@ -188,33 +227,39 @@ fn listen(address: &str) -> Result<TcpListener, String> {
     Err(format!("cannot listen on {address} (this process's line of the hosts file): {last}"))
 }
 
-fn dial(address: &str, hello: &Hello, deadline: Instant) -> Result<(TcpStream, Hello), String> {
+fn dial(address: &str, hello: &Hello, channel: Channel, deadline: Instant) -> Result<(TcpStream, Hello), String> {
     let mut last = String::from("no address");
     for addr in resolve(address)? {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(stream) => return exchange(stream, hello, deadline),
+            Ok(stream) => return exchange(stream, hello, channel, deadline).map(|(s, h, _)| (s, h)),
             Err(e) => last = e.to_string(),
         }
     }
     Err(last)
 }
 
-fn answer(stream: TcpStream, hello: &Hello, deadline: Instant) -> Result<(TcpStream, Hello), String> {
+/// Answers a connection: the dialer's hello says what it carries.
+fn answer(stream: TcpStream, hello: &Hello, deadline: Instant) -> Result<(TcpStream, Hello, Channel), String> {
     stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-    exchange(stream, hello, deadline)
+    exchange(stream, hello, Channel::Data, deadline)
 }
 
-fn exchange(mut stream: TcpStream, hello: &Hello, deadline: Instant) -> Result<(TcpStream, Hello), String> {
+fn exchange(
+    mut stream: TcpStream,
+    hello: &Hello,
+    channel: Channel,
+    deadline: Instant,
+) -> Result<(TcpStream, Hello, Channel), String> {
     let wait =
         deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)).min(Duration::from_secs(10));
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(wait)).map_err(|e| e.to_string())?;
-    stream.write_all(&hello.encode()).map_err(|e| e.to_string())?;
+    stream.write_all(&hello.encode(channel)).map_err(|e| e.to_string())?;
     let mut buf = [0u8; HELLO_BYTES];
     stream.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    let theirs = Hello::decode(&buf).ok_or("not an ur-train process")?;
-    Ok((stream, theirs))
+    let (theirs, channel) = Hello::decode(&buf).ok_or("not an ur-train process")?;
+    Ok((stream, theirs, channel))
 }
 
 fn check(theirs: &Hello, mine: &Hello, j: usize, address: &str) -> Result<(), String> {
@@ -244,8 +289,9 @@ fn check(theirs: &Hello, mine: &Hello, j: usize, address: &str) -> Result<(), St
     Ok(())
 }
 
-/// Detects a dead peer within about a minute even if no packet says so.
-fn keepalive(stream: &TcpStream) {
+/// Detects a dead peer within about a minute even if no packet says so,
+/// and fails a send not acknowledged within `user_timeout` (a cut link).
+fn keepalive(stream: &TcpStream, user_timeout: Duration) {
     use std::os::fd::AsRawFd;
     let fd = stream.as_raw_fd();
     let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
@@ -266,12 +312,16 @@ fn keepalive(stream: &TcpStream) {
         set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 20);
         set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5);
         set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 4);
+        let ms = user_timeout.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
+        set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PEER: Duration = Duration::from_secs(30);
 
     fn hello(process: u64, processes: u64) -> Hello {
         Hello {
@@ -296,21 +346,23 @@ mod tests {
         let handles: Vec<_> = (0..3u64)
             .map(|p| {
                 let addresses = addresses.clone();
-                std::thread::spawn(move || connect_all(&addresses, hello(p, 3), Duration::from_secs(20)))
+                std::thread::spawn(move || connect_all(&addresses, hello(p, 3), Duration::from_secs(20), PEER))
             })
             .collect();
         for (p, h) in handles.into_iter().enumerate() {
-            let (sockets, agreed) = h.join().unwrap().unwrap();
-            assert_eq!(agreed, Agreement { now: 1000, run_id: 40, started: 5000 });
-            assert_eq!(sockets.iter().filter(|s| s.is_some()).count(), 2);
-            assert!(sockets[p].is_none());
+            let c = h.join().unwrap().unwrap();
+            assert_eq!(c.agreement, Agreement { now: 1000, run_id: 40, started: 5000 });
+            for sockets in [&c.data, &c.heartbeats] {
+                assert_eq!(sockets.iter().filter(|s| s.is_some()).count(), 2);
+                assert!(sockets[p].is_none());
+            }
         }
     }
 
     #[test]
     fn a_missing_process_is_named() {
         let addresses = free_ports(2);
-        let err = connect_all(&addresses, hello(1, 2), Duration::from_secs(1)).unwrap_err();
+        let err = connect_all(&addresses, hello(1, 2), Duration::from_secs(1), PEER).unwrap_err();
         assert!(err.contains("process 0") && err.contains(&addresses[0]), "{err}");
     }
 
@@ -318,9 +370,10 @@ mod tests {
     fn different_arguments_are_refused() {
         let addresses = free_ports(2);
         let a = addresses.clone();
-        let other =
-            std::thread::spawn(move || connect_all(&a, Hello { workers: 3, ..hello(1, 2) }, Duration::from_secs(10)));
-        let err = connect_all(&addresses, hello(0, 2), Duration::from_secs(10)).unwrap_err();
+        let other = std::thread::spawn(move || {
+            connect_all(&a, Hello { workers: 3, ..hello(1, 2) }, Duration::from_secs(10), PEER)
+        });
+        let err = connect_all(&addresses, hello(0, 2), Duration::from_secs(10), PEER).unwrap_err();
         assert!(err.contains("--workers"), "{err}");
         assert!(other.join().unwrap().unwrap_err().contains("--workers"));
     }

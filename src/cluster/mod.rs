@@ -6,8 +6,11 @@
 //! arguments; each listens on its own line and connects to the others
 //! ([`connect`]). Timely's own connection code retries forever; ours gives
 //! up after `--connect-timeout` and names the processes that never came.
+//! While the workers run, a [`watchdog`] ends the run when a peer falls
+//! silent for `--peer-timeout`.
 
 pub mod connect;
+pub mod watchdog;
 
 use std::net::{IpAddr, TcpListener, ToSocketAddrs};
 use std::path::Path;

@@ -23,6 +23,9 @@ pub enum Exit {
     Internal,
 }
 
+// `ur-train` stopped by SIGINT/SIGTERM exits 128 + the signal (130/143),
+// from `train`'s signal thread, without an `Exit`.
+
 impl Exit {
     /// The exit status.
     pub const fn code(self) -> i32 {
@@ -89,8 +92,9 @@ pub fn init_logging(quiet: bool, verbose: u8) {
 }
 
 /// A panic in any thread would leave the other workers (and processes)
-/// waiting: report it and end the process; no model is published. A lost
-/// connection to another process is reported once, as a failed run.
+/// waiting: report it and end the process, removing temporary directories
+/// and releasing state locks; no model is published. A lost connection to
+/// another process is reported once, as a failed run.
 pub fn install_panic_hook() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -100,24 +104,21 @@ pub fn install_panic_hook() {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("");
-        crate::sink::directory::abandon_all();
         if message.starts_with("timely communication error") {
-            // Several network threads may fail at once: report the first.
-            static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-            if REPORTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                return;
-            }
+            // Several network threads may fail at once: the first one ends
+            // the process (abandon_run), the others wait for it.
             // Timely's network threads are named `timely:recv-P` / `timely:send-P`.
             let thread = std::thread::current();
             let peer = thread.name().and_then(|n| n.rsplit('-').next()).unwrap_or("?");
-            eprintln!(
-                "error: lost the connection to process {peer} (line {} of the hosts file): {message}; no model written",
-                peer.parse::<usize>().map(|p| (p + 1).to_string()).unwrap_or_else(|_| "?".into())
+            crate::train::abandon_run(
+                Exit::Failed.code(),
+                &format!(
+                    "lost the connection to process {peer} (line {} of the hosts file): {message}; no model written",
+                    peer.parse::<usize>().map(|p| (p + 1).to_string()).unwrap_or_else(|_| "?".into())
+                ),
             );
-            std::process::exit(Exit::Failed.code());
         }
         default_hook(info);
-        eprintln!("error: internal error (a bug); no model written");
-        std::process::exit(Exit::Internal.code());
+        crate::train::abandon_run(Exit::Internal.code(), "internal error (a bug); no model written");
     }));
 }

@@ -28,8 +28,11 @@ use std::time::{Duration, Instant};
 /// model directory is replaced atomically: a failed run leaves the previous
 /// model in place.
 ///
-/// Exit status: 0 model written; 1 training failed, no model written;
-/// 2 bad command line, engine.json or input location.
+/// Exit status: 0 model written; 1 training failed, no model written (a
+/// peer process lost or silent for --peer-timeout included); 2 bad command
+/// line, engine.json or input location; 130/143 stopped by SIGINT/SIGTERM
+/// (without --follow): no model written, temporary files removed, the
+/// state's lock released.
 #[derive(Parser, Debug)]
 #[command(name = "ur-train", version, max_term_width = 100)]
 pub struct Args {
@@ -156,6 +159,12 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub connect_timeout: u64,
 
+    /// End the run (exit 1, no model) when another process has not been
+    /// heard from for this many seconds (stopped, hung or cut off), naming
+    /// it. Processes exchange a heartbeat every second.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub peer_timeout: u64,
+
     /// Read uncompressed files larger than this in ranges of this many bytes,
     /// on several workers (`.gz` files are read whole).
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
@@ -238,7 +247,47 @@ pub fn main_with(args: Args) -> Exit {
     }
     match &opts.follow {
         Some(follow_opts) => follow(&opts, follow_opts),
-        None => finish(&opts, train(&opts.train)),
+        None => {
+            abandon_on_signals();
+            finish(&opts, train(&opts.train))
+        }
+    }
+}
+
+/// The write end of the pipe SIGINT/SIGTERM are written to in a one-shot run.
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn forward_signal(signal: libc::c_int) {
+    let byte = signal as u8;
+    // SAFETY: write(2) is async-signal-safe; the fd is the pipe's write end.
+    unsafe { libc::write(SIGNAL_PIPE.load(Ordering::SeqCst), &byte as *const u8 as *const libc::c_void, 1) };
+}
+
+/// A one-shot run stopped by SIGINT or SIGTERM ends at once, as a failed
+/// run would: temporary directories removed, the state's lock released,
+/// exit 128 + the signal (130, 143). A thread does it; the handler only
+/// writes the signal to a pipe.
+fn abandon_on_signals() {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: a valid array of two fds.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        tracing::warn!("cannot watch for SIGINT/SIGTERM: {}", std::io::Error::last_os_error());
+        return;
+    }
+    SIGNAL_PIPE.store(fds[1], Ordering::SeqCst);
+    let spawned = std::thread::Builder::new().name("ur:signals".into()).spawn(move || {
+        let mut byte = 0u8;
+        // SAFETY: reading one byte into a valid buffer from the pipe's read end.
+        while unsafe { libc::read(fds[0], &mut byte as *mut u8 as *mut libc::c_void, 1) } != 1 {}
+        let name = if byte as libc::c_int == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+        crate::train::abandon_run(128 + byte as i32, &format!("stopped by {name}; no model written"));
+    });
+    if spawned.is_ok() {
+        // SAFETY: the handler only writes to a pipe.
+        unsafe {
+            libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, forward_signal as *const () as libc::sighandler_t);
+        }
     }
 }
 
@@ -431,7 +480,15 @@ fn cluster_options(args: &Args) -> Result<Option<ClusterOptions>, CommandError> 
         Some(p) => p,
         None => hosts.find_me().map_err(|e| CommandError::Usage(format!("--hosts {}: {e}", path.display())))?,
     };
-    Ok(Some(ClusterOptions { hosts, process, connect_timeout: Duration::from_secs(args.connect_timeout.max(1)) }))
+    if args.peer_timeout == 0 {
+        return Err(CommandError::Usage("--peer-timeout must be at least 1".into()));
+    }
+    Ok(Some(ClusterOptions {
+        hosts,
+        process,
+        connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+        peer_timeout: Duration::from_secs(args.peer_timeout),
+    }))
 }
 
 /// `--es-url` and the flags of the indices written.

@@ -5,12 +5,14 @@
 //! ([`crate::dataflow::run_worker`]) on timely, and publishes the model with
 //! its manifest only if every worker succeeded.
 
+mod abandon;
 mod follow;
 mod inputs;
 mod manifest;
 mod processes;
 mod publish;
 
+pub use abandon::abandon_run;
 pub use follow::{Follower, check_drift};
 pub use inputs::state_fingerprint;
 
@@ -36,6 +38,8 @@ pub struct ClusterOptions {
     /// This process's line of the hosts file (0-based).
     pub process: usize,
     pub connect_timeout: Duration,
+    /// A peer not heard from for this long ends the run.
+    pub peer_timeout: Duration,
 }
 
 /// Everything a run needs, validated.

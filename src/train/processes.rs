@@ -1,9 +1,11 @@
 //! The processes and workers of a run: connecting to the other processes
 //! (adopting process 0's clock and run id), and running this process's
-//! workers on timely to their summary.
+//! workers on timely to their summary, with a watchdog on the other
+//! processes that ends the run when one falls silent.
 
 use super::{Mode, TrainError, TrainOptions};
 use crate::cluster::connect::{Hello, connect_all};
+use crate::cluster::watchdog::{Silence, Watchdog};
 use crate::dataflow::{Failure, Summary, WorkerContext, run_worker};
 use crate::time::{Millis, format_iso8601};
 use std::net::TcpStream;
@@ -14,8 +16,14 @@ use timely::communication::allocator::zero_copy::initialize::initialize_networki
 use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
 use timely::communication::{Hooks, WorkerGuards};
 
-/// The connections to the other processes, by process (`None`: this one).
-pub(super) type Sockets = Vec<Option<TcpStream>>;
+/// The connections to the other processes, by process (`None`: this one):
+/// timely's, and the watchdog's.
+pub(super) struct Sockets {
+    data: Vec<Option<TcpStream>>,
+    heartbeats: Vec<Option<TcpStream>>,
+    addresses: Vec<String>,
+    peer_timeout: std::time::Duration,
+}
 
 /// The processes of a run, as agreed.
 pub(super) struct Processes {
@@ -65,7 +73,9 @@ pub(super) fn connect(opts: &TrainOptions, mode: &Mode) -> Result<(Processes, Op
         started: clock(),
     };
     tracing::info!(process = c.process, processes = hello.processes, "connecting to the other processes");
-    let (sockets, agreed) = connect_all(&c.hosts.addresses, hello, c.connect_timeout).map_err(TrainError::Setup)?;
+    let connected =
+        connect_all(&c.hosts.addresses, hello, c.connect_timeout, c.peer_timeout).map_err(TrainError::Setup)?;
+    let agreed = connected.agreement;
     let procs = Processes {
         process: c.process,
         processes: c.hosts.addresses.len(),
@@ -73,6 +83,12 @@ pub(super) fn connect(opts: &TrainOptions, mode: &Mode) -> Result<(Processes, Op
         now: agreed.now,
         run: format!("c{:016x}", agreed.run_id),
         started: agreed.started,
+    };
+    let sockets = Sockets {
+        data: connected.data,
+        heartbeats: connected.heartbeats,
+        addresses: c.hosts.addresses.clone(),
+        peer_timeout: c.peer_timeout,
     };
     Ok((procs, Some(sockets)))
 }
@@ -96,12 +112,19 @@ pub(super) fn execute(
     });
     let worker_ctx = ctx.clone();
     let run_workers = move |worker: &mut timely::worker::Worker| run_worker(worker, &worker_ctx);
-    let guards = match sockets {
-        None => timely::execute(timely::Config::process(workers), run_workers),
-        Some(sockets) => execute_cluster(sockets, procs.process, workers, run_workers),
-    }
-    .map_err(|e| TrainError::Setup(format!("cannot start the workers: {e}")))?;
+    let (guards, watchdog) = match sockets {
+        None => (timely::execute(timely::Config::process(workers), run_workers), None),
+        Some(s) => {
+            let watchdog = Watchdog::start(s.heartbeats, &s.addresses, s.peer_timeout, lost_peer)
+                .map_err(|e| TrainError::Setup(format!("cannot start the watchdog: {e}")))?;
+            (execute_cluster(s.data, procs.process, workers, run_workers), Some(watchdog))
+        }
+    };
+    let guards = guards.map_err(|e| TrainError::Setup(format!("cannot start the workers: {e}")))?;
     let results = guards.join();
+    if let Some(w) = watchdog {
+        w.stop();
+    }
     done.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {
         let _ = handle.join();
@@ -118,8 +141,19 @@ pub(super) fn execute(
     summary.ok_or_else(|| TrainError::Failed(Failure::Output("no worker ran".into())))
 }
 
+/// A peer fell silent or went away mid-run: the run cannot finish.
+fn lost_peer(silence: Silence) {
+    // 1: the run failed (`ur-train`'s exit status for a failed run).
+    super::abandon_run(1, &format!("{silence}; no model written"));
+}
+
 /// Runs the workers of this process over connected sockets.
-fn execute_cluster<T, F>(sockets: Sockets, process: usize, workers: usize, func: F) -> Result<WorkerGuards<T>, String>
+fn execute_cluster<T, F>(
+    sockets: Vec<Option<TcpStream>>,
+    process: usize,
+    workers: usize,
+    func: F,
+) -> Result<WorkerGuards<T>, String>
 where
     T: Send + 'static,
     F: Fn(&mut timely::worker::Worker) -> T + Send + Sync + 'static,
