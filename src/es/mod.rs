@@ -291,7 +291,7 @@ impl Es {
             .client
             .send(method, path, headers, Option::<&()>::None, body, None)
             .await
-            .map_err(|e| redact(&e.to_string()))?;
+            .map_err(|e| redact(&with_causes(&e)))?;
         let status = response.status_code().as_u16();
         let text = response.text().await.map_err(|e| redact(&e.to_string()))?;
         let value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -308,6 +308,21 @@ impl Es {
             Err(format!("{what}: Elasticsearch answered {status}: {}", error_reason(&value)))
         }
     }
+}
+
+/// An error and its causes (a TLS failure is a cause several levels down).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The `error.reason` of an Elasticsearch error body, or the body.

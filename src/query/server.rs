@@ -60,6 +60,7 @@ struct App {
     timeout: Duration,
     max_body_bytes: usize,
     health_details: bool,
+    limits: QueryLimits,
     gate: Arc<Semaphore>,
     ids: Arc<RequestIds>,
 }
@@ -83,6 +84,7 @@ pub fn router(model: Model, options: &ServeOptions) -> Router {
         timeout: options.timeout,
         max_body_bytes: options.max_body_bytes,
         health_details: options.health_details,
+        limits: options.limits,
         gate: Arc::new(Semaphore::new(options.max_in_flight)),
         ids: Arc::new(RequestIds { prefix, next: AtomicU64::new(0) }),
     };
@@ -143,7 +145,6 @@ async fn reconnect(model: Model, es: EsConfig, engine: Engine, limits: QueryLimi
 
 async fn queries(State(app): State<App>, request: Request) -> Response {
     let id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-    let Some(recommender) = app.model.get().cloned() else { return unavailable() };
     let deadline = tokio::time::Instant::now() + app.timeout;
     let read = axum::body::to_bytes(request.into_body(), app.max_body_bytes);
     let body = match tokio::time::timeout_at(deadline, read).await {
@@ -162,6 +163,10 @@ async fn queries(State(app): State<App>, request: Request) -> Response {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
+    if let Err(e) = app.limits.check(&query) {
+        return error(StatusCode::BAD_REQUEST, &e);
+    }
+    let Some(recommender) = app.model.get().cloned() else { return unavailable() };
     match tokio::time::timeout_at(deadline, recommender.recommend(&query)).await {
         Ok(Ok(answer)) => axum::Json(answer).into_response(),
         Ok(Err(QueryError::BadRequest(e))) => error(StatusCode::BAD_REQUEST, &e),
