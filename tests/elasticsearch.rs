@@ -343,7 +343,7 @@ fn retrain_under_load_and_roll_back() {
 }
 
 /// A TCP proxy to Elasticsearch that dies after `limit` bytes of requests.
-fn dying_proxy(target: &str, limit: u64) -> String {
+pub(crate) fn dying_proxy(target: &str, limit: u64) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let target = target.trim_start_matches("http://").to_string();
