@@ -1,8 +1,8 @@
 //! `ur serve`: the PredictionServer's `POST /queries.json`, plus `GET
 //! /health`, safe to expose behind a load balancer. Connections are bounded
 //! by [`crate::serving`] (header timeout, connection limit, shutdown
-//! deadline); requests beyond `max_in_flight` are shed with 503 +
-//! `Retry-After`; each request, body read included, has a deadline; bodies
+//! deadline); requests beyond `max_in_flight` wait briefly in arrival order
+//! and are then shed with 503 + `Retry-After`; each request, body read included, has a deadline; bodies
 //! and queries are capped ([`QueryLimits`]). A client's mistake gets 400
 //! with what is wrong; a failure of Elasticsearch gets a generic 5xx with
 //! a request id, the detail going to the log only. The server starts while
@@ -223,9 +223,14 @@ fn failure(status: StatusCode, message: &str, id: &str) -> Response {
     (status, axum::Json(json!({ "error": message, "requestId": id }))).into_response()
 }
 
-/// At most `max_in_flight` requests at once; more get 503 + `Retry-After`.
+/// How long a request may wait, in arrival order, for one in flight to finish.
+const QUEUE_WAIT: Duration = Duration::from_millis(250);
+
+/// At most `max_in_flight` requests at once; a request that finds none free
+/// within [`QUEUE_WAIT`] gets 503 + `Retry-After`. Waiting is first come,
+/// first served, so a flood cannot starve a client that sends one at a time.
 async fn shed_load(State(app): State<App>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = app.gate.clone().try_acquire_owned() else {
+    let Ok(Ok(_permit)) = tokio::time::timeout(QUEUE_WAIT, app.gate.clone().acquire_owned()).await else {
         return overloaded(error(StatusCode::SERVICE_UNAVAILABLE, "too many requests in progress; retry"));
     };
     next.run(request).await
