@@ -11,6 +11,7 @@ pub mod intern;
 pub mod model;
 pub mod query;
 pub mod runtime;
+pub mod serving;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -21,8 +21,8 @@ use ur::query::Recommender;
 use ur::query::request::Query;
 use ur::runtime::block_on;
 
-const USER: &str = "urtrain";
-const PASSWORD: &str = "urtrain-test";
+pub(crate) const USER: &str = "urtrain";
+pub(crate) const PASSWORD: &str = "urtrain-test";
 const DEFAULT_ENGINE: &str = "elasticsearch-8.19.21";
 
 /// `FLAVOUR-VERSION` of the engine under test (`ES_ENGINE`, as the script reads it).
@@ -31,19 +31,19 @@ fn engine_under_test() -> String {
 }
 
 /// Whether the engine's distribution has security (basic auth) to turn on.
-fn secured() -> bool {
+pub(crate) fn secured() -> bool {
     engine_under_test().starts_with("elasticsearch-")
 }
 
 /// The server, alive until the test binary exits (its stdin then closes).
-struct Server {
-    url: String,
+pub(crate) struct Server {
+    pub(crate) url: String,
     _child: Child,
     _stdin: ChildStdin,
     _dir: tempfile::TempDir,
 }
 
-fn server() -> &'static Server {
+pub(crate) fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -71,18 +71,18 @@ fn server() -> &'static Server {
     })
 }
 
-fn es_args(url: &str) -> Vec<String> {
+pub(crate) fn es_args(url: &str) -> Vec<String> {
     vec!["--es-url".into(), url.into(), "--es-user".into(), USER.into(), "--es-password".into(), PASSWORD.into()]
 }
 
-fn client(url: &str) -> Es {
+pub(crate) fn client(url: &str) -> Es {
     let config =
         EsConfig { user: Some(USER.into()), password: Some(PASSWORD.into()), ..EsConfig::with_urls(url).unwrap() };
     block_on(Es::connect(&config)).unwrap()
 }
 
 /// The handmade engine with its own index name.
-fn engine_named(dir: &Path, index: &str) -> PathBuf {
+pub(crate) fn engine_named(dir: &Path, index: &str) -> PathBuf {
     let mut engine: Value = serde_json::from_str(&std::fs::read_to_string(handmade_engine()).unwrap()).unwrap();
     engine["algorithms"][0]["params"]["indexName"] = json!(index);
     let path = dir.join(format!("{index}.json"));
@@ -90,7 +90,7 @@ fn engine_named(dir: &Path, index: &str) -> PathBuf {
     path
 }
 
-fn train(engine: &Path, input: &Path, url: &str, extra: &[&str]) -> std::process::Output {
+pub(crate) fn train(engine: &Path, input: &Path, url: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["-e".to_string(), engine.display().to_string(), "-i".into(), input.display().to_string()];
     args.extend(["--now".into(), HANDMADE_NOW.into(), "-q".into()]);
     args.extend(es_args(url));
@@ -230,7 +230,7 @@ fn the_engine_is_recognised() {
 }
 
 /// A minimal HTTP/1.1 POST; returns the status code.
-fn post(addr: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn post(addr: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -245,7 +245,7 @@ fn post(addr: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn wait_for_port(addr: &str, child: &mut Child) {
+pub(crate) fn wait_for_port(addr: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(addr).is_err() {
         assert!(child.try_wait().unwrap().is_none(), "ur serve exited");
@@ -343,7 +343,7 @@ fn retrain_under_load_and_roll_back() {
 }
 
 /// A TCP proxy to Elasticsearch that dies after `limit` bytes of requests.
-fn dying_proxy(target: &str, limit: u64) -> String {
+pub(crate) fn dying_proxy(target: &str, limit: u64) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let target = target.trim_start_matches("http://").to_string();
@@ -364,7 +364,7 @@ fn dying_proxy(target: &str, limit: u64) -> String {
     format!("http://{addr}")
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<(Arc<AtomicU64>, u64)>) {
+pub(crate) fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<(Arc<AtomicU64>, u64)>) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {

@@ -16,4 +16,6 @@ mod incremental;
 mod paths;
 mod properties_and_ranks;
 mod reference;
+mod serve;
 mod state_integrity;
+mod tls;

@@ -7,13 +7,13 @@ use super::{CommandError, Exit, init_logging};
 use crate::config::Engine;
 use crate::es::{Es, EsArgs};
 use crate::events::{self, EventsError, apps::Registry};
-use crate::query::request::Query;
+use crate::query::request::{Query, QueryLimits};
 use crate::query::{Recommender, server};
 use crate::runtime::block_on;
+use crate::serving::ConnectionLimits;
 use crate::stats::RejectLimit;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Universal Recommender queries and model operations on Elasticsearch.
@@ -52,9 +52,23 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: std::net::SocketAddr,
-        /// Per-request deadline, in milliseconds.
+        /// Per-request deadline (body read included), in milliseconds.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// The largest request body, in bytes.
+        #[arg(long, default_value_t = 256 << 10)]
+        max_body_bytes: usize,
+        /// Requests served at once; more get 503 with Retry-After.
+        #[arg(long, default_value_t = 256)]
+        max_in_flight: usize,
+        /// `GET /health` also names the alias, its indices and the
+        /// Elasticsearch version (otherwise it says ok or 503 only).
+        #[arg(long)]
+        health_details: bool,
+        #[command(flatten)]
+        connections: ConnectionLimits,
+        #[command(flatten)]
+        limits: QueryLimits,
     },
     /// Point the model aliases back at the previous published model.
     Rollback,
@@ -78,9 +92,11 @@ pub enum Command {
         /// Requests served at once; more get 503.
         #[arg(long, default_value_t = 1024)]
         max_in_flight: usize,
-        /// Per-request deadline, in milliseconds.
+        /// Per-request deadline (body read included), in milliseconds.
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
+        #[command(flatten)]
+        connections: ConnectionLimits,
     },
     /// Apps of the event server (like `pio app`).
     App {
@@ -165,7 +181,16 @@ pub fn main_with(args: Args) -> Exit {
 
 fn run(args: Args) -> Result<(), CommandError> {
     let command = match args.command {
-        Command::Events { root, listen, roll_seconds, roll_mib, max_body_bytes, max_in_flight, timeout_ms } => {
+        Command::Events {
+            root,
+            listen,
+            roll_seconds,
+            roll_mib,
+            max_body_bytes,
+            max_in_flight,
+            timeout_ms,
+            connections,
+        } => {
             let options = events::ServeOptions {
                 root: root.root,
                 listen,
@@ -176,6 +201,7 @@ fn run(args: Args) -> Result<(), CommandError> {
                     max_in_flight,
                     timeout: Duration::from_millis(timeout_ms),
                 },
+                connections,
             };
             return block_on(events::serve(options)).map_err(command_error);
         }
@@ -200,6 +226,21 @@ fn run(args: Args) -> Result<(), CommandError> {
         .config()
         .map_err(CommandError::Usage)?
         .ok_or_else(|| CommandError::Usage("--es-url is required".into()))?;
+    if let Command::Serve { listen, timeout_ms, max_body_bytes, max_in_flight, health_details, connections, limits } =
+        command
+    {
+        let options = server::ServeOptions {
+            listen,
+            timeout: Duration::from_millis(timeout_ms),
+            max_body_bytes,
+            max_in_flight,
+            connections,
+            limits,
+            health_details,
+        };
+        return block_on(server::serve(config, loaded.engine, options))
+            .map_err(|e| CommandError::Failed(e.to_string()));
+    }
     let es = block_on(Es::connect(&config)).map_err(CommandError::Failed)?;
     let recommender = Recommender::new(es, loaded.engine);
     match command {
@@ -208,16 +249,13 @@ fn run(args: Args) -> Result<(), CommandError> {
             let answer = block_on(recommender.recommend(&query)).map_err(|e| CommandError::Failed(e.to_string()))?;
             println!("{answer}");
         }
-        Command::Serve { listen, timeout_ms } => {
-            block_on(server::serve(Arc::new(recommender), listen, Duration::from_millis(timeout_ms)))
-                .map_err(CommandError::Failed)?;
-        }
         Command::Rollback => {
             let (from, to) =
                 crate::es::indices::rollback(&recommender.es, &recommender.engine).map_err(CommandError::Failed)?;
             eprintln!("rolled back `{}` from the model of {from} to the model of {to}", recommender.alias);
         }
-        Command::Events { .. }
+        Command::Serve { .. }
+        | Command::Events { .. }
         | Command::App { .. }
         | Command::Accesskey { .. }
         | Command::Import { .. }

@@ -311,7 +311,10 @@ async fn delete_event(
 /// At most `max_in_flight` requests at once (503 beyond), each within the deadline.
 async fn bounded(gate: Arc<tokio::sync::Semaphore>, timeout: Duration, request: Request, next: Next) -> Response {
     let Ok(_permit) = gate.try_acquire_owned() else {
-        return message(StatusCode::SERVICE_UNAVAILABLE, "too many requests in progress; retry");
+        return crate::serving::overloaded(message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in progress; retry",
+        ));
     };
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(r) => r,

@@ -83,6 +83,8 @@ pub struct ServeOptions {
     pub roll_after: Duration,
     pub roll_bytes: u64,
     pub limits: api::Limits,
+    /// Header timeout, connection limit, shutdown deadline.
+    pub connections: crate::serving::ConnectionLimits,
 }
 
 /// Recovers the partitions left by a crash, then serves until SIGTERM or
@@ -112,7 +114,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), EventsError> {
     let local = listener.local_addr().map_err(|e| EventsError::Storage(e.to_string()))?;
     tracing::info!(root = %root.display(), "listening on http://{local}");
     let reload = tokio::spawn(reload_registry(server.clone()));
-    let served = axum::serve(listener, api::router(server.clone(), options.limits)).with_graceful_shutdown(stop).await;
+    let router = api::router(server.clone(), options.limits);
+    let served = crate::serving::serve(listener, router, options.connections, stop).await;
     reload.abort();
     let closing = server.clone();
     let _ = tokio::task::spawn_blocking(move || closing.log.close()).await;

@@ -189,7 +189,8 @@ pub fn build(q: &Query, ctx: &Context) -> Value {
         excluded.push(item.clone());
     }
     let mut seen = std::collections::HashSet::new();
-    excluded.retain(|e| seen.insert(e.clone()));
+    // An empty id names no item (and Elasticsearch refuses it in `ids`).
+    excluded.retain(|e| !e.is_empty() && seen.insert(e.clone()));
     must_not.insert(0, json!({ "ids": { "values": excluded } }));
 
     let mut sort = Vec::new();

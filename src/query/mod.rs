@@ -15,20 +15,15 @@ use request::Query;
 use serde_json::{Map, Value, json};
 
 /// Why a query has no answer.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    /// The query is wrong (HTTP 400).
+    /// The query is wrong (HTTP 400): the message names the client's mistake.
+    #[error("{0}")]
     BadRequest(String),
-    /// Elasticsearch failed (HTTP 502).
+    /// Elasticsearch failed (HTTP 502): the detail is for the server's log,
+    /// never for the client.
+    #[error("{0}")]
     Upstream(String),
-}
-
-impl std::fmt::Display for QueryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            QueryError::BadRequest(e) | QueryError::Upstream(e) => f.write_str(e),
-        }
-    }
 }
 
 /// Answers queries against one model.
@@ -37,17 +32,25 @@ pub struct Recommender {
     pub engine: Engine,
     pub alias: String,
     pub users_alias: String,
+    /// Caps on a query (see [`request::QueryLimits`]).
+    pub limits: request::QueryLimits,
 }
 
 impl Recommender {
     pub fn new(es: Es, engine: Engine) -> Recommender {
         let alias = alias_of(&engine);
         let users_alias = users_alias(&alias);
-        Recommender { es, engine, alias, users_alias }
+        Recommender { es, engine, alias, users_alias, limits: request::QueryLimits::default() }
+    }
+
+    /// The same, with other caps.
+    pub fn with_limits(self, limits: request::QueryLimits) -> Recommender {
+        Recommender { limits, ..self }
     }
 
     /// `{"itemScores": [{"item": .., "score": ..}, ..]}` for a query.
     pub async fn recommend(&self, q: &Query) -> Result<Value, QueryError> {
+        self.limits.check(q).map_err(QueryError::BadRequest)?;
         if let Some(names) = &q.event_names {
             for n in names {
                 if !self.engine.indicators.iter().any(|i| &i.name == n) {
@@ -55,11 +58,12 @@ impl Recommender {
                 }
             }
         }
-        let history = match &q.user {
-            Some(user) => self.source(&self.users_alias, user).await?,
+        // An empty id names no document: as for an unknown user or item.
+        let history = match q.user.as_deref().filter(|u| !u.is_empty()) {
+            Some(user) => self.source(&self.users_alias, user).await?.map(|h| self.capped(h)),
             None => None,
         };
-        let item = match &q.item {
+        let item = match q.item.as_deref().filter(|i| !i.is_empty()) {
             Some(item) => self.source(&self.alias, item).await?,
             None => None,
         };
@@ -80,9 +84,7 @@ impl Recommender {
             .call(HttpMethod::Post, &path, Some(serde_json::to_vec(&body).expect("JSON")))
             .await
             .map_err(QueryError::Upstream)?;
-        if status == 400 {
-            return Err(QueryError::BadRequest(format!("Elasticsearch rejected the query: {}", error_reason(&reply))));
-        }
+        // The query was checked: a 400 here is ours to fix, not the client's.
         if status != 200 {
             return Err(QueryError::Upstream(format!("search in {}: {status}: {}", self.alias, error_reason(&reply))));
         }
@@ -106,6 +108,16 @@ impl Recommender {
             })
             .collect();
         Ok(json!({ "itemScores": scores }))
+    }
+
+    /// A user's history with at most `max_history` items per indicator.
+    fn capped(&self, mut history: Map<String, Value>) -> Map<String, Value> {
+        for indicator in &self.engine.indicators {
+            if let Some(Value::Array(items)) = history.get_mut(&indicator.name) {
+                items.truncate(self.limits.max_history);
+            }
+        }
+        history
     }
 
     /// A document's `_source`, or `None` if it does not exist.

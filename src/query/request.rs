@@ -1,6 +1,8 @@
 //! A recommendation query as the UR's PredictionServer takes it
 //! (`POST /queries.json`), validated: wrong types and unknown fields are
-//! errors that say which field.
+//! errors that say which field. [`QueryLimits`] caps what one query may ask
+//! for (sizes, offsets, list lengths, id lengths), so a client cannot make
+//! Elasticsearch fail or work without bound.
 
 use serde::Deserialize;
 
@@ -45,6 +47,101 @@ pub struct Query {
     pub with_ranks: Option<bool>,
 }
 
+/// Caps on one query, each settable with a flag of `ur serve`.
+#[derive(clap::Args, Debug, Clone, Copy, PartialEq, Eq)]
+#[command(next_help_heading = "Query limits")]
+pub struct QueryLimits {
+    /// The largest `num` (results per query).
+    #[arg(long, default_value_t = 1000)]
+    pub max_num: u32,
+    /// The largest `from` + `num` (Elasticsearch's default
+    /// `index.max_result_window` is 10000).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_window: u32,
+    /// The most ids in `blacklistItems`.
+    #[arg(long, default_value_t = 1000)]
+    pub max_blacklist: usize,
+    /// The most ids in `itemSet` (each is a search clause: Elasticsearch 7
+    /// allows 1024 clauses in a query, later versions a few thousand).
+    #[arg(long, default_value_t = 500)]
+    pub max_item_set: usize,
+    /// The most property rules in `fields`, and values over all of them.
+    #[arg(long, default_value_t = 100)]
+    pub max_field_values: usize,
+    /// The most items of a user's history used per indicator.
+    #[arg(long, default_value_t = 500)]
+    pub max_history: usize,
+    /// The longest user or item id, in bytes (Elasticsearch's limit on a
+    /// document id is 512).
+    #[arg(long, default_value_t = 512)]
+    pub max_id_bytes: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> QueryLimits {
+        QueryLimits {
+            max_num: 1000,
+            max_window: 10_000,
+            max_blacklist: 1000,
+            max_item_set: 500,
+            max_field_values: 100,
+            max_history: 500,
+            max_id_bytes: 512,
+        }
+    }
+}
+
+impl QueryLimits {
+    /// Whether a query stays within the caps; the error names the field and the cap.
+    pub fn check(&self, q: &Query) -> Result<(), String> {
+        let over = |what: &str, n: usize, cap: usize, flag: &str| {
+            if n > cap {
+                Err(format!("bad query: {what} has {n}, more than the {cap} allowed (--{flag})"))
+            } else {
+                Ok(())
+            }
+        };
+        for (name, id) in [("user", &q.user), ("item", &q.item)] {
+            if let Some(id) = id {
+                if id.len() > self.max_id_bytes {
+                    return Err(format!(
+                        "bad query: {name} id has {} bytes, more than the {} allowed (--max-id-bytes)",
+                        id.len(),
+                        self.max_id_bytes
+                    ));
+                }
+            }
+        }
+        let num = q.num.unwrap_or(0);
+        if num > self.max_num {
+            return Err(format!("bad query: num {num} is over the {} allowed (--max-num)", self.max_num));
+        }
+        let window = u64::from(q.from.unwrap_or(0)) + u64::from(num);
+        if window > u64::from(self.max_window) {
+            return Err(format!(
+                "bad query: from + num is {window}, over the {} allowed (--max-window)",
+                self.max_window
+            ));
+        }
+        over("blacklistItems", q.blacklist_items.as_ref().map_or(0, Vec::len), self.max_blacklist, "max-blacklist")?;
+        over("itemSet", q.item_set.as_ref().map_or(0, Vec::len), self.max_item_set, "max-item-set")?;
+        let rules = q.fields.as_deref().unwrap_or_default();
+        over("fields", rules.len(), self.max_field_values, "max-field-values")?;
+        let values = rules.iter().map(|r| r.values.len()).sum();
+        over("fields (values in all rules)", values, self.max_field_values, "max-field-values")?;
+        for (name, ids) in [("blacklistItems", &q.blacklist_items), ("itemSet", &q.item_set)] {
+            if let Some(long) = ids.iter().flatten().find(|i| i.len() > self.max_id_bytes) {
+                return Err(format!(
+                    "bad query: an id in {name} has {} bytes, more than the {} allowed (--max-id-bytes)",
+                    long.len(),
+                    self.max_id_bytes
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Query {
     /// Parses and validates a query body.
     pub fn parse(body: &[u8]) -> Result<Query, String> {
@@ -87,5 +184,19 @@ mod tests {
         assert!(Query::parse(br#"{"num": "four"}"#).unwrap_err().contains("invalid type"));
         assert!(Query::parse(br#"{"currentDate": "soon"}"#).unwrap_err().contains("currentDate"));
         assert!(Query::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn limits_name_the_field_and_the_cap() {
+        let limits = QueryLimits::default();
+        let q = |text: &str| limits.check(&Query::parse(text.as_bytes()).unwrap());
+        assert!(q(r#"{"user": "u1", "num": 1000, "from": 9000}"#).is_ok());
+        assert!(q(r#"{"num": 1001}"#).unwrap_err().contains("--max-num"));
+        assert!(q(r#"{"num": 10, "from": 9995}"#).unwrap_err().contains("from + num is 10005"));
+        let long = format!(r#"{{"user": "{}"}}"#, "u".repeat(700));
+        assert!(q(&long).unwrap_err().contains("user id has 700 bytes"), "{}", q(&long).unwrap_err());
+        let set: Vec<String> = (0..501).map(|i| i.to_string()).collect();
+        let set = serde_json::json!({ "itemSet": set }).to_string();
+        assert!(q(&set).unwrap_err().contains("itemSet has 501, more than the 500 allowed (--max-item-set)"));
     }
 }
