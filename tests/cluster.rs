@@ -212,8 +212,7 @@ impl Run {
             let mut flags = vec!["--hosts", hosts.to_str().unwrap(), "--process", &p, "--workers", "1", "--state"];
             flags.push(state.to_str().unwrap());
             flags.extend_from_slice(extra);
-            let mut child =
-                spawn(&train_args(&engine, &shared().join("data/online-retail"), &dir.path().join("model"), &flags));
+            let mut child = spawn(&train_args(&engine, &online_retail(), &dir.path().join("model"), &flags));
             let (send, receive) = std::sync::mpsc::channel();
             let lines = BufReader::new(child.stderr.take().unwrap()).lines();
             std::thread::spawn(move || {
@@ -253,7 +252,7 @@ impl Run {
         let state = self.dir.path().join("state");
         train_ok(
             &self.engine,
-            &shared().join("data/online-retail"),
+            &online_retail(),
             &self.dir.path().join("model"),
             &["-q", "--workers", "1", "--state", state.to_str().unwrap()],
         );
