@@ -26,6 +26,21 @@ const SILENT_BYTES: usize = 9;
 /// to leave.
 const TELLING: Duration = Duration::from_secs(2);
 
+/// Set once this process reports a silent peer (noticed here or told by
+/// another): connections closing meanwhile are the others leaving, not news.
+static REPORTING: AtomicBool = AtomicBool::new(false);
+
+/// If this process is reporting a silent peer, waits (at most a little
+/// longer than the others take to leave) for that report to end the process;
+/// returns if it has not. A lost connection in the meantime is the others
+/// leaving: it must not be reported instead of the silent peer.
+pub fn await_silence_report() {
+    let deadline = Instant::now() + TELLING + Duration::from_secs(1);
+    while REPORTING.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
 /// Why a peer is taken for lost.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Silence {
@@ -67,6 +82,7 @@ impl Shared {
         if self.ending.swap(true, Ordering::SeqCst) {
             return;
         }
+        REPORTING.store(true, Ordering::SeqCst);
         let mut frame = [0u8; SILENT_BYTES];
         frame[0] = SILENT;
         frame[1..5].copy_from_slice(&(silent as u32).to_le_bytes());
@@ -177,7 +193,10 @@ impl Watch {
                     match take_messages(&mut pending) {
                         Some(Heard::Goodbye) => return,
                         Some(Heard::Silent(..)) if ending => return self.left(),
-                        Some(Heard::Silent(process, secs)) => break self.silent(process, secs, Some(self.process)),
+                        Some(Heard::Silent(process, secs)) => {
+                            REPORTING.store(true, Ordering::SeqCst);
+                            break self.silent(process, secs, Some(self.process));
+                        }
                         Some(Heard::Beat) | None => {}
                     }
                 }

@@ -105,6 +105,8 @@ pub fn install_panic_hook() {
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("");
         if message.starts_with("timely communication error") {
+            // A peer reported silent: its report, not this, ends the process.
+            crate::cluster::watchdog::await_silence_report();
             // Several network threads may fail at once: the first one ends
             // the process (abandon_run), the others wait for it.
             // Timely's network threads are named `timely:recv-P` / `timely:send-P`.
