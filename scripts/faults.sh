@@ -64,14 +64,15 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 sha() { sha256sum "$1" 2>/dev/null | cut -c1-16; }
 # tmp_left DIR: names of temporary models or states left in DIR
 tmp_left() { find "$1" -maxdepth 1 -name '.*.tmp-*' -printf '%f ' 2>/dev/null; }
-# wait_exit PID SECS: waits for PID to exit; prints its status, or "timeout"
+# wait_exit PID SECS: waits for PID (a child) to exit; sets $st to its
+# status, or "timeout" (then it is still running)
 wait_exit() {
   local pid=$1 secs=$2 t0=$SECONDS
-  while kill -0 "$pid" 2>/dev/null; do
-    if (( SECONDS - t0 >= secs )); then echo timeout; return 1; fi
+  while kill -0 "$pid" 2>/dev/null && [[ "$(cat /proc/$pid/stat 2>/dev/null | cut -d' ' -f3)" != Z ]]; do
+    if (( SECONDS - t0 >= secs )); then st=timeout; return 1; fi
     sleep 0.1
   done
-  wait "$pid"; echo $?
+  wait "$pid"; st=$?
 }
 # wait_for FILE TEXT SECS: until FILE contains TEXT
 wait_for() {
@@ -81,7 +82,9 @@ wait_for() {
     sleep 0.05
   done
 }
-train() { "$bin/ur-train" --no-progress --now "$now" "$@"; }
+# (a simple command, so that `"${T[@]}" ... &` gives ur-train's own pid in $!)
+T=("$bin/ur-train" --no-progress --now "$now")
+train() { "${T[@]}" "$@"; }
 
 # The engine: two indicators and a popularity ranking over purchases.
 engine="$work/engine.json"
@@ -109,17 +112,18 @@ stage() {
     cp -p "$work/gen/${gen_files[$i]}" "$d/${gen_files[$i]}"
   done
 }
-# full_model K: the items.jsonl hash of a full training on the first K files
+# full_model K: sets $fh to the items.jsonl hash of a full training on the
+# first K files (cached; a fresh training leaves its model in $work/full-out)
 declare -A full_hash=()
 full_model() {
   local k=$1
   if [[ -z "${full_hash[$k]:-}" ]]; then
     rm -rf "$work/full-in" "$work/full-out"
     stage "$work/full-in" "$k"
-    train -q -e "$engine" -i "$work/full-in" -o "$work/full-out" >/dev/null 2>&1 || { echo "full-training-failed"; return; }
+    train -q -e "$engine" -i "$work/full-in" -o "$work/full-out" >/dev/null 2>&1 || { fh="full-training-failed"; return; }
     full_hash[$k]="$(sha "$work/full-out/items.jsonl")"
   fi
-  echo "${full_hash[$k]}"
+  fh="${full_hash[$k]}"
 }
 
 # ------------------------------------------------------------------ peers
@@ -134,7 +138,7 @@ cluster_start() {
   for ((p = 1; p <= n; p++)); do echo "127.0.0.$p:$port" >>"$work/$tag-hosts"; done
   cluster_pids=()
   for ((p = 0; p < n; p++)); do
-    train --hosts "$work/$tag-hosts" --process "$p" --workers 1 "$@" 2>"$work/$tag-$p.log" >/dev/null &
+    "${T[@]}" --hosts "$work/$tag-hosts" --process "$p" --workers 1 "$@" 2>"$work/$tag-$p.log" >/dev/null &
     cluster_pids+=($!); pids+=($!)
   done
 }
@@ -150,7 +154,7 @@ peer_fault() {
   sleep 0.5
   kill "-$sig" "${cluster_pids[2]}"; t0=$SECONDS
   for p in 0 1; do
-    s="$(wait_exit "${cluster_pids[$p]}" 60)"
+    wait_exit "${cluster_pids[$p]}" 60; s=$st
     names+="p$p exit $s; "
     if [[ $s == timeout || $s == 0 ]]; then
       kill -9 "${cluster_pids[@]}" 2>/dev/null
@@ -166,7 +170,7 @@ peer_fault() {
   if [[ -e "$out" || -n "$left" ]]; then obs="${names}model or temporary left: $left"; return 1; fi
   cluster_start 3 "peer$sig-rerun" -e "$engine" -i "$work/big" -o "$out" "${extra[@]}"
   for p in 0 1 2; do
-    s="$(wait_exit "${cluster_pids[$p]}" 300)"
+    wait_exit "${cluster_pids[$p]}" 300; s=$st
     [[ $s == 0 ]] || { obs="${names}rerun: p$p exit $s"; return 1; }
   done
   obs="${names}in ${elapsed} s naming process 2: \"$(grep -ohE 'process 2 \([^)]*\)[^,;]*' "$work/peer$sig-0.log" | head -1)\"; nothing left; rerun ok"
@@ -207,14 +211,14 @@ netns_cut() {
       cluster_pids+=($!); pids+=($!)
     done
     if [[ $run == rerun ]]; then
-      for p in 0 1 2; do s="$(wait_exit "${cluster_pids[$p]}" 300)"; [[ $s == 0 ]] || { obs="${names}rerun: p$p exit $s"; return 1; }; done
+      for p in 0 1 2; do wait_exit "${cluster_pids[$p]}" 300; s=$st; [[ $s == 0 ]] || { obs="${names}rerun: p$p exit $s"; return 1; }; done
       break
     fi
     wait_for "$work/net-cut-2.log" training 60 || { obs="host 3 never started training: $(tail -1 "$work/net-cut-2.log")"; return 1; }
     sleep 0.5
     ip -n urf-hub link set hub3 down; t0=$SECONDS
     for p in 0 1 2; do
-      s="$(wait_exit "${cluster_pids[$p]}" 60)"; names+="p$p exit $s; "
+      wait_exit "${cluster_pids[$p]}" 60; s=$st; names+="p$p exit $s; "
       [[ $s != timeout && $s != 0 ]] || { kill -9 "${cluster_pids[@]}" 2>/dev/null; obs="$names"; return 1; }
     done
     grep -q "10.250.0.3" "$work/net-cut-0.log" || { obs="${names}p0 does not name 10.250.0.3: $(grep -i error "$work/net-cut-0.log" | tail -1)"; return 1; }
@@ -267,11 +271,11 @@ es_old_serves() { [[ "$(alias_of)" == "$base_alias" && "$(ur_query '{"user": "us
 es_killed() {
   need_es || return 3
   es_baseline || { obs="baseline run failed: $(tail -1 "$work/es-base.err")"; return 1; }
-  train -e "$engine" -i "$work/big" --es-url "$es_url" --es-batch-bytes 65536 --es-retries 3 >/dev/null 2>"$work/es-kill.log" &
+  "${T[@]}" -e "$engine" -i "$work/big" --es-url "$es_url" --es-batch-bytes 65536 --es-retries 3 >/dev/null 2>"$work/es-kill.log" &
   local run=$! idx s; pids+=($run)
   idx="$(es_new_index)" || { obs="no new index appeared"; return 1; }
   kill -9 "$(es_java_pid)"; local t0=$SECONDS
-  s="$(wait_exit $run 120)"
+  wait_exit $run 120; s=$st
   local took=$((SECONDS - t0))
   es_stop; es_dir=""
   [[ $s != 0 && $s != timeout ]] || { obs="run exit $s after ES was killed"; return 1; }
@@ -302,18 +306,19 @@ es_throttled() {
   local docs; docs="$(curl -s "$es_url/urfaults/_count" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')"
   local want; want="$(wc -l <"$work/proxied/items.jsonl")"
   [[ "$docs" == "$want" ]] || { obs="$injected; index holds $docs documents, the model $want"; return 1; }
-  [[ "$(sha "$work/proxied/items.jsonl")" == "$(full_model 24)" ]] || { obs="$injected; model differs from a direct run"; return 1; }
+  full_model 24
+  [[ "$(sha "$work/proxied/items.jsonl")" == "$fh" ]] || { obs="$injected; model differs from a direct run"; return 1; }
   obs="exit 0, $injected, all $docs documents indexed, model identical to a direct run"
 }
 
 es_readonly() {
   need_es || return 3
   es_baseline || { obs="baseline run failed: $(tail -1 "$work/es-base.err")"; return 1; }
-  train -e "$engine" -i "$work/big" --es-url "$es_url" --es-batch-bytes 65536 --es-retries 3 >/dev/null 2>"$work/es-ro.log" &
+  "${T[@]}" -e "$engine" -i "$work/big" --es-url "$es_url" --es-batch-bytes 65536 --es-retries 3 >/dev/null 2>"$work/es-ro.log" &
   local run=$! idx s; pids+=($run)
   idx="$(es_new_index)" || { obs="no new index appeared"; return 1; }
   curl -s -XPUT "$es_url/$idx/_settings" -H 'Content-Type: application/json' -d '{"index.blocks.write": true}' >/dev/null
-  s="$(wait_exit $run 120)"
+  wait_exit $run 120; s=$st
   [[ $s != 0 && $s != timeout ]] || { obs="run exit $s with $idx read-only"; return 1; }
   local err; err="$(grep -iE 'error' "$work/es-ro.log" | tail -1 | cut -c1-120)"
   es_old_serves || { obs="exit $s; the old model no longer serves (alias $(alias_of))"; return 1; }
@@ -327,9 +332,9 @@ es_readonly() {
 hdfs_unreachable() {
   local port s t0=$SECONDS
   port="$(free_port)"   # nothing listens there
-  train -q -e "$engine" -i "hdfs://127.0.0.1:$port/events" -o "$work/hdfs-none" >/dev/null 2>"$work/hdfs-none.err" &
+  "${T[@]}" -q -e "$engine" -i "hdfs://127.0.0.1:$port/events" -o "$work/hdfs-none" >/dev/null 2>"$work/hdfs-none.err" &
   local run=$!; pids+=($run)
-  s="$(wait_exit $run 120)"
+  wait_exit $run 120; s=$st
   local took=$((SECONDS - t0)) err; err="$(head -1 "$work/hdfs-none.err" | cut -c1-140)"
   [[ $s != 0 && $s != timeout && ! -e "$work/hdfs-none" ]] || { obs="exit $s after $took s: $err"; return 1; }
   grep -q "127.0.0.1:$port" "$work/hdfs-none.err" || { obs="exit $s, does not name the NameNode: $err"; return 1; }
@@ -351,11 +356,11 @@ hdfs_restart() {
   local url="hdfs://127.0.0.1:$port"
   echo "put $work/big /events" >&7
   wait_for "$work/minidfs.out" "Put /events" 120 || { exec 7>&-; obs="could not upload the events"; return 1; }
-  train -e "$engine" -i "$url/events" -o "$work/hdfs-model" >/dev/null 2>"$work/hdfs-restart.log" &
+  "${T[@]}" -e "$engine" -i "$url/events" -o "$work/hdfs-model" >/dev/null 2>"$work/hdfs-restart.log" &
   local run=$!; pids+=($run)
   wait_for "$work/hdfs-restart.log" training 60
   echo "restart-namenode" >&7; local t0=$SECONDS
-  s="$(wait_exit $run 180)"
+  wait_exit $run 180; s=$st
   local took=$((SECONDS - t0))
   wait_for "$work/minidfs.out" "Restarted" 120 || { exec 7>&-; obs="the NameNode did not come back"; return 1; }
   local first=$s
@@ -368,7 +373,7 @@ hdfs_restart() {
       || { exec 7>&-; obs="rerun failed: $(tail -1 "$work/hdfs-rerun.err")"; return 1; }
   fi
   exec 7>&-
-  wait_exit $dfs 60 >/dev/null
+  wait_exit $dfs 60
   obs="exit $first ($took s after the restart)$([[ $first == 0 ]] && echo ', model identical to a local training' || echo "; \"$(grep -i error "$work/hdfs-restart.log" | tail -1 | cut -c1-100)\"; rerun ok")"
 }
 full_hash_of_dir() {
@@ -420,7 +425,8 @@ PY
   [[ $s == 1 && -n "$err" ]] || { obs="exit $s: $(tail -1 "$d/err" | cut -c1-140)"; return 1; }
   [[ "$(sha "$d/model/items.jsonl")" == "$before" ]] || { obs="exit $s but the model changed"; return 1; }
   train -q -e "$engine" -i "$d/in" -o "$d/model" --state "$d/state" --full >/dev/null 2>"$d/err2" || { obs="--full failed: $(tail -1 "$d/err2")"; return 1; }
-  [[ "$(sha "$d/model/items.jsonl")" == "$(full_model 6)" ]] || { obs="--full gave a different model"; return 1; }
+  full_model 6
+  [[ "$(sha "$d/model/items.jsonl")" == "$fh" ]] || { obs="--full gave a different model"; return 1; }
   obs="exit 1 \"$err\"; model kept; --full then gives the full model"
 }
 state_corrupt() { state_fault corrupt flip; }
@@ -435,7 +441,7 @@ kill9_incremental() {
   RANDOM=11
   for ((i = 1; i <= runs; i++)); do
     stage "$d/in" "$i"
-    train -q -e "$engine" -i "$d/in" -o "$d/model" --state "$d/state" >/dev/null 2>"$d/run$i.err" &
+    "${T[@]}" -q -e "$engine" -i "$d/in" -o "$d/model" --state "$d/state" >/dev/null 2>"$d/run$i.err" &
     local run=$!
     sleep "0.$(printf '%03d' $((RANDOM % 400)))"
     if kill -9 $run 2>/dev/null; then killed=$((killed + 1)); fi
@@ -444,7 +450,7 @@ kill9_incremental() {
     [[ $s == 0 || $s == 137 ]] || { obs="run $i exit $s: $(tail -1 "$d/run$i.err")"; return 1; }
     if [[ -e "$d/model/items.jsonl" ]]; then
       h="$(sha "$d/model/items.jsonl")" ok=0
-      for ((k = i; k >= 1; k--)); do [[ "$h" == "$(full_model "$k")" ]] && { ok=1; break; }; done
+      for ((k = i; k >= 1; k--)); do full_model "$k"; [[ "$h" == "$fh" ]] && { ok=1; break; }; done
       [[ $ok == 1 ]] || { obs="after run $i the model is no full training of any prefix"; return 1; }
       if [[ -e "$d/state/state.json" ]]; then
         local c; c="$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["consumed"]))' "$d/state/state.json")"
@@ -453,7 +459,8 @@ kill9_incremental() {
     fi
   done
   train -q -e "$engine" -i "$d/in" -o "$d/model" --state "$d/state" >/dev/null 2>"$d/last.err" || { obs="last run failed: $(tail -1 "$d/last.err")"; return 1; }
-  [[ "$(sha "$d/model/items.jsonl")" == "$(full_model $runs)" ]] || { obs="the last model differs from a full training"; return 1; }
+  full_model $runs
+  [[ "$(sha "$d/model/items.jsonl")" == "$fh" ]] || { obs="the last model differs from a full training"; return 1; }
   [[ -z "$(tmp_left "$d")" ]] || { obs="temporaries left: $(tmp_left "$d")"; return 1; }
   obs="$runs runs, $killed killed at random, $((runs - killed)) finished: every model a full training of a prefix, state never ahead; last model = full training"
 }
