@@ -43,6 +43,7 @@ if [[ "${UR_FAULTS_NO_BUILD:-0}" != 1 ]]; then
 fi
 
 work="$(mktemp -d /tmp/ur-faults.XXXXXX)"
+chmod 755 "$work"   # Elasticsearch runs as another user (scripts/elasticsearch.sh)
 pids=()        # processes this script started (killed at exit)
 mounts=()      # tmpfs mounts (unmounted at exit)
 netns=()       # network namespaces (deleted at exit)
