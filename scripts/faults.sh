@@ -254,14 +254,15 @@ ur_query() { "$bin/ur" -e "$engine" --es-url "$es_url" query "$1" 2>&1; }
 # A published model to fault against, and what it answers.
 es_baseline() {
   train -q -e "$engine" -i "$work/gen" --es-url "$es_url" >/dev/null 2>"$work/es-base.err" || return 1
-  base_alias="$(alias_of)"; base_answer="$(ur_query '{"user": "user-1"}')"
+  base_alias="$(alias_of)"
+  curl -s "$es_url/_cat/indices/urfaults*?h=index" >"$work/es-before"; base_answer="$(ur_query '{"user": "user-1"}')"
   [[ "$base_answer" == *itemScores*item-* ]]
 }
-# es_new_index: waits until an index beside the alias's exists; prints it
+# es_new_index: waits until an index that was not there at the baseline exists; prints it
 es_new_index() {
   local t0=$SECONDS n
   while (( SECONDS - t0 < 60 )); do
-    n="$(curl -s "$es_url/_cat/indices/urfaults_*?h=index" | grep -vxF -e "$base_alias" | grep -v users | head -1)"
+    n="$(curl -s "$es_url/_cat/indices/urfaults_*?h=index" | grep -vxF -f "$work/es-before" | grep -v users | head -1)"
     [[ -n "$n" ]] && { echo "$n"; return 0; }
     sleep 0.05
   done
