@@ -268,6 +268,14 @@ es_new_index() {
   done
   return 1
 }
+# es_mid_bulk INDEX: waits until INDEX holds documents (the bulk is under way)
+es_mid_bulk() {
+  local t0=$SECONDS
+  until [[ "$(curl -s "$es_url/_cat/indices/$1?h=docs.count" 2>/dev/null)" =~ ^[1-9] ]]; do
+    (( SECONDS - t0 >= 60 )) && return 1
+    curl -s -XPOST "$es_url/$1/_refresh" >/dev/null; sleep 0.2
+  done
+}
 es_old_serves() { [[ "$(alias_of)" == "$base_alias" && "$(ur_query '{"user": "user-1"}')" == "$base_answer" ]]; }
 
 es_killed() {
@@ -276,6 +284,7 @@ es_killed() {
   "${T[@]}" -e "$engine" -i "$work/big" --es-url "$es_url" --es-batch-bytes 65536 --es-retries 3 >/dev/null 2>"$work/es-kill.log" &
   local run=$! idx s; pids+=($run)
   idx="$(es_new_index)" || { obs="no new index appeared"; return 1; }
+  es_mid_bulk "$idx" || { obs="no document reached $idx"; return 1; }
   kill -9 "$(es_java_pid)"; local t0=$SECONDS
   wait_exit $run 120; s=$st
   local took=$((SECONDS - t0))
@@ -319,6 +328,7 @@ es_readonly() {
   "${T[@]}" -e "$engine" -i "$work/big" --es-url "$es_url" --es-batch-bytes 65536 --es-retries 3 >/dev/null 2>"$work/es-ro.log" &
   local run=$! idx s; pids+=($run)
   idx="$(es_new_index)" || { obs="no new index appeared"; return 1; }
+  es_mid_bulk "$idx" || { obs="no document reached $idx"; return 1; }
   curl -s -XPUT "$es_url/$idx/_settings" -H 'Content-Type: application/json' -d '{"index.blocks.write": true}' >/dev/null
   wait_exit $run 120; s=$st
   [[ $s != 0 && $s != timeout ]] || { obs="run exit $s with $idx read-only"; return 1; }
