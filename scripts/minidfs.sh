@@ -8,9 +8,10 @@
 #                                       args: --port N  --datanodes N  --ha
 #                                             --conf-dir DIR  --base-dir DIR  --no-stdin
 #
-# `run` prints exactly one line on stdout once the cluster is up:
+# `run` prints one line on stdout once the cluster is up:
 #   Ready hdfs://127.0.0.1:PORT     or     Ready hdfs://minidfs-ns   (--ha)
-# Hadoop's logs go to stderr (WARN and up). It stops, exiting 0, when its stdin
+# then only the answers to commands read from stdin (put LOCAL REMOTE,
+# restart-namenode: see MiniDfs.java). Hadoop's logs go to stderr (WARN and up). It stops, exiting 0, when its stdin
 # reaches EOF (unless --no-stdin) or on SIGTERM/SIGINT.
 # Environment: JAVA (java binary, default `java` on PATH, must be 17+),
 #              MINIDFS_JAVA_OPTS (JVM options, default "-Xmx1g -XX:TieredStopAtLevel=1

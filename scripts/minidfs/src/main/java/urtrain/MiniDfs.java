@@ -34,9 +34,14 @@ import org.apache.hadoop.hdfs.MiniDFSNNTopology;
  *   --no-stdin      do not watch stdin; run until SIGTERM/SIGINT
  * </pre>
  *
- * Once the cluster is up it prints exactly one line on stdout,
+ * Once the cluster is up it prints one line on stdout,
  * {@code Ready hdfs://127.0.0.1:PORT} or {@code Ready hdfs://minidfs-ns}, and
- * nothing else ever goes to stdout (System.out is pointed at stderr, log4j logs
+ * nothing else goes to stdout but the answers to commands read from stdin (for
+ * scripts/faults.sh), one per line:
+ * {@code put LOCAL REMOTE} copies a local file or directory in ({@code Put REMOTE}),
+ * {@code restart-namenode} restarts the (first) NameNode, keeping its port and
+ * metadata ({@code Restarted}); a failed command answers {@code Failed: why}.
+ * Nothing else (System.out is pointed at stderr, log4j logs
  * to stderr). It shuts the cluster down and exits 0 when stdin reaches EOF or on
  * SIGTERM/SIGINT; it exits 2 on bad arguments and 1 if the cluster fails to start.
  */
@@ -115,10 +120,12 @@ public final class MiniDfs {
 
     if (watchStdin) {
       Thread stdinWatcher = new Thread(() -> {
-        byte[] buf = new byte[4096];
-        try {
-          while (System.in.read(buf) >= 0) {
-            // discard input; only EOF matters
+        try (java.io.BufferedReader in = new java.io.BufferedReader(
+            new java.io.InputStreamReader(System.in, StandardCharsets.UTF_8))) {
+          String line;
+          while ((line = in.readLine()) != null) {
+            out.println(command(line.trim()));
+            out.flush();
           }
         } catch (IOException e) {
           // stdin broken: treat like EOF
@@ -136,6 +143,30 @@ public final class MiniDfs {
     }
     shutdown();
     System.exit(0);
+  }
+
+  /** Runs one command read from stdin; returns its answer line. */
+  private static String command(String line) {
+    String[] words = line.split("\\s+");
+    MiniDFSCluster c;
+    synchronized (LOCK) {
+      c = cluster;
+    }
+    try {
+      if (words.length == 3 && words[0].equals("put")) {
+        c.getFileSystem().copyFromLocalFile(false, true,
+            new org.apache.hadoop.fs.Path(new File(words[1]).getAbsoluteFile().toURI()),
+            new org.apache.hadoop.fs.Path(words[2]));
+        return "Put " + words[2];
+      }
+      if (words.length == 1 && words[0].equals("restart-namenode")) {
+        c.restartNameNode(0, true);
+        return "Restarted";
+      }
+      return "Failed: unknown command: " + line;
+    } catch (Throwable t) {
+      return "Failed: " + t;
+    }
   }
 
   private static String value(String[] args, int i) {
