@@ -36,14 +36,14 @@ fn secured() -> bool {
 }
 
 /// The server, alive until the test binary exits (its stdin then closes).
-struct Server {
-    url: String,
+pub(crate) struct Server {
+    pub(crate) url: String,
     _child: Child,
     _stdin: ChildStdin,
     _dir: tempfile::TempDir,
 }
 
-fn server() -> &'static Server {
+pub(crate) fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -71,18 +71,18 @@ fn server() -> &'static Server {
     })
 }
 
-fn es_args(url: &str) -> Vec<String> {
+pub(crate) fn es_args(url: &str) -> Vec<String> {
     vec!["--es-url".into(), url.into(), "--es-user".into(), USER.into(), "--es-password".into(), PASSWORD.into()]
 }
 
-fn client(url: &str) -> Es {
+pub(crate) fn client(url: &str) -> Es {
     let config =
         EsConfig { user: Some(USER.into()), password: Some(PASSWORD.into()), ..EsConfig::with_urls(url).unwrap() };
     block_on(Es::connect(&config)).unwrap()
 }
 
 /// The handmade engine with its own index name.
-fn engine_named(dir: &Path, index: &str) -> PathBuf {
+pub(crate) fn engine_named(dir: &Path, index: &str) -> PathBuf {
     let mut engine: Value = serde_json::from_str(&std::fs::read_to_string(handmade_engine()).unwrap()).unwrap();
     engine["algorithms"][0]["params"]["indexName"] = json!(index);
     let path = dir.join(format!("{index}.json"));
@@ -90,7 +90,7 @@ fn engine_named(dir: &Path, index: &str) -> PathBuf {
     path
 }
 
-fn train(engine: &Path, input: &Path, url: &str, extra: &[&str]) -> std::process::Output {
+pub(crate) fn train(engine: &Path, input: &Path, url: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["-e".to_string(), engine.display().to_string(), "-i".into(), input.display().to_string()];
     args.extend(["--now".into(), HANDMADE_NOW.into(), "-q".into()]);
     args.extend(es_args(url));
@@ -98,7 +98,7 @@ fn train(engine: &Path, input: &Path, url: &str, extra: &[&str]) -> std::process
     ur_train(&args)
 }
 
-fn alias_target(es: &Es, alias: &str) -> Vec<String> {
+pub(crate) fn alias_target(es: &Es, alias: &str) -> Vec<String> {
     let (status, v) = block_on(es.call(ur::es::HttpMethod::Get, &format!("/_alias/{alias}"), None)).unwrap();
     if status != 200 {
         return Vec::new();
@@ -116,11 +116,11 @@ fn indices(es: &Es, pattern: &str) -> Vec<String> {
     names
 }
 
-fn recommender(url: &str, engine: &Path) -> Recommender {
+pub(crate) fn recommender(url: &str, engine: &Path) -> Recommender {
     Recommender::new(client(url), ur::config::Engine::load(engine).unwrap().engine)
 }
 
-fn scores(answer: &Value) -> Vec<(String, f64, f64)> {
+pub(crate) fn scores(answer: &Value) -> Vec<(String, f64, f64)> {
     answer["itemScores"]
         .as_array()
         .unwrap()
@@ -142,7 +142,12 @@ fn handmade_queries_answer_as_the_ur() {
     let engine = engine_named(dir.path(), "hm_queries");
     let out = train(&engine, &handmade_events(), &es.url, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let r = recommender(&es.url, &engine);
+    assert_answers_as_the_ur(&recommender(&es.url, &engine));
+}
+
+/// Every handmade query answered as the UR answers it (see
+/// [`handmade_queries_answer_as_the_ur`]).
+pub(crate) fn assert_answers_as_the_ur(r: &Recommender) {
     let mut checked = 0;
     for line in std::fs::read_to_string(repo().join("data/handmade/queries.jsonl")).unwrap().lines() {
         let case: Value = serde_json::from_str(line).unwrap();

@@ -52,24 +52,24 @@ impl EsConfig {
 #[command(next_help_heading = "Elasticsearch")]
 pub struct EsArgs {
     /// Elasticsearch (7.17, 8, 9) or OpenSearch (2, 3) URLs, comma-separated.
-    #[arg(long, value_name = "URL[,URL...]")]
+    #[arg(long, value_name = "URL[,URL...]", global = true)]
     pub es_url: Option<String>,
 
     /// User for basic authentication (password in --es-password or ES_PASSWORD).
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", global = true)]
     pub es_user: Option<String>,
 
     /// Password for --es-user.
-    #[arg(long, value_name = "PASSWORD", env = "ES_PASSWORD", hide_env_values = true)]
+    #[arg(long, value_name = "PASSWORD", env = "ES_PASSWORD", hide_env_values = true, global = true)]
     pub es_password: Option<String>,
 
     /// API key, `id:key` or the encoded form.
-    #[arg(long, value_name = "KEY", env = "ES_API_KEY", hide_env_values = true)]
+    #[arg(long, value_name = "KEY", env = "ES_API_KEY", hide_env_values = true, global = true)]
     pub es_api_key: Option<String>,
 
     /// CA certificate (PEM) that signed the cluster's HTTPS certificate
     /// (Elasticsearch 8's `http_ca.crt`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub es_ca_cert: Option<PathBuf>,
 }
 

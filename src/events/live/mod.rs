@@ -29,9 +29,9 @@ use crate::es::{Es, EsConfig, HttpMethod, error_reason, indices};
 use crate::events::log::now_millis;
 use crate::events::validate::Accepted;
 use crate::time::Millis;
-use ops::{LiveEngine, LiveOp};
+use ops::{LiveEngine, LiveOp, Stored};
 use serde_json::{Value, json};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -283,9 +283,13 @@ impl Updater {
     /// One bulk request with every pending event; on failure they stay
     /// pending and are retried after a back-off.
     async fn flush(&mut self) {
+        let current = match self.read_users().await {
+            Ok(c) => c,
+            Err(e) => return self.failed(e),
+        };
         let items_index = self.model.as_ref().map(|m| m.index.as_str());
         let mut body = Vec::new();
-        let actions = ops::bulk_body(&mut body, &self.engine, &self.live_index, items_index, &self.pending);
+        let actions = ops::bulk_body(&mut body, &self.engine, &self.live_index, items_index, &self.pending, &current);
         if actions == 0 {
             self.done();
             return;
@@ -307,17 +311,44 @@ impl Updater {
         };
         match failure {
             None => self.done(),
-            Some(e) => {
-                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    events = self.pending.len(),
-                    retry_ms = self.backoff.as_millis() as u64,
-                    "live history write failed: {e}"
-                );
-                self.retry_at = Some(Instant::now() + self.backoff);
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
-            }
+            Some(e) => self.failed(e),
         }
+    }
+
+    /// The pending events stay pending, to be tried again after a back-off.
+    fn failed(&mut self, e: String) {
+        self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+        let retry_ms = self.backoff.as_millis() as u64;
+        tracing::warn!(events = self.pending.len(), retry_ms, "live history write failed: {e}");
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+    }
+
+    /// The live documents of the pending events' users, with their versions.
+    async fn read_users(&self) -> Result<HashMap<String, Stored>, String> {
+        let users = ops::users_of(&self.pending);
+        let mut found = HashMap::new();
+        if users.is_empty() {
+            return Ok(found);
+        }
+        let body = json!({ "ids": users });
+        let path = format!("/{}/_mget", self.live_index);
+        let (status, reply) =
+            self.es.call(HttpMethod::Post, &path, Some(serde_json::to_vec(&body).expect("JSON"))).await?;
+        if status != 200 {
+            return Err(format!("reading {}: {status}: {}", self.live_index, error_reason(&reply)));
+        }
+        for doc in reply["docs"].as_array().into_iter().flatten() {
+            if let Some(e) = doc.get("error") {
+                return Err(format!("reading {}: {}", self.live_index, error_reason(&json!({ "error": e }))));
+            }
+            let (Some(id), Some(source)) = (doc["_id"].as_str(), doc["_source"].as_object()) else { continue };
+            let version = |k: &str| doc[k].as_u64().unwrap_or(0);
+            let stored =
+                Stored { source: source.clone(), seq_no: version("_seq_no"), primary_term: version("_primary_term") };
+            found.insert(id.to_string(), stored);
+        }
+        Ok(found)
     }
 
     fn done(&mut self) {
@@ -346,7 +377,12 @@ impl Updater {
                 return Some(format!("{status}: {}", error_reason(result)));
             }
             refused += 1;
-            tracing::debug!(status, "live update refused: {}", error_reason(result));
+            // A missing item (`$unset`, `$delete`) is no news; anything else is.
+            if status == 404 {
+                tracing::debug!(status, "live update refused: {}", error_reason(result));
+            } else {
+                tracing::warn!(status, "live update refused: {}", error_reason(result));
+            }
         }
         self.stats.refused.fetch_add(refused, Ordering::Relaxed);
         None

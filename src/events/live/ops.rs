@@ -16,16 +16,6 @@ use crate::events::validate::Accepted;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
-/// Moves each event's item to the front of its field, distinct, capped.
-const HISTORY_SCRIPT: &str = "if (ctx._source.user == null) { ctx._source.user = params.u; } \
-for (def e : params.e) { def l = ctx._source.get(e.f); \
-if (l == null) { l = new ArrayList(); ctx._source.put(e.f, l); } \
-l.removeIf(x -> x == e.i); l.add(0, e.i); \
-while (l.size() > e.c) { l.remove(l.size() - 1); } }";
-
-/// Removes the given keys of an item document.
-const UNSET_SCRIPT: &str = "for (def k : params.k) { ctx._source.remove(k); }";
-
 /// A change to an item document.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ItemOp {
@@ -109,37 +99,74 @@ impl LiveEngine {
     }
 }
 
-/// Appends the bulk actions of `ops` (in order): one scripted upsert per
-/// user into `users_index` (all of its usage events of the batch, in
-/// order), then the item changes against `items_index` in order (none if
-/// it is `None`). Returns how many actions were written.
+/// A user's live document as read, with its version for a conditional write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub source: Map<String, Value>,
+    pub seq_no: u64,
+    pub primary_term: u64,
+}
+
+/// The users whose live documents `ops` change, in first-seen order.
+pub fn users_of(ops: &[LiveOp]) -> Vec<&str> {
+    let mut seen = std::collections::HashSet::new();
+    ops.iter()
+        .filter_map(|op| match op {
+            LiveOp::Usage { user, .. } => seen.insert(user.as_str()).then_some(user.as_str()),
+            LiveOp::Item { .. } => None,
+        })
+        .collect()
+}
+
+/// Moves `item` to the front of `field` (distinct), cut at `cap`.
+fn to_front(doc: &mut Map<String, Value>, field: &str, item: &str, cap: u32) {
+    let list = doc.entry(field.to_string()).or_insert_with(|| Value::Array(Vec::new()));
+    if !list.is_array() {
+        *list = Value::Array(Vec::new());
+    }
+    let list = list.as_array_mut().expect("an array");
+    list.retain(|v| v.as_str() != Some(item));
+    list.insert(0, Value::String(item.to_string()));
+    list.truncate(cap as usize);
+}
+
+/// Appends the bulk actions of `ops` (in order): one write per user of
+/// its live document in `users_index` — read as `current`, with all of
+/// its usage events of the batch applied in order, written only if no one
+/// wrote it since (`if_seq_no`; a new one with `create`) — then the item
+/// changes against `items_index` in order (none if it is `None`). Returns
+/// how many actions were written. No scripts: the integ-test and minimal
+/// distributions have no scripting module.
 pub fn bulk_body(
     out: &mut Vec<u8>,
     engine: &LiveEngine,
     users_index: &str,
     items_index: Option<&str>,
     ops: &[LiveOp],
+    current: &HashMap<String, Stored>,
 ) -> usize {
     let mut actions = 0;
-    let mut users: Vec<(&str, Vec<Value>)> = Vec::new();
-    let mut position: HashMap<&str, usize> = HashMap::new();
+    let mut docs: HashMap<&str, Map<String, Value>> = HashMap::new();
     for op in ops {
         if let LiveOp::Usage { user, field, item } = op {
-            let (name, cap) = &engine.fields[*field];
-            let i = *position.entry(user).or_insert_with(|| {
-                users.push((user, Vec::new()));
-                users.len() - 1
+            let doc = docs.entry(user).or_insert_with(|| match current.get(user.as_str()) {
+                Some(s) => s.source.clone(),
+                None => Map::from_iter([("user".to_string(), json!(user))]),
             });
-            users[i].1.push(json!({"f": name, "i": item, "c": cap}));
+            let (name, cap) = &engine.fields[*field];
+            to_front(doc, name, item, *cap);
         }
     }
-    for (user, events) in users {
-        line(out, &json!({"update": {"_index": users_index, "_id": user, "retry_on_conflict": 5}}));
-        line(
-            out,
-            &json!({"script": {"source": HISTORY_SCRIPT, "lang": "painless", "params": {"u": user, "e": events}},
-                "scripted_upsert": true, "upsert": {}}),
-        );
+    for user in users_of(ops) {
+        let doc = &docs[user];
+        match current.get(user) {
+            Some(s) => line(
+                out,
+                &json!({"index": {"_index": users_index, "_id": user, "if_seq_no": s.seq_no, "if_primary_term": s.primary_term}}),
+            ),
+            None => line(out, &json!({"create": {"_index": users_index, "_id": user}})),
+        }
+        line(out, &Value::Object(doc.clone()));
         actions += 1;
     }
     let Some(index) = items_index else { return actions };
@@ -153,8 +180,10 @@ pub fn bulk_body(
                 line(out, &json!({"doc": doc, "doc_as_upsert": true}));
             }
             ItemOp::Unset(keys) => {
+                // A null value is no value to a search, the filters included.
+                let doc: Map<String, Value> = keys.iter().map(|k| (k.clone(), Value::Null)).collect();
                 line(out, &json!({"update": {"_index": index, "_id": item, "retry_on_conflict": 5}}));
-                line(out, &json!({"script": {"source": UNSET_SCRIPT, "lang": "painless", "params": {"k": keys}}}));
+                line(out, &json!({"doc": doc}));
             }
             ItemOp::Delete => line(out, &json!({"delete": {"_index": index, "_id": item}})),
         }
@@ -169,9 +198,10 @@ fn line(out: &mut Vec<u8>, v: &Value) {
 }
 
 /// Whether a failed bulk action is worth retrying (overload, a node
-/// failing), not a refusal of the action itself (a missing document).
+/// failing, another writer of the same history), not a refusal of the
+/// action itself (a missing document).
 pub fn retryable(status: u16) -> bool {
-    status == 429 || status >= 500
+    status == 409 || status == 429 || status >= 500
 }
 
 #[cfg(test)]
@@ -220,17 +250,37 @@ mod tests {
             LiveOp::Usage { user: "u1".into(), field: 1, item: "c".into() },
             LiveOp::Item { item: "b".into(), op: ItemOp::Unset(vec!["k".into()]) },
         ];
+        let stored = Stored {
+            source: json!({"user": "u1", "purchase": ["b", "a", "x"], "view": ["c"]}).as_object().unwrap().clone(),
+            seq_no: 7,
+            primary_term: 1,
+        };
+        let current = HashMap::from([("u1".to_string(), stored)]);
         let mut out = Vec::new();
-        assert_eq!(bulk_body(&mut out, &e, "live", Some("model"), &ops), 4);
+        assert_eq!(bulk_body(&mut out, &e, "live", Some("model"), &ops, &current), 4);
         let lines: Vec<Value> =
             String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines[0]["update"]["_id"], "u1");
-        assert_eq!(lines[1]["script"]["params"]["e"].as_array().unwrap().len(), 2);
-        assert_eq!(lines[1]["script"]["params"]["e"][1], json!({"f": "view", "i": "c", "c": e.fields[1].1}));
-        assert_eq!(lines[2]["update"]["_id"], "u2");
+        assert_eq!(lines[0]["index"], json!({"_index": "live", "_id": "u1", "if_seq_no": 7, "if_primary_term": 1}));
+        assert_eq!(
+            lines[1],
+            json!({"user": "u1", "purchase": ["a", "b", "x"], "view": ["c"]}),
+            "distinct, to the front"
+        );
+        assert_eq!(lines[2], json!({"create": {"_index": "live", "_id": "u2"}}));
+        assert_eq!(lines[3], json!({"user": "u2", "view": ["b"]}));
         assert_eq!(lines[4], json!({"delete": {"_index": "model", "_id": "a"}}));
         assert_eq!(lines[5]["update"]["_id"], "b");
+        assert_eq!(lines[6], json!({"doc": {"k": null}}));
         let mut out = Vec::new();
-        assert_eq!(bulk_body(&mut out, &e, "live", None, &ops), 2, "no model index: users only");
+        assert_eq!(bulk_body(&mut out, &e, "live", None, &ops, &current), 2, "no model index: users only");
+    }
+
+    #[test]
+    fn histories_are_capped() {
+        let mut doc = Map::new();
+        for item in ["a", "b", "c", "a", "d"] {
+            to_front(&mut doc, "view", item, 3);
+        }
+        assert_eq!(doc["view"], json!(["d", "a", "c"]));
     }
 }
