@@ -115,7 +115,7 @@ impl Recommender {
 
     /// The user's history: the training's and the live one, merged, read
     /// in one `_mget` (a missing live index is no live history).
-    async fn history(&self, user: &str) -> Result<Option<Map<String, Value>>, QueryError> {
+    pub async fn history(&self, user: &str) -> Result<Option<Map<String, Value>>, QueryError> {
         let body = json!({"docs": [
             {"_index": self.users_alias, "_id": user},
             {"_index": self.live_index, "_id": user},
