@@ -36,6 +36,7 @@ fn main() {
     let r = Recommender::new(es, engine);
     let run = std::process::id();
     let mut took = Vec::with_capacity(samples);
+    let mut late = 0;
     for n in 0..samples {
         let (user, item) = (format!("probe-{run}-{n}"), format!("item-{}", n % 100));
         let body = format!(
@@ -47,17 +48,28 @@ fn main() {
             let history = block_on(r.history(&user)).expect("history");
             let seen = history.and_then(|h| h.get(&indicator).cloned()).is_some_and(|v| v[0] == item.as_str());
             if seen {
+                took.push(start.elapsed().as_secs_f64() * 1000.0);
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "{user}: not visible after 10 s");
+            if start.elapsed() > Duration::from_secs(10) {
+                late += 1;
+                break;
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
-        took.push(start.elapsed().as_secs_f64() * 1000.0);
+        if late > 3 {
+            break;
+        }
+    }
+    if took.is_empty() {
+        println!("event → visible in a query: none of {late} events visible within 10 s");
+        return;
     }
     took.sort_by(f64::total_cmp);
     let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
     println!(
-        "event → visible in a query: {samples} samples, ms p50 {:.1} p99 {:.1} max {:.1}",
+        "event → visible in a query: {} samples, ms p50 {:.1} p99 {:.1} max {:.1}; {late} not within 10 s",
+        took.len(),
         pct(0.5),
         pct(0.99),
         took[took.len() - 1]

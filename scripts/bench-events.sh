@@ -13,7 +13,7 @@
 # a local Elasticsearch is started (scripts/elasticsearch.sh; skipped with
 # BENCH_LIVE=0), the server restarted with --es-url, and the `live-latency`
 # example posts usage events of fresh users and polls each history as a query
-# reads it, idle and under the 16-client batch load; p50/p99 printed.
+# reads it, idle and under the 16-client single-event load; p50/p99 printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -24,9 +24,10 @@ key=$("$target/ur" app new bench --root "$root" 2>/dev/null)
 log=$(mktemp)
 server=
 es_data=
+es_dir=
 cleanup() {
   [ -n "$server" ] && { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }
-  [ -n "$es_data" ] && scripts/elasticsearch.sh stop --data "$es_data" >/dev/null 2>&1 || true
+  [ -n "$es_data" ] && { scripts/elasticsearch.sh stop --data "$es_data" >/dev/null 2>&1 || true; rm -rf "$es_dir"; }
 }
 trap cleanup EXIT
 start_server() {
@@ -51,14 +52,15 @@ done
 
 [ "${BENCH_LIVE:-1}" = 0 ] && exit 0
 kill "$server"; wait "$server" 2>/dev/null || true; server=
-es_data=$(mktemp -d)/es
+es_dir=$(mktemp -d); chmod 755 "$es_dir"   # the ES user must reach it
+es_data=$es_dir/es
 es=$(scripts/elasticsearch.sh start --port $((30000 + RANDOM % 10000)) --data "$es_data" --heap 1g --quiet)
 start_server -e jobs/handmade.json --es-url "$es" --live-app bench
 echo "event → visible in a query (live history in Elasticsearch $es):"
 "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
-"$target/examples/events-load" --addr "$addr" --key "$key" --clients 16 --batch 50 --seconds "$((secs + 5))" &
+"$target/examples/events-load" --addr "$addr" --key "$key" --clients 16 --batch 1 --seconds "$((secs + 5))" &
 load=$!
 sleep 2
-echo "... under the 16-client batch load:"
+echo "... under the 16-client single-event load (every event a new user):"
 "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
 wait "$load"
