@@ -8,26 +8,59 @@
 # Builds the release `ur` and the `events-load` example, starts the server on
 # a fresh root in a temporary directory (set BENCH_ROOT to put it on the disk
 # you want to measure), prints one line per run.
+#
+# Then event → visible in a query (query-time history, `ur events --es-url`):
+# a local Elasticsearch is started (scripts/elasticsearch.sh; skipped with
+# BENCH_LIVE=0), the server restarted with --es-url, and the `live-latency`
+# example posts usage events of fresh users and polls each history as a query
+# reads it, idle and under the 16-client single-event load; p50/p99 printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-cargo build --release --bin ur --example events-load -q
+cargo build --release --bin ur --example events-load --example live-latency -q
 target=${CARGO_TARGET_DIR:-target}/release
 root=${BENCH_ROOT:-$(mktemp -d)}/events
 key=$("$target/ur" app new bench --root "$root" 2>/dev/null)
 log=$(mktemp)
-"$target/ur" events --root "$root" --listen 127.0.0.1:0 2>"$log" &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  addr=$(grep -o 'listening on http://[0-9.:]*' "$log" | sed 's|.*http://||' || true)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { cat "$log"; exit 1; }
+server=
+es_data=
+es_dir=
+cleanup() {
+  [ -n "$server" ] && { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }
+  [ -n "$es_data" ] && { scripts/elasticsearch.sh stop --data "$es_data" >/dev/null 2>&1 || true; rm -rf "$es_dir"; }
+}
+trap cleanup EXIT
+start_server() {
+  : >"$log"
+  "$target/ur" events --root "$root" --listen 127.0.0.1:0 "$@" 2>"$log" &
+  server=$!
+  addr=
+  for _ in $(seq 100); do
+    addr=$(grep -o 'listening on http://[0-9.:]*' "$log" | sed 's|.*http://||' || true)
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { cat "$log"; exit 1; }
+}
+start_server
 echo "ur events on $addr, root $root, $(nproc) cores, ${secs}s per run"
 for batch in 1 50; do
   for clients in 1 16; do
     "$target/examples/events-load" --addr "$addr" --key "$key" --clients "$clients" --batch "$batch" --seconds "$secs"
   done
 done
+
+[ "${BENCH_LIVE:-1}" = 0 ] && exit 0
+kill "$server"; wait "$server" 2>/dev/null || true; server=
+es_dir=$(mktemp -d); chmod 755 "$es_dir"   # the ES user must reach it
+es_data=$es_dir/es
+es=$(scripts/elasticsearch.sh start --port $((30000 + RANDOM % 10000)) --data "$es_data" --heap 1g --quiet)
+start_server -e jobs/handmade.json --es-url "$es" --live-app bench
+echo "event → visible in a query (live history in Elasticsearch $es):"
+"$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
+"$target/examples/events-load" --addr "$addr" --key "$key" --clients 16 --batch 1 --seconds "$((secs + 5))" &
+load=$!
+sleep 2
+echo "... under the 16-client single-event load (every event a new user):"
+"$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
+wait "$load"

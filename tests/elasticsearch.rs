@@ -98,7 +98,7 @@ pub(crate) fn train(engine: &Path, input: &Path, url: &str, extra: &[&str]) -> s
     ur_train(&args)
 }
 
-fn alias_target(es: &Es, alias: &str) -> Vec<String> {
+pub(crate) fn alias_target(es: &Es, alias: &str) -> Vec<String> {
     let (status, v) = block_on(es.call(ur::es::HttpMethod::Get, &format!("/_alias/{alias}"), None)).unwrap();
     if status != 200 {
         return Vec::new();
@@ -116,11 +116,11 @@ fn indices(es: &Es, pattern: &str) -> Vec<String> {
     names
 }
 
-fn recommender(url: &str, engine: &Path) -> Recommender {
+pub(crate) fn recommender(url: &str, engine: &Path) -> Recommender {
     Recommender::new(client(url), ur::config::Engine::load(engine).unwrap().engine)
 }
 
-fn scores(answer: &Value) -> Vec<(String, f64, f64)> {
+pub(crate) fn scores(answer: &Value) -> Vec<(String, f64, f64)> {
     answer["itemScores"]
         .as_array()
         .unwrap()
@@ -142,7 +142,12 @@ fn handmade_queries_answer_as_the_ur() {
     let engine = engine_named(dir.path(), "hm_queries");
     let out = train(&engine, &handmade_events(), &es.url, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let r = recommender(&es.url, &engine);
+    assert_answers_as_the_ur(&recommender(&es.url, &engine));
+}
+
+/// Every handmade query answered as the UR answers it (see
+/// [`handmade_queries_answer_as_the_ur`]).
+pub(crate) fn assert_answers_as_the_ur(r: &Recommender) {
     let mut checked = 0;
     for line in std::fs::read_to_string(repo().join("data/handmade/queries.jsonl")).unwrap().lines() {
         let case: Value = serde_json::from_str(line).unwrap();

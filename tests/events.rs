@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `ur events`.
-struct EventServer {
+pub(crate) struct EventServer {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
 }
 
 impl EventServer {
-    fn start(root: &Path, extra: &[&str]) -> EventServer {
+    pub(crate) fn start(root: &Path, extra: &[&str]) -> EventServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ur"))
             .args(["events", "--root", root.to_str().unwrap(), "--listen", "127.0.0.1:0"])
             .args(extra)
@@ -51,12 +51,17 @@ impl EventServer {
         EventServer { child, addr: addr.parse().unwrap(), stderr }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         http(self.addr, method, path, body, &[])
     }
 
+    /// What it logged so far.
+    pub(crate) fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// SIGTERM, and wait for the exit.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
         std::thread::sleep(Duration::from_millis(50));
@@ -79,7 +84,7 @@ impl Drop for EventServer {
 }
 
 /// One HTTP/1.1 request (`Connection: close`); the status and JSON body.
-fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, headers: &[&str]) -> (u16, Value) {
+pub(crate) fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, headers: &[&str]) -> (u16, Value) {
     let (status, text) = http_raw(addr, method, path, body.map(str::as_bytes), headers);
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
@@ -122,14 +127,14 @@ fn ur(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ur")).args(args).env_remove("RUST_LOG").output().expect("ur runs")
 }
 
-fn new_app(root: &Path, name: &str) -> String {
+pub(crate) fn new_app(root: &Path, name: &str) -> String {
     let out = ur(&["app", "new", name, "--root", root.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Every stored line of an app, closed files only (what ur-train reads).
-fn stored(root: &Path, app: &str) -> Vec<Value> {
+pub(crate) fn stored(root: &Path, app: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for f in files(&root.join(app)) {
         let name = f.file_name().unwrap().to_string_lossy().to_string();

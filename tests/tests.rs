@@ -13,6 +13,7 @@ mod faults;
 mod follow;
 mod hdfs;
 mod incremental;
+mod live_history;
 mod paths;
 mod properties_and_ranks;
 mod reference;

@@ -97,6 +97,8 @@ pub enum Command {
         timeout_ms: u64,
         #[command(flatten)]
         connections: ConnectionLimits,
+        #[command(flatten)]
+        live: LiveArgs,
     },
     /// Apps of the event server (like `pio app`).
     App {
@@ -137,6 +139,25 @@ pub enum Command {
         #[arg(long)]
         output: String,
     },
+}
+
+/// Query-time history: with `--es-url`, the events of one app update the
+/// model of `--engine` in Elasticsearch within a second.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Query-time history (with --es-url)")]
+pub struct LiveArgs {
+    /// The app whose events feed the engine's model (default: the
+    /// engine's `appName`).
+    #[arg(long, value_name = "APP")]
+    pub live_app: Option<String>,
+    /// Events wait at most this long to be written in one bulk request.
+    #[arg(long, default_value_t = 20)]
+    pub live_delay_ms: u64,
+    /// Item changes are remembered this long, to re-apply those a newly
+    /// published model's training may have missed (at least the longest
+    /// training).
+    #[arg(long, default_value_t = 24 * 60)]
+    pub live_journal_minutes: u64,
 }
 
 /// The event server's storage root.
@@ -190,7 +211,9 @@ fn run(args: Args) -> Result<(), CommandError> {
             max_in_flight,
             timeout_ms,
             connections,
+            live,
         } => {
+            let live = live_options(&args.engine, &args.es, &live, roll_seconds)?;
             let options = events::ServeOptions {
                 root: root.root,
                 listen,
@@ -202,6 +225,7 @@ fn run(args: Args) -> Result<(), CommandError> {
                     timeout: Duration::from_millis(timeout_ms),
                 },
                 connections,
+                live,
             };
             return block_on(events::serve(options)).map_err(command_error);
         }
@@ -262,6 +286,32 @@ fn run(args: Args) -> Result<(), CommandError> {
         | Command::Export { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// The live history settings of `ur events`, with `--es-url`.
+fn live_options(
+    engine: &Path,
+    es: &EsArgs,
+    live: &LiveArgs,
+    roll_seconds: u64,
+) -> Result<Option<events::live::LiveOptions>, CommandError> {
+    let Some(config) = es.config().map_err(CommandError::Usage)? else {
+        return Ok(None);
+    };
+    let engine = Engine::load(engine).map_err(CommandError::Usage)?.engine;
+    let app = live.live_app.clone().or_else(|| engine.app_name.clone()).ok_or_else(|| {
+        CommandError::Usage("--es-url: which app feeds the model? Give --live-app (the engine has no appName)".into())
+    })?;
+    Ok(Some(events::live::LiveOptions {
+        es: config,
+        engine,
+        app,
+        delay: Duration::from_millis(live.live_delay_ms),
+        max_batch: 5000,
+        // A file stays open at most --roll-seconds; a minute more for clocks.
+        replay_before: Duration::from_secs(roll_seconds + 60),
+        journal_for: Duration::from_secs(live.live_journal_minutes * 60),
+    }))
 }
 
 fn command_error(e: EventsError) -> CommandError {

@@ -27,6 +27,12 @@ pub fn users_alias(alias: &str) -> String {
     format!("{alias}_users")
 }
 
+/// The live users index of a model: the histories `ur events` keeps up to
+/// date, which no training writes (see `crate::events::live`).
+pub fn live_users_index(alias: &str) -> String {
+    format!("{alias}_users_live")
+}
+
 /// Names of the indices of run `millis`: (items, user histories).
 pub fn index_names(alias: &str, millis: i64) -> (String, String) {
     (format!("{alias}_{millis}"), format!("{alias}_users_{millis}"))
@@ -221,6 +227,8 @@ mod tests {
         assert_eq!(run_of(&model), Some(1_700_000_000_123));
         assert_eq!(run_of(&users), Some(1_700_000_000_123));
         assert_eq!(users_alias("shop"), "shop_users");
+        assert_eq!(live_users_index("shop"), "shop_users_live");
+        assert_eq!(run_of(&live_users_index("shop")), None, "never taken for a run");
     }
 
     fn run(millis: i64, published: bool, aliased: bool, ours: bool) -> Run {

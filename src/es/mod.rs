@@ -98,33 +98,33 @@ impl EsConfig {
 #[command(next_help_heading = "Elasticsearch")]
 pub struct EsArgs {
     /// Elasticsearch (7.17, 8, 9) or OpenSearch (2, 3) URLs, comma-separated.
-    #[arg(long, value_name = "URL[,URL...]")]
+    #[arg(long, value_name = "URL[,URL...]", global = true)]
     pub es_url: Option<String>,
 
     /// User for basic authentication (password in ES_PASSWORD, --es-password-file or --es-password).
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", global = true)]
     pub es_user: Option<String>,
 
     /// Password for --es-user (prefer ES_PASSWORD or --es-password-file:
     /// a value on the command line is visible to every user in `ps`).
-    #[arg(long, value_name = "PASSWORD", env = "ES_PASSWORD", hide_env_values = true)]
+    #[arg(long, value_name = "PASSWORD", env = "ES_PASSWORD", hide_env_values = true, global = true)]
     pub es_password: Option<String>,
 
     /// A file holding the password for --es-user (a trailing newline is ignored).
-    #[arg(long, value_name = "FILE", conflicts_with = "es_password")]
+    #[arg(long, value_name = "FILE", conflicts_with = "es_password", global = true)]
     pub es_password_file: Option<PathBuf>,
 
     /// API key, `id:key` or the encoded form (prefer ES_API_KEY or --es-api-key-file).
-    #[arg(long, value_name = "KEY", env = "ES_API_KEY", hide_env_values = true)]
+    #[arg(long, value_name = "KEY", env = "ES_API_KEY", hide_env_values = true, global = true)]
     pub es_api_key: Option<String>,
 
     /// A file holding the API key (a trailing newline is ignored).
-    #[arg(long, value_name = "FILE", conflicts_with = "es_api_key")]
+    #[arg(long, value_name = "FILE", conflicts_with = "es_api_key", global = true)]
     pub es_api_key_file: Option<PathBuf>,
 
     /// CA certificate (PEM) that signed the cluster's HTTPS certificate
     /// (Elasticsearch 8's `http_ca.crt`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub es_ca_cert: Option<PathBuf>,
 }
 

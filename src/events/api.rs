@@ -9,6 +9,7 @@
 //! size, in number at once and in time.
 
 use super::apps::{AccessKey, Registry};
+use super::live::ops::LiveOp;
 use super::log::{EventLog, now_millis};
 use super::read::{self, Filter};
 use super::validate::{Accepted, accept};
@@ -42,12 +43,25 @@ pub struct EventServer {
     pub root: PathBuf,
     pub log: EventLog,
     pub registry: RwLock<Arc<Registry>>,
+    /// Query-time history updates, with `--es-url`.
+    pub live: Option<super::live::Live>,
     ids: EventIds,
 }
 
 impl EventServer {
-    pub fn new(root: PathBuf, log: EventLog, registry: Registry) -> EventServer {
-        EventServer { root, log, registry: RwLock::new(Arc::new(registry)), ids: EventIds::new() }
+    pub fn new(root: PathBuf, log: EventLog, registry: Registry, live: Option<super::live::Live>) -> EventServer {
+        EventServer { root, log, registry: RwLock::new(Arc::new(registry)), live, ids: EventIds::new() }
+    }
+
+    /// The live effects of `app`'s accepted events, to send once acknowledged.
+    fn live_ops<'a>(&self, app: &str, accepted: impl IntoIterator<Item = &'a Accepted>) -> Vec<LiveOp> {
+        self.live.as_ref().map(|l| l.ops_of(app, accepted)).unwrap_or_default()
+    }
+
+    fn send_live(&self, ops: Vec<LiveOp>) {
+        if let Some(live) = &self.live {
+            live.send(ops);
+        }
     }
 
     fn registry(&self) -> Arc<Registry> {
@@ -165,8 +179,12 @@ async fn create_event(
         Checked::Ok(a) => a,
         Checked::Refused(status, msg) => return message(status, msg),
     };
+    let live = server.live_ops(&key.app, [&accepted]);
     match server.log.append(&key.app, vec![accepted.line]).await {
-        Ok(()) => (StatusCode::CREATED, axum::Json(json!({"eventId": accepted.event_id}))).into_response(),
+        Ok(()) => {
+            server.send_live(live);
+            (StatusCode::CREATED, axum::Json(json!({"eventId": accepted.event_id}))).into_response()
+        }
         Err(e) => {
             tracing::error!("{e}");
             message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
@@ -199,9 +217,12 @@ async fn create_batch(
     let checked: Vec<Checked> = events.iter().map(|v| check(&key, v, now, server.ids.next())).collect();
     let lines: Vec<String> =
         checked.iter().filter_map(|c| if let Checked::Ok(a) = c { Some(a.line.clone()) } else { None }).collect();
+    let live =
+        server.live_ops(&key.app, checked.iter().filter_map(|c| if let Checked::Ok(a) = c { Some(a) } else { None }));
     let stored = if lines.is_empty() { Ok(()) } else { server.log.append(&key.app, lines).await };
-    if let Err(e) = &stored {
-        tracing::error!("{e}");
+    match &stored {
+        Ok(()) => server.send_live(live),
+        Err(e) => tracing::error!("{e}"),
     }
     let statuses: Vec<Value> = checked
         .into_iter()

@@ -4,14 +4,15 @@
 //!
 //! [`validate`] holds PIO's event rules, [`apps`] the apps and access keys,
 //! [`log`] the durable partitions (group commit, roll-over, recovery),
-//! [`read`] reading them back, [`api`] the HTTP routes; [`serve`] starts
-//! it all. [`import`] and [`export`] move files of events in and out. Storage is a local directory: HDFS is reached by shipping
+//! [`read`] reading them back, [`api`] the HTTP routes, [`live`] the
+//! query-time history in Elasticsearch; [`serve`] starts it all. [`import`] and [`export`] move files of events in and out. Storage is a local directory: HDFS is reached by shipping
 //! closed partitions (`ur export`), not written live.
 
 pub mod api;
 pub mod apps;
 pub mod export;
 pub mod import;
+pub mod live;
 pub mod log;
 pub mod read;
 pub mod validate;
@@ -85,6 +86,8 @@ pub struct ServeOptions {
     pub limits: api::Limits,
     /// Header timeout, connection limit, shutdown deadline.
     pub connections: crate::serving::ConnectionLimits,
+    /// Query-time history in Elasticsearch (`--es-url`).
+    pub live: Option<live::LiveOptions>,
 }
 
 /// Recovers the partitions left by a crash, then serves until SIGTERM or
@@ -107,7 +110,14 @@ pub async fn serve(options: ServeOptions) -> Result<(), EventsError> {
         roll_after: options.roll_after,
         roll_bytes: options.roll_bytes,
     })?;
-    let server = Arc::new(api::EventServer::new(root.clone(), log, registry));
+    let (live, live_task) = match options.live {
+        Some(o) => {
+            let (live, task) = live::Live::start(o).await.map_err(|e| EventsError::Storage(e.to_string()))?;
+            (Some(live), Some(task))
+        }
+        None => (None, None),
+    };
+    let server = Arc::new(api::EventServer::new(root.clone(), log, registry, live));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| EventsError::Usage(format!("cannot listen on {}: {e}", options.listen)))?;
@@ -119,6 +129,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), EventsError> {
     reload.abort();
     let closing = server.clone();
     let _ = tokio::task::spawn_blocking(move || closing.log.close()).await;
+    if let Some(task) = live_task {
+        // The handlers are gone: dropping the handle ends the queue; the task
+        // writes what is pending (a failing cluster: what it could).
+        drop(server);
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     served.map_err(|e| EventsError::Storage(format!("server: {e}")))?;
     tracing::info!("stopped; every open file is closed");
     Ok(())

@@ -1,14 +1,16 @@
 //! Recommendations from the model in Elasticsearch, with the UR's query
 //! semantics: [`request`] (the query), [`builder`] (query → Elasticsearch
-//! search), this module (fetch the user's history and the query item,
+//! search), [`history`] (the training's and the live history of a user
+//! merged), this module (fetch the user's history and the query item,
 //! search, answer `{"itemScores": [...]}`), [`server`] (`POST /queries.json`).
 
 pub mod builder;
+pub mod history;
 pub mod request;
 pub mod server;
 
 use crate::config::Engine;
-use crate::es::indices::{alias_of, users_alias};
+use crate::es::indices::{alias_of, live_users_index, users_alias};
 use crate::es::{Es, HttpMethod, error_reason};
 use crate::time::format_iso8601;
 use request::Query;
@@ -34,13 +36,16 @@ pub struct Recommender {
     pub users_alias: String,
     /// Caps on a query (see [`request::QueryLimits`]).
     pub limits: request::QueryLimits,
+    /// The histories `ur events` keeps live.
+    pub live_index: String,
 }
 
 impl Recommender {
     pub fn new(es: Es, engine: Engine) -> Recommender {
         let alias = alias_of(&engine);
         let users_alias = users_alias(&alias);
-        Recommender { es, engine, alias, users_alias, limits: request::QueryLimits::default() }
+        let live_index = live_users_index(&alias);
+        Recommender { es, engine, alias, users_alias, live_index, limits: request::QueryLimits::default() }
     }
 
     /// The same, with other caps.
@@ -60,7 +65,7 @@ impl Recommender {
         }
         // An empty id names no document: as for an unknown user or item.
         let history = match q.user.as_deref().filter(|u| !u.is_empty()) {
-            Some(user) => self.source(&self.users_alias, user).await?.map(|h| self.capped(h)),
+            Some(user) => self.history(user).await?.map(|h| self.capped(h)),
             None => None,
         };
         let item = match q.item.as_deref().filter(|i| !i.is_empty()) {
@@ -118,6 +123,36 @@ impl Recommender {
             }
         }
         history
+    }
+
+    /// The user's history: the training's and the live one, merged, read
+    /// in one `_mget` (a missing live index is no live history).
+    pub async fn history(&self, user: &str) -> Result<Option<Map<String, Value>>, QueryError> {
+        let body = json!({"docs": [
+            {"_index": self.users_alias, "_id": user},
+            {"_index": self.live_index, "_id": user},
+        ]});
+        let (status, reply) = self
+            .es
+            .call(HttpMethod::Post, "/_mget", Some(serde_json::to_vec(&body).expect("JSON")))
+            .await
+            .map_err(QueryError::Upstream)?;
+        if status != 200 {
+            return Err(QueryError::Upstream(format!(
+                "reading the history of {user}: {status}: {}",
+                error_reason(&reply)
+            )));
+        }
+        let docs = reply["docs"].as_array().cloned().unwrap_or_default();
+        let found = |n: usize| -> Result<Option<Map<String, Value>>, QueryError> {
+            let doc = docs.get(n).cloned().unwrap_or(Value::Null);
+            match &doc["error"] {
+                Value::Null => Ok(doc["_source"].as_object().cloned()),
+                e if e["type"] == "index_not_found_exception" => Ok(None),
+                e => Err(QueryError::Upstream(format!("reading the history of {user}: {e}"))),
+            }
+        };
+        Ok(history::merge(&self.engine, found(0)?, found(1)?))
     }
 
     /// A document's `_source`, or `None` if it does not exist.

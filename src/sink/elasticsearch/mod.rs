@@ -216,6 +216,7 @@ impl EsTarget {
                 }
             }
             self.check_still_live()?;
+            self.mark_updated()?;
             tracing::info!(index = %self.model_index, "updated in place");
             return Ok(());
         }
@@ -253,6 +254,26 @@ impl EsTarget {
         let retention = indices::Retention { now: now(), ..self.retention };
         if let Err(e) = indices::retain(es, &self.alias, &retention, self.millis) {
             tracing::warn!("cleaning up old model indices: {e}");
+        }
+        Ok(())
+    }
+
+    /// In place: records the run in the indices' `_meta` (`updated`), so
+    /// `ur events` knows the live model changed and re-applies the item
+    /// changes this run's input may lack (`crate::events::live`).
+    fn mark_updated(&self) -> Result<(), String> {
+        for index in [&self.model_index, &self.users_index] {
+            let path = format!("/{index}/_mapping");
+            let mapping = block_on(self.es.ok(&format!("mapping of {index}"), HttpMethod::Get, &path, None))?;
+            let mut meta = mapping
+                .as_object()
+                .and_then(|m| m.values().next())
+                .map_or(Value::Null, |m| m["mappings"]["_meta"].clone());
+            if !meta["ur_train"].is_object() {
+                continue;
+            }
+            meta["ur_train"]["updated"] = json!(self.millis);
+            block_on(self.es.ok(&format!("marking {index}"), HttpMethod::Put, &path, Some(json!({ "_meta": meta }))))?;
         }
         Ok(())
     }

@@ -1,0 +1,390 @@
+//! Query-time history that reacts at once: with `--es-url`, `ur events`
+//! applies each acknowledged event to Elasticsearch within a second.
+//!
+//! Usage events go to the **live users index** `<alias>_users_live`, which
+//! no training ever writes: one document per user, the most recent
+//! distinct items per indicator, capped as the training caps them. A query
+//! reads the training's history and this one and merges them (live items
+//! first, distinct, capped: `crate::query::history`), so a training's alias
+//! swap or in-place update can never erase an acknowledged event from a
+//! user's history. Item `$set`/`$unset`/`$delete` go to the live model
+//! index itself (the search needs them there); since a training publishing
+//! a model can overwrite them, the server remembers the item changes it
+//! applied (a journal) and, when the model alias moves or the live model
+//! is updated in place (`_meta.ur_train.updated`), re-applies those
+//! acknowledged since the new model's training could have missed them:
+//! its start, less the longest a file stays open (`--roll-seconds`), less
+//! a margin for clocks.
+//!
+//! Writes are batched by one background task (a short delay or a size
+//! trigger, [`ops`] builds the bulk request): the 201 never waits for
+//! Elasticsearch. A failed write is retried with back-off and counted; the
+//! event is durable in the log either way and reaches the model at the next
+//! training.
+
+pub mod ops;
+
+use crate::config::Engine;
+use crate::es::{Es, EsConfig, HttpMethod, error_reason, indices};
+use crate::events::log::now_millis;
+use crate::events::validate::Accepted;
+use crate::time::Millis;
+use ops::{LiveEngine, LiveOp, Stored};
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Live updates could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("live history: {0}")]
+pub struct LiveError(pub String);
+
+/// How live updates run.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub es: EsConfig,
+    pub engine: Engine,
+    /// The app whose events feed the engine's model.
+    pub app: String,
+    /// Events wait at most this long to be batched.
+    pub delay: Duration,
+    /// ... or until this many are waiting.
+    pub max_batch: usize,
+    /// How much earlier than a model's training start its input may end:
+    /// the longest a file stays open plus a margin for clocks.
+    pub replay_before: Duration,
+    /// Item changes are remembered this long for re-applying.
+    pub journal_for: Duration,
+}
+
+/// What live updates have done (counters, for logs and tests).
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// Events taken to be applied.
+    pub queued: AtomicU64,
+    /// Events applied (acknowledged by Elasticsearch).
+    pub applied: AtomicU64,
+    /// Bulk requests that failed and were retried.
+    pub write_failures: AtomicU64,
+    /// Actions Elasticsearch refused (not retried), e.g. `$unset` of a missing item.
+    pub refused: AtomicU64,
+    /// Events not queued because the queue was full.
+    pub dropped: AtomicU64,
+    /// Item changes re-applied after a model was published.
+    pub replayed: AtomicU64,
+}
+
+/// The handle the request handlers use.
+pub struct Live {
+    app: String,
+    engine: LiveEngine,
+    tx: mpsc::Sender<Vec<(Millis, LiveOp)>>,
+    pub stats: Arc<LiveStats>,
+}
+
+/// Messages (requests) waiting at most.
+const QUEUE: usize = 65_536;
+
+impl Live {
+    /// Connects, creates the live users index if needed and starts the
+    /// background task (which ends when the handle is dropped).
+    pub async fn start(options: LiveOptions) -> Result<(Live, tokio::task::JoinHandle<()>), LiveError> {
+        let es = Es::connect(&options.es).await.map_err(LiveError)?;
+        let alias = indices::alias_of(&options.engine);
+        let live_index = indices::live_users_index(&alias);
+        create_live_index(&es, &options.engine, &live_index).await?;
+        let engine = LiveEngine::of(&options.engine);
+        let stats = Arc::new(LiveStats::default());
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let updater = Updater {
+            es,
+            engine: engine.clone(),
+            alias,
+            live_index,
+            options: options.clone(),
+            stats: stats.clone(),
+            journal: VecDeque::new(),
+            pruned_after: None,
+            model: None,
+            pending: Vec::new(),
+            first_pending: None,
+            retry_at: None,
+            backoff: Duration::from_millis(100),
+        };
+        tracing::info!(app = %options.app, index = %updater.live_index, "live history on");
+        let task = tokio::spawn(updater.run(rx));
+        Ok((Live { app: options.app, engine, tx, stats }, task))
+    }
+
+    /// The live effects of `app`'s accepted events (none for another app).
+    pub fn ops_of<'a>(&self, app: &str, accepted: impl IntoIterator<Item = &'a Accepted>) -> Vec<LiveOp> {
+        if app != self.app {
+            return Vec::new();
+        }
+        accepted.into_iter().filter_map(|a| self.engine.op_of(a)).collect()
+    }
+
+    /// Queues acknowledged events' effects; never waits.
+    pub fn send(&self, ops: Vec<LiveOp>) {
+        if ops.is_empty() {
+            return;
+        }
+        let n = ops.len() as u64;
+        let now = now_millis();
+        match self.tx.try_send(ops.into_iter().map(|op| (now, op)).collect()) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(_) => {
+                if self.stats.dropped.fetch_add(n, Ordering::Relaxed) == 0 {
+                    tracing::warn!("live history queue full: events reach queries at the next training");
+                }
+            }
+        }
+    }
+}
+
+async fn create_live_index(es: &Es, engine: &Engine, index: &str) -> Result<(), LiveError> {
+    let health = es.ok("cluster health", HttpMethod::Get, "/_cluster/health", None).await.map_err(LiveError)?;
+    let nodes = health["number_of_data_nodes"].as_u64().unwrap_or(1);
+    let meta = json!({"ur_events": {"live": true, "version": env!("CARGO_PKG_VERSION")}});
+    let mut body = crate::sink::elasticsearch::mapping::users_index(engine, 1, u32::from(nodes > 1), meta);
+    body["settings"]["refresh_interval"] = json!("1s");
+    let (status, reply) = es
+        .call(HttpMethod::Put, &format!("/{index}"), Some(serde_json::to_vec(&body).expect("JSON")))
+        .await
+        .map_err(LiveError)?;
+    let exists = reply["error"]["type"].as_str().is_some_and(|t| t == "resource_already_exists_exception");
+    if (200..300).contains(&status) || exists {
+        return Ok(());
+    }
+    Err(LiveError(format!("creating {index}: {status}: {}", error_reason(&reply))))
+}
+
+/// The live model: its index and since when its training's input may
+/// lack events (epoch millis: the training's start).
+#[derive(Debug, Clone, PartialEq)]
+struct Model {
+    index: String,
+    since: i64,
+}
+
+struct Updater {
+    es: Es,
+    engine: LiveEngine,
+    alias: String,
+    live_index: String,
+    options: LiveOptions,
+    stats: Arc<LiveStats>,
+    /// Item changes, in acknowledgement order, with when they were taken.
+    journal: VecDeque<(Millis, LiveOp)>,
+    /// The newest journal entry dropped for age, if any.
+    pruned_after: Option<Millis>,
+    model: Option<Model>,
+    pending: Vec<LiveOp>,
+    first_pending: Option<Instant>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Updater {
+    async fn run(mut self, mut rx: mpsc::Receiver<Vec<(Millis, LiveOp)>>) {
+        let mut watch = tokio::time::interval(Duration::from_millis(250));
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut open = true;
+        while open || !self.pending.is_empty() {
+            let wake = self.due_at().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                got = rx.recv(), if open => match got {
+                    Some(batch) => self.take(batch),
+                    None => open = false,
+                },
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = watch.tick() => self.watch().await,
+            }
+            if self.due_at().is_some_and(|t| t <= Instant::now()) {
+                self.flush().await;
+            }
+            if !open && self.retry_at.is_some() {
+                tracing::warn!(events = self.pending.len(), "stopping with live updates not applied");
+                break;
+            }
+        }
+    }
+
+    /// When the pending events are to be written.
+    fn due_at(&self) -> Option<Instant> {
+        let first = self.first_pending?;
+        let at = if self.pending.len() >= self.options.max_batch { first } else { first + self.options.delay };
+        Some(self.retry_at.map_or(at, |r| r.max(at)))
+    }
+
+    fn take(&mut self, batch: Vec<(Millis, LiveOp)>) {
+        for (at, op) in batch {
+            if matches!(op, LiveOp::Item { .. }) {
+                self.journal.push_back((at, op.clone()));
+            }
+            self.pending.push(op);
+        }
+        self.first_pending.get_or_insert_with(Instant::now);
+        let oldest = now_millis() - self.options.journal_for.as_millis() as i64;
+        while self.journal.front().is_some_and(|(at, _)| *at < oldest) || self.journal.len() > 1_000_000 {
+            self.pruned_after = self.journal.pop_front().map(|(at, _)| at);
+        }
+    }
+
+    /// Follows the model alias; when it moves (or the live model is
+    /// updated in place), re-applies the item changes its training may lack.
+    async fn watch(&mut self) {
+        let model = match self.es.call(HttpMethod::Get, &format!("/{}/_mapping", self.alias), None).await {
+            Ok((200, reply)) => reply.as_object().and_then(|m| m.iter().next()).map(|(index, m)| {
+                let meta = &m["mappings"]["_meta"]["ur_train"];
+                let since = meta["updated"].as_i64().or(meta["created"].as_i64()).unwrap_or(0);
+                Model { index: index.clone(), since }
+            }),
+            Ok((404, _)) => None,
+            Ok((status, reply)) => {
+                tracing::debug!("reading the alias {}: {status}: {}", self.alias, error_reason(&reply));
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("reading the alias {}: {e}", self.alias);
+                return;
+            }
+        };
+        if model == self.model {
+            return;
+        }
+        if let Some(m) = &model {
+            let cutoff = m.since - self.options.replay_before.as_millis() as i64;
+            if self.pruned_after.is_some_and(|p| p >= cutoff) {
+                tracing::warn!(
+                    index = %m.index,
+                    "the new model's training started before the item changes remembered: some may be missing until the next training"
+                );
+            }
+            self.pending.retain(|op| matches!(op, LiveOp::Usage { .. }));
+            let replay: Vec<LiveOp> =
+                self.journal.iter().filter(|(at, _)| *at >= cutoff).map(|(_, op)| op.clone()).collect();
+            self.stats.replayed.fetch_add(replay.len() as u64, Ordering::Relaxed);
+            if !replay.is_empty() {
+                tracing::info!(index = %m.index, changes = replay.len(), "new live model: re-applying item changes");
+                self.pending.extend(replay);
+                self.first_pending.get_or_insert_with(Instant::now);
+            }
+        }
+        self.model = model;
+    }
+
+    /// One bulk request with every pending event; on failure they stay
+    /// pending and are retried after a back-off.
+    async fn flush(&mut self) {
+        let current = match self.read_users().await {
+            Ok(c) => c,
+            Err(e) => return self.failed(e),
+        };
+        let items_index = self.model.as_ref().map(|m| m.index.as_str());
+        let mut body = Vec::new();
+        let actions = ops::bulk_body(&mut body, &self.engine, &self.live_index, items_index, &self.pending, &current);
+        if actions == 0 {
+            self.done();
+            return;
+        }
+        let items = items_index.is_some() && self.pending.iter().any(|op| matches!(op, LiveOp::Item { .. }));
+        // Item changes must be searchable at once; histories are read by id (real time).
+        let path = if items { "/_bulk?refresh=true" } else { "/_bulk" };
+        let failure = match self.es.call(HttpMethod::Post, path, Some(body)).await {
+            Ok((200, reply)) => self.check_items(&reply),
+            Ok((status, reply)) if status == 429 || status >= 500 => {
+                Some(format!("{status}: {}", error_reason(&reply)))
+            }
+            Ok((status, reply)) => {
+                tracing::error!(status, "live history write refused, dropped: {}", error_reason(&reply));
+                self.stats.refused.fetch_add(actions as u64, Ordering::Relaxed);
+                None
+            }
+            Err(e) => Some(e),
+        };
+        match failure {
+            None => self.done(),
+            Some(e) => self.failed(e),
+        }
+    }
+
+    /// The pending events stay pending, to be tried again after a back-off.
+    fn failed(&mut self, e: String) {
+        self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+        let retry_ms = self.backoff.as_millis() as u64;
+        tracing::warn!(events = self.pending.len(), retry_ms, "live history write failed: {e}");
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+    }
+
+    /// The live documents of the pending events' users, with their versions.
+    async fn read_users(&self) -> Result<HashMap<String, Stored>, String> {
+        let users = ops::users_of(&self.pending);
+        let mut found = HashMap::new();
+        if users.is_empty() {
+            return Ok(found);
+        }
+        let body = json!({ "ids": users });
+        let path = format!("/{}/_mget", self.live_index);
+        let (status, reply) =
+            self.es.call(HttpMethod::Post, &path, Some(serde_json::to_vec(&body).expect("JSON"))).await?;
+        if status != 200 {
+            return Err(format!("reading {}: {status}: {}", self.live_index, error_reason(&reply)));
+        }
+        for doc in reply["docs"].as_array().into_iter().flatten() {
+            if let Some(e) = doc.get("error") {
+                return Err(format!("reading {}: {}", self.live_index, error_reason(&json!({ "error": e }))));
+            }
+            let (Some(id), Some(source)) = (doc["_id"].as_str(), doc["_source"].as_object()) else { continue };
+            let version = |k: &str| doc[k].as_u64().unwrap_or(0);
+            let stored =
+                Stored { source: source.clone(), seq_no: version("_seq_no"), primary_term: version("_primary_term") };
+            found.insert(id.to_string(), stored);
+        }
+        Ok(found)
+    }
+
+    fn done(&mut self) {
+        self.stats.applied.fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+        self.pending.clear();
+        self.first_pending = None;
+        self.retry_at = None;
+        self.backoff = Duration::from_millis(100);
+    }
+
+    /// A retryable failure among a bulk reply's actions, if any; the
+    /// others refused are counted (re-sending the batch is harmless: it
+    /// is applied in the same order again).
+    fn check_items(&self, reply: &Value) -> Option<String> {
+        if reply["errors"] != json!(true) {
+            return None;
+        }
+        let mut refused = 0;
+        for item in reply["items"].as_array().into_iter().flatten() {
+            let Some(result) = item.as_object().and_then(|o| o.values().next()) else { continue };
+            let status = result["status"].as_u64().unwrap_or(0) as u16;
+            if result.get("error").is_none() {
+                continue;
+            }
+            if ops::retryable(status) {
+                return Some(format!("{status}: {}", error_reason(result)));
+            }
+            refused += 1;
+            // A missing item (`$unset`, `$delete`) is no news; anything else is.
+            if status == 404 {
+                tracing::debug!(status, "live update refused: {}", error_reason(result));
+            } else {
+                tracing::warn!(status, "live update refused: {}", error_reason(result));
+            }
+        }
+        self.stats.refused.fetch_add(refused, Ordering::Relaxed);
+        None
+    }
+}

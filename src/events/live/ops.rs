@@ -1,0 +1,286 @@
+//! What one acknowledged event does to the live indices, and the bulk
+//! request that does it.
+//!
+//! A usage event of an indicator (`user` → `item`) moves the item to the
+//! front of the user's list for that indicator in the live users index,
+//! drops an earlier occurrence (distinct items) and cuts the list at the
+//! indicator's history cap — the training's "most recent distinct items,
+//! at most the cap". `$set` merges properties into the item's document
+//! (creating it, as the training's aggregation does), `$unset` removes
+//! keys of an existing document, `$delete` deletes it. Property names the
+//! model writes itself (`id`, indicator fields, ranking fields) are never
+//! touched, as in the training's documents.
+
+use crate::config::Engine;
+use crate::events::validate::Accepted;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+
+/// A change to an item document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemOp {
+    Set(Map<String, Value>),
+    Unset(Vec<String>),
+    Delete,
+}
+
+/// One event's effect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveOp {
+    /// `item` used by `user` in the indicator with field `field`.
+    Usage { user: String, field: usize, item: String },
+    /// A property event of `item`.
+    Item { item: String, op: ItemOp },
+}
+
+/// What of an engine the live updates need.
+#[derive(Debug, Clone)]
+pub struct LiveEngine {
+    /// Indicator field names and their history caps.
+    pub fields: Vec<(String, u32)>,
+    /// Event name → indicator.
+    indicator_of: HashMap<String, usize>,
+    /// Names an item's properties may not take.
+    reserved: Vec<String>,
+    dates: Vec<String>,
+}
+
+impl LiveEngine {
+    pub fn of(engine: &Engine) -> LiveEngine {
+        let mut indicator_of = HashMap::new();
+        for (k, i) in engine.indicators.iter().enumerate() {
+            for name in &i.event_names {
+                indicator_of.entry(name.clone()).or_insert(k);
+            }
+        }
+        let mut reserved = vec!["id".to_string()];
+        reserved.extend(engine.indicators.iter().map(|i| i.name.clone()));
+        reserved.extend(engine.rankings.iter().map(|r| r.name.clone()));
+        LiveEngine {
+            fields: engine.indicators.iter().map(|i| (i.name.clone(), i.history_cap)).collect(),
+            indicator_of,
+            reserved,
+            dates: engine.date_names(),
+        }
+    }
+
+    /// The effect of an accepted event, if any (the training's rules: a
+    /// usage event is `user` → `item`, property events are on items).
+    pub fn op_of(&self, e: &Accepted) -> Option<LiveOp> {
+        match e.event.as_str() {
+            "$set" | "$unset" | "$delete" if e.entity_type == "item" => {
+                let op = match e.event.as_str() {
+                    "$set" => ItemOp::Set(self.settable(e)?),
+                    "$unset" => {
+                        ItemOp::Unset(e.properties.keys().filter(|k| !self.reserved.contains(k)).cloned().collect())
+                    }
+                    _ => ItemOp::Delete,
+                };
+                Some(LiveOp::Item { item: e.entity_id.clone(), op })
+            }
+            name => {
+                let field = *self.indicator_of.get(name)?;
+                let item = e.target_entity_id.clone()?;
+                (e.entity_type == "user" && e.target_entity_type.as_deref() == Some("item")).then(|| LiveOp::Usage {
+                    user: e.entity_id.clone(),
+                    field,
+                    item,
+                })
+            }
+        }
+    }
+
+    /// The properties a `$set` writes, or `None` if the training would
+    /// reject the event (objects, too many, a date property not a date).
+    fn settable(&self, e: &Accepted) -> Option<Map<String, Value>> {
+        let event = crate::source::event::parse_event(e.line.as_bytes()).ok()?;
+        let checked = event.set_properties(&self.dates).ok()?;
+        Some(checked.into_iter().filter(|(k, _)| !self.reserved.contains(k)).collect())
+    }
+}
+
+/// A user's live document as read, with its version for a conditional write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub source: Map<String, Value>,
+    pub seq_no: u64,
+    pub primary_term: u64,
+}
+
+/// The users whose live documents `ops` change, in first-seen order.
+pub fn users_of(ops: &[LiveOp]) -> Vec<&str> {
+    let mut seen = std::collections::HashSet::new();
+    ops.iter()
+        .filter_map(|op| match op {
+            LiveOp::Usage { user, .. } => seen.insert(user.as_str()).then_some(user.as_str()),
+            LiveOp::Item { .. } => None,
+        })
+        .collect()
+}
+
+/// Moves `item` to the front of `field` (distinct), cut at `cap`.
+fn to_front(doc: &mut Map<String, Value>, field: &str, item: &str, cap: u32) {
+    let list = doc.entry(field.to_string()).or_insert_with(|| Value::Array(Vec::new()));
+    if !list.is_array() {
+        *list = Value::Array(Vec::new());
+    }
+    let list = list.as_array_mut().expect("an array");
+    list.retain(|v| v.as_str() != Some(item));
+    list.insert(0, Value::String(item.to_string()));
+    list.truncate(cap as usize);
+}
+
+/// Appends the bulk actions of `ops` (in order): one write per user of
+/// its live document in `users_index` — read as `current`, with all of
+/// its usage events of the batch applied in order, written only if no one
+/// wrote it since (`if_seq_no`; a new one with `create`) — then the item
+/// changes against `items_index` in order (none if it is `None`). Returns
+/// how many actions were written. No scripts: the integ-test and minimal
+/// distributions have no scripting module.
+pub fn bulk_body(
+    out: &mut Vec<u8>,
+    engine: &LiveEngine,
+    users_index: &str,
+    items_index: Option<&str>,
+    ops: &[LiveOp],
+    current: &HashMap<String, Stored>,
+) -> usize {
+    let mut actions = 0;
+    let mut docs: HashMap<&str, Map<String, Value>> = HashMap::new();
+    for op in ops {
+        if let LiveOp::Usage { user, field, item } = op {
+            let doc = docs.entry(user).or_insert_with(|| match current.get(user.as_str()) {
+                Some(s) => s.source.clone(),
+                None => Map::from_iter([("user".to_string(), json!(user))]),
+            });
+            let (name, cap) = &engine.fields[*field];
+            to_front(doc, name, item, *cap);
+        }
+    }
+    for user in users_of(ops) {
+        let doc = &docs[user];
+        match current.get(user) {
+            Some(s) => line(
+                out,
+                &json!({"index": {"_index": users_index, "_id": user, "if_seq_no": s.seq_no, "if_primary_term": s.primary_term}}),
+            ),
+            None => line(out, &json!({"create": {"_index": users_index, "_id": user}})),
+        }
+        line(out, &Value::Object(doc.clone()));
+        actions += 1;
+    }
+    let Some(index) = items_index else { return actions };
+    for op in ops {
+        let LiveOp::Item { item, op } = op else { continue };
+        match op {
+            ItemOp::Set(properties) => {
+                let mut doc = properties.clone();
+                doc.insert("id".into(), json!(item));
+                line(out, &json!({"update": {"_index": index, "_id": item, "retry_on_conflict": 5}}));
+                line(out, &json!({"doc": doc, "doc_as_upsert": true}));
+            }
+            ItemOp::Unset(keys) => {
+                // A null value is no value to a search, the filters included.
+                let doc: Map<String, Value> = keys.iter().map(|k| (k.clone(), Value::Null)).collect();
+                line(out, &json!({"update": {"_index": index, "_id": item, "retry_on_conflict": 5}}));
+                line(out, &json!({"doc": doc}));
+            }
+            ItemOp::Delete => line(out, &json!({"delete": {"_index": index, "_id": item}})),
+        }
+        actions += 1;
+    }
+    actions
+}
+
+fn line(out: &mut Vec<u8>, v: &Value) {
+    serde_json::to_writer(&mut *out, v).expect("JSON");
+    out.push(b'\n');
+}
+
+/// Whether a failed bulk action is worth retrying (overload, a node
+/// failing, another writer of the same history), not a refusal of the
+/// action itself (a missing document).
+pub fn retryable(status: u16) -> bool {
+    status == 409 || status == 429 || status >= 500
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::validate::accept;
+
+    fn engine() -> LiveEngine {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/handmade.json")).unwrap();
+        LiveEngine::of(&Engine::from_json(&text).unwrap().engine)
+    }
+
+    fn op(e: &LiveEngine, v: Value) -> Option<LiveOp> {
+        e.op_of(&accept(&v, 0, "id".into()).unwrap())
+    }
+
+    #[test]
+    fn usage_and_property_events() {
+        let e = engine();
+        let buy = json!({"event": "purchase", "entityType": "user", "entityId": "u1",
+            "targetEntityType": "item", "targetEntityId": "Iphone 6"});
+        assert_eq!(op(&e, buy), Some(LiveOp::Usage { user: "u1".into(), field: 0, item: "Iphone 6".into() }));
+        let other = json!({"event": "rate", "entityType": "user", "entityId": "u1",
+            "targetEntityType": "item", "targetEntityId": "x"});
+        assert_eq!(op(&e, other), None);
+        let set = json!({"event": "$set", "entityType": "item", "entityId": "i1",
+            "properties": {"categories": ["Phones"], "purchase": ["x"], "id": "y"}});
+        let Some(LiveOp::Item { op: ItemOp::Set(p), .. }) = op(&e, set) else { panic!() };
+        assert_eq!(p.keys().collect::<Vec<_>>(), vec!["categories"], "model fields are not properties");
+        let bad_date =
+            json!({"event": "$set", "entityType": "item", "entityId": "i1", "properties": {"expires": "soon"}});
+        assert_eq!(op(&e, bad_date), None, "the training rejects it too");
+        let delete = json!({"event": "$delete", "entityType": "item", "entityId": "i1"});
+        assert_eq!(op(&e, delete), Some(LiveOp::Item { item: "i1".into(), op: ItemOp::Delete }));
+        let user_set = json!({"event": "$set", "entityType": "user", "entityId": "u1", "properties": {"a": 1}});
+        assert_eq!(op(&e, user_set), None);
+    }
+
+    #[test]
+    fn one_action_per_user_then_item_changes_in_order() {
+        let e = engine();
+        let ops = vec![
+            LiveOp::Usage { user: "u1".into(), field: 0, item: "a".into() },
+            LiveOp::Item { item: "a".into(), op: ItemOp::Delete },
+            LiveOp::Usage { user: "u2".into(), field: 1, item: "b".into() },
+            LiveOp::Usage { user: "u1".into(), field: 1, item: "c".into() },
+            LiveOp::Item { item: "b".into(), op: ItemOp::Unset(vec!["k".into()]) },
+        ];
+        let stored = Stored {
+            source: json!({"user": "u1", "purchase": ["b", "a", "x"], "view": ["c"]}).as_object().unwrap().clone(),
+            seq_no: 7,
+            primary_term: 1,
+        };
+        let current = HashMap::from([("u1".to_string(), stored)]);
+        let mut out = Vec::new();
+        assert_eq!(bulk_body(&mut out, &e, "live", Some("model"), &ops, &current), 4);
+        let lines: Vec<Value> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["index"], json!({"_index": "live", "_id": "u1", "if_seq_no": 7, "if_primary_term": 1}));
+        assert_eq!(
+            lines[1],
+            json!({"user": "u1", "purchase": ["a", "b", "x"], "view": ["c"]}),
+            "distinct, to the front"
+        );
+        assert_eq!(lines[2], json!({"create": {"_index": "live", "_id": "u2"}}));
+        assert_eq!(lines[3], json!({"user": "u2", "view": ["b"]}));
+        assert_eq!(lines[4], json!({"delete": {"_index": "model", "_id": "a"}}));
+        assert_eq!(lines[5]["update"]["_id"], "b");
+        assert_eq!(lines[6], json!({"doc": {"k": null}}));
+        let mut out = Vec::new();
+        assert_eq!(bulk_body(&mut out, &e, "live", None, &ops, &current), 2, "no model index: users only");
+    }
+
+    #[test]
+    fn histories_are_capped() {
+        let mut doc = Map::new();
+        for item in ["a", "b", "c", "a", "d"] {
+            to_front(&mut doc, "view", item, 3);
+        }
+        assert_eq!(doc["view"], json!(["d", "a", "c"]));
+    }
+}

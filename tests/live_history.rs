@@ -1,0 +1,154 @@
+//! Query-time history: `ur events --es-url` with a real Elasticsearch (the
+//! node of `elasticsearch.rs`). The UR's handmade test end to end through
+//! the event server; a new user's events and an item's `$delete` reach the
+//! next query within a second; and a training published while events
+//! arrive (their file still open, so not in its input) erases none of them.
+
+use crate::elasticsearch::{assert_answers_as_the_ur, engine_named, es_args, recommender, scores, server, train};
+use crate::events::{EventServer, new_app, stored};
+use crate::util::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use ur::query::Recommender;
+use ur::query::request::Query;
+use ur::runtime::block_on;
+
+/// `ur events` feeding the model of `engine` from app `handmade`.
+fn live_server(root: &Path, engine: &Path, extra: &[&str]) -> EventServer {
+    let mut args: Vec<String> = vec!["-e".into(), engine.display().to_string(), "--live-app".into(), "handmade".into()];
+    args.extend(es_args(&server().url));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    EventServer::start(root, &args)
+}
+
+fn post(s: &EventServer, key: &str, event: Value) {
+    let (status, body) = s.call("POST", &format!("/events.json?accessKey={key}"), Some(&event.to_string()));
+    assert_eq!(status, 201, "{event}: {body}");
+}
+
+fn items(r: &Recommender, query: Value) -> Vec<String> {
+    let q: Query = serde_json::from_value(query).unwrap();
+    scores(&block_on(r.recommend(&q)).unwrap()).into_iter().map(|(i, ..)| i).collect()
+}
+
+/// Polls `ok` until it holds; fails after `within` (no sleep stands for a sync).
+fn within(s: &EventServer, within: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if ok() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}; ur events: {}", s.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn usage(event: &str, user: &str, item: &str) -> Value {
+    json!({"event": event, "entityType": "user", "entityId": user, "targetEntityType": "item", "targetEntityId": item})
+}
+
+/// The seed's handmade test with the event server: POST the events, train
+/// from the partitions it closed, query as the UR; then a new user's events
+/// and an item's `$delete` change the next answers within a second.
+#[test]
+fn handmade_end_to_end_and_reacting_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("events");
+    let engine = engine_named(dir.path(), "hm_live");
+    let key = new_app(&root, "handmade");
+    let s = live_server(&root, &engine, &["--roll-seconds", "1"]);
+    let lines: Vec<Value> =
+        std::fs::read_to_string(handmade_events()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (singles, batched) = lines.split_at(9);
+    for e in singles {
+        post(&s, &key, e.clone());
+    }
+    for chunk in batched.chunks(50) {
+        let body = Value::Array(chunk.to_vec()).to_string();
+        let (status, r) = s.call("POST", &format!("/batch/events.json?accessKey={key}"), Some(&body));
+        assert_eq!(status, 200);
+        assert!(r.as_array().unwrap().iter().all(|x| x["status"] == 201), "{r}");
+    }
+    within(&s, Duration::from_secs(10), "every file closed", || stored(&root, "handmade").len() == lines.len());
+    let out = train(&engine, &root.join("handmade"), &server().url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = recommender(&server().url, &engine);
+    assert_answers_as_the_ur(&r);
+
+    // A new user: popularity first; its purchase blacklists the item at once.
+    let user = json!({"user": "newcomer", "currentDate": HANDMADE_NOW, "num": 10});
+    let before = items(&r, user.clone());
+    let bought = before[0].clone();
+    post(&s, &key, usage("purchase", "newcomer", &bought));
+    let took = within(&s, Duration::from_secs(1), "a purchase reaching the next query", || {
+        !items(&r, user.clone()).contains(&bought)
+    });
+    eprintln!("purchase → query: {took:?}");
+    assert_ne!(items(&r, user.clone()), before, "the answer changed");
+
+    // An item's $delete removes it from every answer.
+    let popular = json!({"currentDate": HANDMADE_NOW, "num": 10});
+    let gone = items(&r, popular.clone())[0].clone();
+    post(&s, &key, json!({"event": "$delete", "entityType": "item", "entityId": gone}));
+    let took = within(&s, Duration::from_secs(1), "a $delete reaching the next query", || {
+        !items(&r, popular.clone()).contains(&gone)
+    });
+    eprintln!("$delete → query: {took:?}");
+    s.stop();
+}
+
+/// A training whose input lacks events acknowledged while it ran (their
+/// file is still open) publishes its model by an alias swap: the user's
+/// history still holds them, and an item deleted meanwhile stays deleted.
+#[test]
+fn a_training_swapping_the_alias_erases_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("events");
+    let engine = engine_named(dir.path(), "hm_swap");
+    let key = new_app(&root, "handmade");
+    let out = train(&engine, &handmade_events(), &server().url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = live_server(&root, &engine, &[]);
+    let r = recommender(&server().url, &engine);
+    let user = json!({"user": "u1", "currentDate": HANDMADE_NOW, "num": 10});
+    let popular = json!({"currentDate": HANDMADE_NOW, "num": 10});
+    let shown = items(&r, user.clone());
+    assert!(!shown.is_empty());
+
+    // A second training runs; meanwhile u1 buys what it was shown and the
+    // most popular item is deleted.
+    let mut args = vec!["-e".to_string(), engine.display().to_string(), "-i".into()];
+    args.push(handmade_events().display().to_string());
+    args.extend(["--now".into(), HANDMADE_NOW.into(), "-q".into()]);
+    args.extend(es_args(&server().url));
+    let training =
+        Command::new(env!("CARGO_BIN_EXE_ur-train")).args(&args).stderr(Stdio::piped()).spawn().expect("ur-train runs");
+    let alias = "hm_swap";
+    let before_swap = crate::elasticsearch::alias_target(&crate::elasticsearch::client(&server().url), alias);
+    for item in &shown {
+        post(&s, &key, usage("purchase", "u1", item));
+    }
+    let gone = items(&r, popular.clone())[0].clone();
+    post(&s, &key, json!({"event": "$delete", "entityType": "item", "entityId": gone}));
+    within(&s, Duration::from_secs(1), "the live changes", || {
+        items(&r, user.clone()).iter().all(|i| !shown.contains(i)) && !items(&r, popular.clone()).contains(&gone)
+    });
+    let out = training.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after_swap = crate::elasticsearch::alias_target(&crate::elasticsearch::client(&server().url), alias);
+    assert_ne!(before_swap, after_swap, "the training swapped the alias");
+
+    // Right after the swap: the history holds every purchase (the trained
+    // one lacks them: they are in a file still open).
+    let now = items(&r, user.clone());
+    assert!(now.iter().all(|i| !shown.contains(i)), "purchases {shown:?} lost by the swap: {now:?}");
+    // The new model has the item again; the server re-applies the $delete.
+    within(&s, Duration::from_secs(2), "the $delete re-applied to the new model", || {
+        !items(&r, popular.clone()).contains(&gone)
+    });
+    let log = s.stop();
+    assert!(log.contains("re-applying item changes"), "{log}");
+}
