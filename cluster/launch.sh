@@ -12,9 +12,12 @@
 #   LOCAL=1   run the processes here instead of over ssh (the local rehearsal
 #             with cluster/hosts.local.txt)
 #   LOGS=DIR  also keep each host's log in DIR/<host>.log
+#   UR_CLUSTER_SECRET  the secret the processes prove to each other; if it is
+#             unset, a fresh random one is made for this run. It reaches each
+#             host on ssh's standard input, never on a command line.
 set -uo pipefail
 if [ $# -lt 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 HOSTS=$1; shift
@@ -23,6 +26,10 @@ UR_TRAIN=${UR_TRAIN:-ur-train}
 mapfile -t LINES < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' "$HOSTS")
 [ ${#LINES[@]} -gt 0 ] || { echo "launch: no hosts in $HOSTS" >&2; exit 2; }
 REMOTE_HOSTS=/tmp/ur-train-hosts.$$.txt
+if [ -z "${UR_CLUSTER_SECRET:-}" ]; then
+  UR_CLUSTER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+fi
+export UR_CLUSTER_SECRET
 [ -n "${LOGS:-}" ] && mkdir -p "$LOGS"
 
 quote() { printf '%q ' "$@"; }
@@ -33,14 +40,16 @@ for i in "${!LINES[@]}"; do
     cmd=("$UR_TRAIN" --hosts "$HOSTS" --process "$i" "$@")
   else
     scp -q -o BatchMode=yes "$HOSTS" "$host:$REMOTE_HOSTS" || { echo "launch: cannot copy the hosts file to $host" >&2; exit 2; }
-    cmd=(ssh -o BatchMode=yes "$host" "$(quote "$UR_TRAIN" --hosts "$REMOTE_HOSTS" --process "$i" "$@")")
+    # The remote shell reads the secret from standard input into its environment.
+    cmd=(ssh -o BatchMode=yes "$host" \
+      "IFS= read -r UR_CLUSTER_SECRET && export UR_CLUSTER_SECRET && exec $(quote "$UR_TRAIN" --hosts "$REMOTE_HOSTS" --process "$i" "$@")")
   fi
   log=${LOGS:+$LOGS/$host-$i.log}
-  ( "${cmd[@]}" 2>&1 | while IFS= read -r line; do
+  ( printf '%s\n' "$UR_CLUSTER_SECRET" | "${cmd[@]}" 2>&1 | while IFS= read -r line; do
       printf '%s[%d] %s\n' "$host" "$i" "$line"
       [ -n "$log" ] && printf '%s\n' "$line" >> "$log"
     done
-    exit "${PIPESTATUS[0]}" ) &
+    exit "${PIPESTATUS[1]}" ) &
   pids+=($!); names+=("$host[$i]")
 done
 

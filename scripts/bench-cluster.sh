@@ -37,6 +37,8 @@ for w in 1 2 3; do
   report "1 process x $w workers" "$OUT/w$w" "$wall"
 done
 PORT=$((20000 + RANDOM % 20000))
+UR_CLUSTER_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export UR_CLUSTER_SECRET
 printf '127.0.0.1:%d\n127.0.0.2:%d\n127.0.0.3:%d\n' $PORT $PORT $PORT > "$OUT/hosts"
 s=$(date +%s.%N)
 for p in 0 1 2; do

@@ -24,6 +24,9 @@ repo="$PWD"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
 bin="$CARGO_TARGET_DIR/release"
 now="2026-01-15T00:00:00Z"
+# The cluster rows' shared secret (cluster/README.md: Secret).
+UR_CLUSTER_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export UR_CLUSTER_SECRET
 
 quick=0
 only=()

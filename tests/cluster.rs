@@ -21,8 +21,21 @@ fn hosts_file(dir: &Path, n: usize) -> std::path::PathBuf {
     path
 }
 
+/// The cluster secret of the tests' runs (in the environment, as
+/// cluster/launch.sh passes it).
+const SECRET: &str = "a secret the test processes share";
+
 fn spawn(args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ur-train"))
+    spawn_with_secret(args, Some(SECRET))
+}
+
+fn spawn_with_secret(args: &[String], secret: Option<&str>) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ur-train"));
+    match secret {
+        Some(s) => command.env("UR_CLUSTER_SECRET", s),
+        None => command.env_remove("UR_CLUSTER_SECRET"),
+    };
+    command
         .args(args)
         .arg("--no-progress")
         .env_remove("RUST_LOG")
@@ -302,10 +315,14 @@ fn a_stopped_process_is_named_by_the_others() {
     eprintln!("a stopped peer was detected in {took:?}");
 }
 
+/// Repeated: whichever process notices first tells the others, so that
+/// every one names process 2, never the first of them to leave.
 #[test]
 fn a_killed_process_ends_the_run_cleanly() {
-    let took = a_peer_that_goes_silent(libc::SIGKILL);
-    eprintln!("a killed peer was detected in {took:?}");
+    for run in 0..5 {
+        let took = a_peer_that_goes_silent(libc::SIGKILL);
+        eprintln!("run {run}: a killed peer was detected in {took:?}");
+    }
 }
 
 /// SIGTERM during a one-shot run (here process 0, waiting on a stopped
@@ -323,4 +340,114 @@ fn sigterm_ends_a_run_cleanly() {
     let _ = run.children[1].wait();
     run.assert_clean();
     run.assert_rerun_succeeds();
+}
+
+/// Connects to `address` (retrying while nothing listens there yet).
+fn connect_when_listening(address: &str) -> std::net::TcpStream {
+    let start = Instant::now();
+    loop {
+        match std::net::TcpStream::connect(address) {
+            Ok(s) => return s,
+            Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("{address}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Process `p` of a run of 2 on the handmade events, with `secret`.
+fn spawn_handmade(hosts: &Path, output: &Path, p: usize, secret: Option<&str>, extra: &[&str]) -> Child {
+    let p = p.to_string();
+    let flags = [&["--hosts", hosts.to_str().unwrap(), "--process", &p, "--workers", "1"][..], extra].concat();
+    spawn_with_secret(&train_args(&handmade_engine(), &handmade_events(), output, &flags), secret)
+}
+
+/// An impostor that echoes what process 0 sends, and callers that never
+/// say anything, are refused without delaying the real process 1; the run
+/// succeeds. The secret is in no process's argv and in no log.
+#[test]
+fn an_impostor_and_silent_callers_are_refused_without_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = hosts_file(dir.path(), 2);
+    let address = std::fs::read_to_string(&hosts).unwrap().lines().next().unwrap().to_string();
+    let output = dir.path().join("model");
+    let mut first = spawn_handmade(&hosts, &output, 0, Some(SECRET), &["--connect-timeout", "60"]);
+    // Callers that never speak: each used to hold the accept loop for 10 s.
+    let silent: Vec<_> = (0..4).map(|_| connect_when_listening(&address)).collect();
+    // The impostor echoes process 0's opening back, as if it were process 1.
+    let mut impostor = connect_when_listening(&address);
+    impostor.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut opening = [0u8; 41];
+    std::io::Read::read_exact(&mut impostor, &mut opening).unwrap();
+    std::io::Write::write_all(&mut impostor, &opening).unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut impostor, &mut rest);
+    assert!(rest.len() <= 1, "process 0 said more to the impostor: {rest:?}");
+
+    let started = Instant::now();
+    let mut second = spawn_handmade(&hosts, &output, 1, Some(SECRET), &[]);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", second.id())).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(SECRET));
+    let mut logs = Vec::new();
+    for (p, child) in [&mut first, &mut second].into_iter().enumerate() {
+        let status = wait_with_deadline(child, Duration::from_secs(120)).expect("finishes");
+        let err = stderr_of(child);
+        assert!(status.success(), "process {p}: {err}");
+        assert!(!err.contains(SECRET), "{err}");
+        logs.push(err);
+    }
+    assert!(started.elapsed() < Duration::from_secs(20), "the real peer waited {:?}", started.elapsed());
+    assert!(logs[0].contains("refused a connection from 127.0.0.1:"), "{}", logs[0]);
+    assert!(logs[0].contains("cluster protocol"), "{}", logs[0]);
+    drop(silent);
+}
+
+/// A process with another secret is refused; it says which address refused
+/// it, the other names the caller it refused; nothing is published.
+#[test]
+fn a_wrong_secret_is_refused_naming_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = hosts_file(dir.path(), 2);
+    let address = std::fs::read_to_string(&hosts).unwrap().lines().next().unwrap().to_string();
+    let output = dir.path().join("model");
+    let wrong = "not the secret the others share";
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let timeout = ["--connect-timeout", "5"];
+    let file = [&timeout[..], &["--cluster-secret-file", secret_file.to_str().unwrap()]].concat();
+    let mut first = spawn_handmade(&hosts, &output, 0, None, &file);
+    let mut second = spawn_handmade(&hosts, &output, 1, Some(wrong), &timeout);
+    let status = wait_with_deadline(&mut second, Duration::from_secs(60)).expect("gives up");
+    let err = stderr_of(&mut second);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("process 0 ({address}): it refused this process's proof of the cluster secret")),
+        "{err}"
+    );
+    let status = wait_with_deadline(&mut first, Duration::from_secs(60)).expect("gives up");
+    let err0 = stderr_of(&mut first);
+    assert_eq!(status.code(), Some(2), "{err0}");
+    assert!(
+        err0.contains("refused a connection from 127.0.0.") && err0.contains("did not prove the cluster secret"),
+        "{err0}"
+    );
+    for log in [&err, &err0] {
+        assert!(!log.contains(SECRET) && !log.contains(wrong), "{log}");
+    }
+    assert!(!output.exists());
+}
+
+/// A cluster run without a secret is refused before it listens.
+#[test]
+fn a_cluster_run_needs_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = hosts_file(dir.path(), 2);
+    let output = dir.path().join("model");
+    let mut child = spawn_handmade(&hosts, &output, 0, None, &[]);
+    let status = wait_with_deadline(&mut child, Duration::from_secs(30)).expect("refuses");
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--cluster-secret-file") && err.contains("UR_CLUSTER_SECRET"), "{err}");
+    let mut child = spawn_handmade(&hosts, &output, 0, Some("short"), &[]);
+    assert_eq!(wait_with_deadline(&mut child, Duration::from_secs(30)).expect("refuses").code(), Some(2));
+    assert!(stderr_of(&mut child).contains("at least 16"));
 }

@@ -190,6 +190,7 @@ fn hdfs_input_and_output() {
                     "-q",
                 ])
                 .args(["--hosts", hosts.to_str().unwrap(), "--process", &p.to_string(), "--workers", "2"])
+                .env("UR_CLUSTER_SECRET", "the secret of the hdfs test cluster")
                 .args(["--split-size", "200000", "--no-progress"])
                 .stderr(Stdio::piped())
                 .spawn()

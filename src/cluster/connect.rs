@@ -1,23 +1,45 @@
-//! Connecting the processes of a run, with a deadline.
+//! Connecting the processes of a run, with a deadline, each connection
+//! authenticated.
 //!
 //! Process p connects to every process below it and accepts a connection
 //! from every process above it (timely's convention), twice: one connection
 //! for timely's data and one for the heartbeats of the
-//! [`super::watchdog`]. On each, both sides exchange a hello: the process index, the number of processes and workers,
-//! a fingerprint of the arguments, and process 0's clock and run id, which
-//! every process adopts (so ranking windows and output names agree). A
-//! mismatch is an error naming the process; a process that has not connected
-//! when the deadline passes is named in the error. The data sockets are then
-//! handed to timely, with a TCP user timeout so that a cut link fails.
+//! [`super::watchdog`]. On each, both sides first prove that they know the
+//! cluster's shared secret ([`super::auth`]); a caller that does not is
+//! refused and logged, and the run goes on. Callers are answered on threads
+//! of their own, each with a deadline, so that a silent one delays no one.
+//! Then both sides exchange a sealed hello: the process index, the number
+//! of processes and workers, a fingerprint of the arguments and engine, the
+//! binary's version, and process 0's clock and run id, which every process
+//! adopts (so ranking windows and output names agree). A mismatch is an
+//! error naming the process; a process that has not connected when the
+//! deadline passes is named in the error. The data sockets are then handed
+//! to timely, with a TCP user timeout so that a cut link fails.
 
+use super::auth::{self, AuthError, Secret, TAG_BYTES};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-/// The hello's first bytes on a data connection and on a heartbeat one.
-const MAGIC: &[u8; 8] = b"URTRAIN1";
-const HEARTBEAT_MAGIC: &[u8; 8] = b"URTRAINH";
-const HELLO_BYTES: usize = 8 + 7 * 8;
+/// A hello: seven numbers and the binary's version.
+const HELLO_BYTES: usize = 7 * 8 + VERSION_BYTES;
+const VERSION_BYTES: usize = 24;
+/// The longest one connection may take to prove itself and say hello.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// This binary's version, as carried in a hello.
+fn version() -> [u8; VERSION_BYTES] {
+    let mut v = [0u8; VERSION_BYTES];
+    let text = env!("CARGO_PKG_VERSION").as_bytes();
+    let n = text.len().min(VERSION_BYTES);
+    v[..n].copy_from_slice(&text[..n]);
+    v
+}
+
+fn show_version(v: &[u8; VERSION_BYTES]) -> String {
+    String::from_utf8_lossy(v).trim_end_matches('\0').to_string()
+}
 
 /// What a process says about itself when it connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +59,8 @@ pub struct Hello {
 }
 
 impl Hello {
-    fn encode(&self, channel: Channel) -> [u8; HELLO_BYTES] {
+    fn encode(&self) -> [u8; HELLO_BYTES] {
         let mut b = [0u8; HELLO_BYTES];
-        b[..8].copy_from_slice(match channel {
-            Channel::Data => MAGIC,
-            Channel::Heartbeat => HEARTBEAT_MAGIC,
-        });
         for (k, v) in [
             self.process,
             self.processes,
@@ -55,18 +73,15 @@ impl Hello {
         .into_iter()
         .enumerate()
         {
-            b[8 + 8 * k..16 + 8 * k].copy_from_slice(&v.to_le_bytes());
+            b[8 * k..8 + 8 * k].copy_from_slice(&v.to_le_bytes());
         }
+        b[7 * 8..].copy_from_slice(&version());
         b
     }
 
-    fn decode(b: &[u8; HELLO_BYTES]) -> Option<(Hello, Channel)> {
-        let channel = match &b[..8] {
-            m if m == MAGIC => Channel::Data,
-            m if m == HEARTBEAT_MAGIC => Channel::Heartbeat,
-            _ => return None,
-        };
-        let v = |k: usize| u64::from_le_bytes(b[8 + 8 * k..16 + 8 * k].try_into().expect("8 bytes"));
+    /// The hello and the version of the binary that sent it.
+    fn decode(b: &[u8; HELLO_BYTES]) -> (Hello, [u8; VERSION_BYTES]) {
+        let v = |k: usize| u64::from_le_bytes(b[8 * k..8 + 8 * k].try_into().expect("8 bytes"));
         let hello = Hello {
             process: v(0),
             processes: v(1),
@@ -76,7 +91,7 @@ impl Hello {
             run_id: v(5),
             started: v(6) as i64,
         };
-        Some((hello, channel))
+        (hello, b[7 * 8..].try_into().expect("version bytes"))
     }
 }
 
@@ -87,6 +102,23 @@ enum Channel {
     Data,
     /// The watchdog's heartbeats.
     Heartbeat,
+}
+
+impl Channel {
+    fn byte(self) -> u8 {
+        match self {
+            Channel::Data => 1,
+            Channel::Heartbeat => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Channel> {
+        match b {
+            1 => Some(Channel::Data),
+            2 => Some(Channel::Heartbeat),
+            _ => None,
+        }
+    }
 }
 
 /// The connections of a process to the others, by process (`None` for this
@@ -108,105 +140,188 @@ pub struct Agreement {
     pub started: i64,
 }
 
-/// Connects to every other process within `timeout`. A data connection
+/// A connection answered, by the thread that checked it.
+struct Answered {
+    peer: SocketAddr,
+    result: Result<(TcpStream, Hello, [u8; VERSION_BYTES], Channel), AuthError>,
+}
+
+/// The state of connecting, while it lasts.
+struct Connecting<'a> {
+    addresses: &'a [String],
+    hello: Hello,
+    secret: Arc<Secret>,
+    deadline: Instant,
+    data: Vec<Option<TcpStream>>,
+    heartbeats: Vec<Option<TcpStream>>,
+    agreement: Option<Agreement>,
+    /// Why the last attempt to reach each process failed.
+    last_error: Vec<Option<String>>,
+    /// Connections refused (who called, why), for the message if a process
+    /// never comes.
+    refused: Vec<String>,
+}
+
+/// Connects to every other process within `timeout`, proving to each that
+/// this process knows `secret` and checking that it does. A data connection
 /// whose sent data is not acknowledged for `peer_timeout` fails.
 pub fn connect_all(
     addresses: &[String],
     hello: Hello,
+    secret: &Secret,
     timeout: Duration,
     peer_timeout: Duration,
 ) -> Result<Connections, String> {
     let me = hello.process as usize;
     let n = addresses.len();
-    let deadline = Instant::now() + timeout;
     let listener = listen(&addresses[me])?;
-    let mut sockets: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
-    let mut heartbeats: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
-    let mut agreement = (me == 0).then_some(Agreement { now: hello.now, run_id: hello.run_id, started: hello.started });
-    let mut last_error: Vec<Option<String>> = vec![None; n];
-
+    let mut c = Connecting {
+        addresses,
+        hello,
+        secret: Arc::new(secret.clone()),
+        deadline: Instant::now() + timeout,
+        data: (0..n).map(|_| None).collect(),
+        heartbeats: (0..n).map(|_| None).collect(),
+        agreement: (me == 0).then_some(Agreement { now: hello.now, run_id: hello.run_id, started: hello.started }),
+        last_error: vec![None; n],
+        refused: Vec::new(),
+    };
+    let (answered_tx, answered) = mpsc::channel();
     loop {
-        let mut progressed = false;
-        for j in 0..me {
-            for (channel, slots) in [(Channel::Data, &mut sockets), (Channel::Heartbeat, &mut heartbeats)] {
-                if slots[j].is_some() {
-                    continue;
-                }
-                match dial(&addresses[j], &hello, channel, deadline) {
-                    Ok((stream, theirs)) => {
-                        check(&theirs, &hello, j, &addresses[j])?;
-                        if j == 0 {
-                            agreement =
-                                Some(Agreement { now: theirs.now, run_id: theirs.run_id, started: theirs.started });
-                        }
-                        slots[j] = Some(stream);
-                        progressed = true;
-                    }
-                    Err(e) => last_error[j] = Some(e),
-                }
-            }
-        }
+        let mut progressed = c.dial_below()?;
         loop {
             match listener.accept() {
-                Ok((stream, peer)) => {
-                    progressed = true;
-                    let Ok((stream, theirs, channel)) = answer(stream, &hello, deadline) else {
-                        tracing::debug!(%peer, "ignored a connection that is not ur-train");
-                        continue;
-                    };
-                    let j = theirs.process as usize;
-                    if j <= me || j >= n {
-                        return Err(format!(
-                            "a process at {peer} says it is process {j}; only processes {}..{n} connect to process {me}",
-                            me + 1
-                        ));
-                    }
-                    let slots = match channel {
-                        Channel::Data => &mut sockets,
-                        Channel::Heartbeat => &mut heartbeats,
-                    };
-                    if slots[j].is_some() {
-                        return Err(format!(
-                            "two processes say they are process {j} ({}); check --process",
-                            addresses[j]
-                        ));
-                    }
-                    check(&theirs, &hello, j, &addresses[j])?;
-                    slots[j] = Some(stream);
-                }
+                Ok((stream, peer)) => c.answer_in_background(stream, peer, answered_tx.clone()),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(format!("accepting connections on {}: {e}", addresses[me])),
             }
         }
+        while let Ok(a) = answered.try_recv() {
+            progressed |= c.take_answered(a)?;
+        }
         let missing: Vec<usize> =
-            (0..n).filter(|&j| j != me && (sockets[j].is_none() || heartbeats[j].is_none())).collect();
+            (0..n).filter(|&j| j != me && (c.data[j].is_none() || c.heartbeats[j].is_none())).collect();
         if missing.is_empty() {
             break;
         }
-        if Instant::now() >= deadline {
-            let names: Vec<String> = missing
-                .iter()
-                .map(|&j| match &last_error[j] {
-                    Some(e) => format!("process {j} ({}: {e})", addresses[j]),
-                    None => format!("process {j} ({})", addresses[j]),
-                })
-                .collect();
-            return Err(format!(
-                "gave up after {}s waiting for {}: is ur-train running there with the same --hosts file?",
-                timeout.as_secs(),
-                names.join(", ")
-            ));
+        if Instant::now() >= c.deadline {
+            return Err(c.gave_up(&missing, timeout));
         }
         if !progressed {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    for s in sockets.iter().flatten() {
+    for s in c.data.iter().flatten() {
         s.set_read_timeout(None).and_then(|_| s.set_write_timeout(None)).map_err(|e| e.to_string())?;
         keepalive(s, peer_timeout);
     }
-    let agreement = agreement.ok_or("no hello from process 0")?;
-    Ok(Connections { data: sockets, heartbeats, agreement })
+    let agreement = c.agreement.ok_or("no hello from process 0")?;
+    Ok(Connections { data: c.data, heartbeats: c.heartbeats, agreement })
+}
+
+impl Connecting<'_> {
+    fn me(&self) -> usize {
+        self.hello.process as usize
+    }
+
+    /// Dials every process below this one not connected yet; true if one
+    /// connected. A process that refuses this one's secret, or an address
+    /// that does not prove it, ends the connecting.
+    fn dial_below(&mut self) -> Result<bool, String> {
+        let mut progressed = false;
+        for j in 0..self.me() {
+            for channel in [Channel::Data, Channel::Heartbeat] {
+                if self.slots(channel)[j].is_some() {
+                    continue;
+                }
+                let address = &self.addresses[j];
+                match dial(address, &self.hello, &self.secret, channel, self.deadline) {
+                    Ok((stream, theirs, version)) => {
+                        check(&theirs, &version, &self.hello, j, address)?;
+                        if j == 0 {
+                            self.agreement =
+                                Some(Agreement { now: theirs.now, run_id: theirs.run_id, started: theirs.started });
+                        }
+                        self.slots(channel)[j] = Some(stream);
+                        progressed = true;
+                    }
+                    Err(Dialed::Unreachable(e)) => self.last_error[j] = Some(e),
+                    Err(Dialed::Auth(e @ (AuthError::Refused | AuthError::BadProof | AuthError::BadSeal))) => {
+                        return Err(format!("process {j} ({address}): {e}"));
+                    }
+                    Err(Dialed::Auth(e)) => self.last_error[j] = Some(e.to_string()),
+                }
+            }
+        }
+        Ok(progressed)
+    }
+
+    /// Checks a caller on a thread of its own, with a deadline, so that a
+    /// silent or hostile caller delays no one.
+    fn answer_in_background(&self, stream: TcpStream, peer: SocketAddr, done: mpsc::Sender<Answered>) {
+        let (hello, secret) = (self.hello, self.secret.clone());
+        let deadline = self.deadline.max(Instant::now() + Duration::from_secs(1)).min(Instant::now() + HANDSHAKE);
+        let spawned = std::thread::Builder::new().name("ur:answer".into()).spawn(move || {
+            let result = answer(stream, &hello, &secret, deadline);
+            let _ = done.send(Answered { peer, result });
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(%peer, "cannot answer a connection: {e}");
+        }
+    }
+
+    /// Takes an answered connection: true if it is a process of the run.
+    fn take_answered(&mut self, Answered { peer, result }: Answered) -> Result<bool, String> {
+        let (stream, theirs, version, channel) = match result {
+            Ok(answered) => answered,
+            Err(e) => {
+                tracing::warn!("refused a connection from {peer}: {e}");
+                self.refused.push(format!("{peer}: {e}"));
+                return Ok(false);
+            }
+        };
+        let (me, n) = (self.me(), self.addresses.len());
+        let j = theirs.process as usize;
+        if j <= me || j >= n {
+            return Err(format!(
+                "a process at {peer} says it is process {j}; only processes {}..{n} connect to process {me}",
+                me + 1
+            ));
+        }
+        if self.slots(channel)[j].is_some() {
+            return Err(format!("two processes say they are process {j} ({}); check --process", self.addresses[j]));
+        }
+        check(&theirs, &version, &self.hello, j, &self.addresses[j])?;
+        self.slots(channel)[j] = Some(stream);
+        Ok(true)
+    }
+
+    fn slots(&mut self, channel: Channel) -> &mut Vec<Option<TcpStream>> {
+        match channel {
+            Channel::Data => &mut self.data,
+            Channel::Heartbeat => &mut self.heartbeats,
+        }
+    }
+
+    /// The message when `missing` never came.
+    fn gave_up(&self, missing: &[usize], timeout: Duration) -> String {
+        let names: Vec<String> = missing
+            .iter()
+            .map(|&j| match &self.last_error[j] {
+                Some(e) => format!("process {j} ({}: {e})", self.addresses[j]),
+                None => format!("process {j} ({})", self.addresses[j]),
+            })
+            .collect();
+        let refused = match self.refused.last() {
+            None => String::new(),
+            Some(last) => format!("; refused {} connection(s), the last from {last}", self.refused.len()),
+        };
+        format!(
+            "gave up after {}s waiting for {}: is ur-train running there with the same --hosts file?{refused}",
+            timeout.as_secs(),
+            names.join(", ")
+        )
+    }
 }
 
 fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
@@ -227,46 +342,94 @@ fn listen(address: &str) -> Result<TcpListener, String> {
     Err(format!("cannot listen on {address} (this process's line of the hosts file): {last}"))
 }
 
-fn dial(address: &str, hello: &Hello, channel: Channel, deadline: Instant) -> Result<(TcpStream, Hello), String> {
+/// Why dialing a process failed.
+enum Dialed {
+    /// Not listening (yet), or the connection broke: try again.
+    Unreachable(String),
+    /// Something answered, but did not take this process's proof or prove
+    /// its own.
+    Auth(AuthError),
+}
+
+fn dial(
+    address: &str,
+    hello: &Hello,
+    secret: &Secret,
+    channel: Channel,
+    deadline: Instant,
+) -> Result<(TcpStream, Hello, [u8; VERSION_BYTES]), Dialed> {
     let mut last = String::from("no address");
-    for addr in resolve(address)? {
+    for addr in resolve(address).map_err(Dialed::Unreachable)? {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(stream) => return exchange(stream, hello, channel, deadline).map(|(s, h, _)| (s, h)),
+            Ok(stream) => {
+                let deadline = deadline.min(Instant::now() + HANDSHAKE);
+                return match exchange(stream, hello, secret, Some(channel), deadline) {
+                    Ok((s, h, v, _)) => Ok((s, h, v)),
+                    Err(AuthError::Io(e)) => Err(Dialed::Unreachable(e.to_string())),
+                    Err(e) => Err(Dialed::Auth(e)),
+                };
+            }
             Err(e) => last = e.to_string(),
         }
     }
-    Err(last)
+    Err(Dialed::Unreachable(last))
 }
 
-/// Answers a connection: the dialer's hello says what it carries.
-fn answer(stream: TcpStream, hello: &Hello, deadline: Instant) -> Result<(TcpStream, Hello, Channel), String> {
-    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-    exchange(stream, hello, Channel::Data, deadline)
+/// Answers a connection: the dialer says what it carries.
+fn answer(
+    stream: TcpStream,
+    hello: &Hello,
+    secret: &Secret,
+    deadline: Instant,
+) -> Result<(TcpStream, Hello, [u8; VERSION_BYTES], Channel), AuthError> {
+    stream.set_nonblocking(false)?;
+    exchange(stream, hello, secret, None, deadline)
 }
 
+/// Proves the secret both ways (dialing on `channel`, or answering), then
+/// exchanges sealed hellos.
 fn exchange(
     mut stream: TcpStream,
     hello: &Hello,
-    channel: Channel,
+    secret: &Secret,
+    dialing: Option<Channel>,
     deadline: Instant,
-) -> Result<(TcpStream, Hello, Channel), String> {
-    let wait =
-        deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)).min(Duration::from_secs(10));
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(wait)).map_err(|e| e.to_string())?;
-    stream.write_all(&hello.encode(channel)).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; HELLO_BYTES];
-    stream.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    let (theirs, channel) = Hello::decode(&buf).ok_or("not an ur-train process")?;
-    Ok((stream, theirs, channel))
+) -> Result<(TcpStream, Hello, [u8; VERSION_BYTES], Channel), AuthError> {
+    let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(500));
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(wait))?;
+    stream.set_write_timeout(Some(wait))?;
+    let (session, channel) = match dialing {
+        Some(channel) => (auth::dial(&mut stream, secret, channel.byte())?, channel),
+        None => {
+            let (session, carries) = auth::answer(&mut stream, secret)?;
+            (session, Channel::from_byte(carries).ok_or(AuthError::NotUrTrain)?)
+        }
+    };
+    let mine = hello.encode();
+    let mut sealed = [0u8; HELLO_BYTES + TAG_BYTES];
+    sealed[..HELLO_BYTES].copy_from_slice(&mine);
+    sealed[HELLO_BYTES..].copy_from_slice(&session.seal(&mine));
+    stream.write_all(&sealed)?;
+    stream.read_exact(&mut sealed)?;
+    let theirs: [u8; HELLO_BYTES] = sealed[..HELLO_BYTES].try_into().expect("hello bytes");
+    session.open(&theirs, &sealed[HELLO_BYTES..])?;
+    let (theirs, version) = Hello::decode(&theirs);
+    Ok((stream, theirs, version, channel))
 }
 
-fn check(theirs: &Hello, mine: &Hello, j: usize, address: &str) -> Result<(), String> {
+fn check(theirs: &Hello, version: &[u8; VERSION_BYTES], mine: &Hello, j: usize, address: &str) -> Result<(), String> {
     if theirs.process as usize != j {
         return Err(format!(
             "{address} answered as process {} but is line {j} of the hosts file; check --process",
             theirs.process
+        ));
+    }
+    if *version != self::version() {
+        return Err(format!(
+            "process {j} ({address}) runs ur-train {}, this one {}: install the same version everywhere",
+            show_version(version),
+            show_version(&self::version())
         ));
     }
     if theirs.processes != mine.processes {
@@ -323,6 +486,10 @@ mod tests {
 
     const PEER: Duration = Duration::from_secs(30);
 
+    fn secret() -> Secret {
+        Secret::from_bytes(b"a test secret of the cluster".to_vec()).unwrap()
+    }
+
     fn hello(process: u64, processes: u64) -> Hello {
         Hello {
             process,
@@ -346,7 +513,9 @@ mod tests {
         let handles: Vec<_> = (0..3u64)
             .map(|p| {
                 let addresses = addresses.clone();
-                std::thread::spawn(move || connect_all(&addresses, hello(p, 3), Duration::from_secs(20), PEER))
+                std::thread::spawn(move || {
+                    connect_all(&addresses, hello(p, 3), &secret(), Duration::from_secs(20), PEER)
+                })
             })
             .collect();
         for (p, h) in handles.into_iter().enumerate() {
@@ -362,7 +531,7 @@ mod tests {
     #[test]
     fn a_missing_process_is_named() {
         let addresses = free_ports(2);
-        let err = connect_all(&addresses, hello(1, 2), Duration::from_secs(1), PEER).unwrap_err();
+        let err = connect_all(&addresses, hello(1, 2), &secret(), Duration::from_secs(1), PEER).unwrap_err();
         assert!(err.contains("process 0") && err.contains(&addresses[0]), "{err}");
     }
 
@@ -371,9 +540,9 @@ mod tests {
         let addresses = free_ports(2);
         let a = addresses.clone();
         let other = std::thread::spawn(move || {
-            connect_all(&a, Hello { workers: 3, ..hello(1, 2) }, Duration::from_secs(10), PEER)
+            connect_all(&a, Hello { workers: 3, ..hello(1, 2) }, &secret(), Duration::from_secs(10), PEER)
         });
-        let err = connect_all(&addresses, hello(0, 2), Duration::from_secs(10), PEER).unwrap_err();
+        let err = connect_all(&addresses, hello(0, 2), &secret(), Duration::from_secs(10), PEER).unwrap_err();
         assert!(err.contains("--workers"), "{err}");
         assert!(other.join().unwrap().unwrap_err().contains("--workers"));
     }

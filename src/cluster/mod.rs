@@ -4,11 +4,13 @@
 //! `--hosts FILE` lists one `host:port` per process, in process order, as
 //! timely's hostfile does. Every process runs the same binary with the same
 //! arguments; each listens on its own line and connects to the others
-//! ([`connect`]). Timely's own connection code retries forever; ours gives
+//! ([`connect`]), each connection authenticated by the cluster's shared
+//! secret ([`auth`]). Timely's own connection code retries forever; ours gives
 //! up after `--connect-timeout` and names the processes that never came.
 //! While the workers run, a [`watchdog`] ends the run when a peer falls
 //! silent for `--peer-timeout`.
 
+pub mod auth;
 pub mod connect;
 pub mod watchdog;
 

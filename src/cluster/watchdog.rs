@@ -4,17 +4,18 @@
 //! its workers do, and listens for theirs. A peer not heard from for
 //! `--peer-timeout` (stopped, hung, or cut off without a reset) or whose
 //! connection closes is reported to the caller, which ends the run. The
-//! process that notices a silent peer first tells the others (so every
-//! process names the silent one rather than the first to leave) and waits
+//! process that notices a silent or lost peer first (here, or in timely's
+//! connections: [`connection_lost`]) tells the others, so that every
+//! process names that peer rather than the first to leave, and waits
 //! briefly for them to leave. A process whose workers are done says
 //! goodbye, so that the others stop watching it while they finish.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 const BEAT: u8 = 1;
@@ -22,22 +23,41 @@ const GOODBYE: u8 = 2;
 /// Followed by the silent process (u32) and for how long (u32 seconds).
 const SILENT: u8 = 3;
 const SILENT_BYTES: usize = 9;
+/// Followed by the process whose connection was lost (u32).
+const LOST: u8 = 4;
+const LOST_BYTES: usize = 5;
 /// How long a process that tells the others of a silent peer waits for them
 /// to leave.
 const TELLING: Duration = Duration::from_secs(2);
 
-/// Set once this process reports a silent peer (noticed here or told by
-/// another): connections closing meanwhile are the others leaving, not news.
+/// Set once this process reports a silent or lost peer (noticed here or
+/// told by another): connections closing meanwhile are the others leaving,
+/// not news.
 static REPORTING: AtomicBool = AtomicBool::new(false);
 
-/// If this process is reporting a silent peer, waits (at most a little
-/// longer than the others take to leave) for that report to end the process;
-/// returns if it has not. A lost connection in the meantime is the others
-/// leaving: it must not be reported instead of the silent peer.
-pub fn await_silence_report() {
+/// The running watchdog, for [`connection_lost`].
+static RUNNING: Mutex<Option<Weak<Shared>>> = Mutex::new(None);
+
+/// If this process is reporting a silent or lost peer, waits (at most a
+/// little longer than the others take to leave) for that report to end the
+/// process; returns if it has not. A lost connection in the meantime is the
+/// others leaving: it must not be reported instead of the peer first lost.
+pub fn await_report() {
     let deadline = Instant::now() + TELLING + Duration::from_secs(1);
     while REPORTING.load(Ordering::SeqCst) && Instant::now() < deadline {
         std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// Timely's connection to `process` failed. If another report is under
+/// way, waits for it ([`await_report`]); otherwise tells the other
+/// processes that `process` is lost and waits briefly for them to leave.
+/// The caller then reports the lost connection and ends the process.
+pub fn connection_lost(process: usize) {
+    await_report();
+    let running = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(Weak::upgrade);
+    if let Some(shared) = running {
+        shared.tell_others(process, Report::Lost);
     }
 }
 
@@ -47,8 +67,32 @@ pub enum Silence {
     #[error("process {process} ({address}) has been silent for {secs} s (--peer-timeout){}",
         .noticed_by.map(|p| format!(", as process {p} noticed")).unwrap_or_default())]
     Silent { process: usize, address: String, secs: u64, noticed_by: Option<usize> },
-    #[error("lost the connection to process {process} ({address}): {reason}")]
-    Closed { process: usize, address: String, reason: String },
+    #[error("lost the connection to process {process} ({address}){}{}",
+        .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default(),
+        .noticed_by.map(|p| format!(", as process {p} noticed")).unwrap_or_default())]
+    Closed { process: usize, address: String, reason: Option<String>, noticed_by: Option<usize> },
+}
+
+/// What a process tells the others about a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// Silent for so many seconds.
+    Silent(u64),
+    /// Its connection was lost.
+    Lost,
+}
+
+impl Report {
+    fn frame(self, subject: usize) -> Vec<u8> {
+        let subject = (subject as u32).to_le_bytes();
+        match self {
+            Report::Silent(secs) => {
+                let secs = (secs.min(u32::MAX as u64) as u32).to_le_bytes();
+                [&[SILENT][..], &subject, &secs].concat()
+            }
+            Report::Lost => [&[LOST][..], &subject].concat(),
+        }
+    }
 }
 
 /// The watchdog of a running process; [`Watchdog::stop`] it when the
@@ -76,19 +120,17 @@ struct Shared {
 }
 
 impl Shared {
-    /// Tells every peer but the silent one, and waits (briefly) until they
-    /// have left or heard of it too.
-    fn tell_others(&self, silent: usize, secs: u64) {
+    /// Tells every peer but `subject` what became of it, and waits
+    /// (briefly) until they have left or heard of it too. Does nothing if
+    /// this process is already ending.
+    fn tell_others(&self, subject: usize, report: Report) {
         if self.ending.swap(true, Ordering::SeqCst) {
             return;
         }
         REPORTING.store(true, Ordering::SeqCst);
-        let mut frame = [0u8; SILENT_BYTES];
-        frame[0] = SILENT;
-        frame[1..5].copy_from_slice(&(silent as u32).to_le_bytes());
-        frame[5..].copy_from_slice(&(secs.min(u32::MAX as u64) as u32).to_le_bytes());
+        let frame = report.frame(subject);
         let mut waiting: Vec<usize> = Vec::new();
-        for (process, mut s) in self.peers.iter().filter(|(p, _)| *p != silent).map(|(p, s)| (*p, s)) {
+        for (process, mut s) in self.peers.iter().filter(|(p, _)| *p != subject).map(|(p, s)| (*p, s)) {
             if s.write_all(&frame).is_ok() {
                 waiting.push(process);
             }
@@ -132,6 +174,7 @@ impl Watchdog {
             left: Mutex::new(left),
             gone: Mutex::new(gone),
         });
+        *RUNNING.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(&shared));
         let mut senders: Vec<TcpStream> = streams.iter().map(|(_, s)| s.try_clone()).collect::<Result<_, _>>()?;
         for (process, stream) in streams {
             let watch = Watch { process, shared: shared.clone() };
@@ -170,6 +213,8 @@ enum Heard {
     Goodbye,
     /// It noticed that a process has been silent for so many seconds.
     Silent(usize, u64),
+    /// It lost its connection to a process.
+    Lost(usize),
 }
 
 impl Watch {
@@ -192,10 +237,14 @@ impl Watch {
                     pending.extend_from_slice(&buf[..n]);
                     match take_messages(&mut pending) {
                         Some(Heard::Goodbye) => return,
-                        Some(Heard::Silent(..)) if ending => return self.left(),
+                        Some(Heard::Silent(..) | Heard::Lost(_)) if ending => return self.left(),
                         Some(Heard::Silent(process, secs)) => {
-                            REPORTING.store(true, Ordering::SeqCst);
+                            self.told();
                             break self.silent(process, secs, Some(self.process));
+                        }
+                        Some(Heard::Lost(process)) => {
+                            self.told();
+                            break self.lost(process, None, Some(self.process));
                         }
                         Some(Heard::Beat) | None => {}
                     }
@@ -203,7 +252,7 @@ impl Watch {
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                     if heard.elapsed() >= shared.timeout && !ending {
                         let secs = heard.elapsed().as_secs();
-                        shared.tell_others(self.process, secs);
+                        shared.tell_others(self.process, Report::Silent(secs));
                         break self.silent(self.process, secs, None);
                     }
                 }
@@ -224,8 +273,22 @@ impl Watch {
         Silence::Silent { process, address, secs, noticed_by }
     }
 
+    /// Another process told this one of a lost or silent peer: what
+    /// follows is the others leaving.
+    fn told(&self) {
+        REPORTING.store(true, Ordering::SeqCst);
+        self.shared.ending.store(true, Ordering::SeqCst);
+    }
+
+    /// This peer's connection closed or failed: the others are told.
     fn closed(&self, reason: String) -> Silence {
-        Silence::Closed { process: self.process, address: self.shared.addresses[self.process].clone(), reason }
+        self.shared.tell_others(self.process, Report::Lost);
+        self.lost(self.process, Some(reason), None)
+    }
+
+    fn lost(&self, process: usize, reason: Option<String>, noticed_by: Option<usize>) -> Silence {
+        let address = self.shared.addresses.get(process).cloned().unwrap_or_else(|| "?".into());
+        Silence::Closed { process, address, reason, noticed_by }
     }
 }
 
@@ -240,6 +303,11 @@ fn take_messages(pending: &mut Vec<u8>) -> Option<Heard> {
             SILENT => {
                 let u = |k: usize| u32::from_le_bytes(pending[k..k + 4].try_into().expect("4 bytes"));
                 return Some(Heard::Silent(u(at + 1) as usize, u(at + 5) as u64));
+            }
+            LOST if pending.len() - at < LOST_BYTES => break,
+            LOST => {
+                let process = u32::from_le_bytes(pending[at + 1..at + 5].try_into().expect("4 bytes"));
+                return Some(Heard::Lost(process as usize));
             }
             GOODBYE => most = Some(Heard::Goodbye),
             _ => most = most.or(Some(Heard::Beat)),
@@ -356,5 +424,35 @@ mod tests {
         teller.write_all(&[BEAT, SILENT, 2, 0, 0, 0, 31, 0, 0, 0]).unwrap();
         let s = reported("mute:3").expect("reported");
         assert_eq!(s.to_string(), "process 2 (mute:3) has been silent for 31 s (--peer-timeout), as process 1 noticed");
+    }
+
+    #[test]
+    fn a_lost_peer_is_told_to_the_others_and_reported_by_them() {
+        // A heartbeat connection that closes: the others hear that process 1 is lost.
+        let (to_lost, lost) = pair();
+        let (mine, mut other) = pair();
+        let addresses = vec!["me:1".to_string(), "gone:2".to_string(), "told:3".to_string()];
+        let _dog = Watchdog::start(vec![None, Some(to_lost), Some(mine)], &addresses, Duration::from_secs(60), record)
+            .unwrap();
+        drop(lost);
+        other.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut heard = Vec::new();
+        let mut buf = [0u8; 64];
+        while !heard.windows(LOST_BYTES).any(|w| w == [super::LOST, 1, 0, 0, 0]) {
+            let n = other.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before telling: {heard:?}");
+            heard.extend_from_slice(&buf[..n]);
+        }
+        drop(other);
+        let s = reported("gone:2").expect("reported");
+        assert!(s.to_string().starts_with("lost the connection to process 1 (gone:2): "), "{s}");
+
+        // A process told of a lost peer reports it, naming who noticed.
+        let (mine, mut teller) = pair();
+        let addresses = vec!["me:1".to_string(), "noticer:2".to_string(), "killed:3".to_string()];
+        let _dog = Watchdog::start(vec![None, Some(mine), None], &addresses, Duration::from_secs(60), record).unwrap();
+        teller.write_all(&[BEAT, super::LOST, 2, 0, 0, 0]).unwrap();
+        let s = reported("killed:3").expect("reported");
+        assert_eq!(s.to_string(), "lost the connection to process 2 (killed:3), as process 1 noticed");
     }
 }

@@ -105,13 +105,18 @@ pub fn install_panic_hook() {
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("");
         if message.starts_with("timely communication error") {
-            // A peer reported silent: its report, not this, ends the process.
-            crate::cluster::watchdog::await_silence_report();
-            // Several network threads may fail at once: the first one ends
-            // the process (abandon_run), the others wait for it.
             // Timely's network threads are named `timely:recv-P` / `timely:send-P`.
             let thread = std::thread::current();
             let peer = thread.name().and_then(|n| n.rsplit('-').next()).unwrap_or("?");
+            // A peer reported silent or lost (here or by another process):
+            // that report, not this, ends the process. Otherwise the others
+            // are told that this peer is lost, so that they all name it.
+            match peer.parse::<usize>() {
+                Ok(p) => crate::cluster::watchdog::connection_lost(p),
+                Err(_) => crate::cluster::watchdog::await_report(),
+            }
+            // Several network threads may fail at once: the first one ends
+            // the process (abandon_run), the others wait for it.
             crate::train::abandon_run(
                 Exit::Failed.code(),
                 &format!(

@@ -4,6 +4,7 @@
 
 use super::{CommandError, Exit, init_logging};
 use crate::cluster::Hosts;
+use crate::cluster::auth::Secret;
 use crate::config::Engine;
 use crate::dataflow::Failure;
 use crate::es::EsArgs;
@@ -153,6 +154,14 @@ pub struct Args {
     /// whose host is this machine].
     #[arg(long, value_name = "N", requires = "hosts")]
     pub process: Option<usize>,
+
+    /// A file holding the secret every process of the cluster shares (at
+    /// least 16 bytes; a trailing newline is ignored), proved on every
+    /// connection between processes [default: the UR_CLUSTER_SECRET
+    /// environment variable]. Never pass the secret itself on the command
+    /// line.
+    #[arg(long, value_name = "FILE", requires = "hosts")]
+    pub cluster_secret_file: Option<PathBuf>,
 
     /// Give up when another process has not connected after this many
     /// seconds, naming it.
@@ -463,7 +472,7 @@ fn options(args: &Args) -> Result<Options, CommandError> {
     Ok(Options { train, follow, quiet: args.quiet })
 }
 
-/// `--hosts` and `--process`.
+/// `--hosts`, `--process` and the cluster secret.
 fn cluster_options(args: &Args) -> Result<Option<ClusterOptions>, CommandError> {
     let Some(path) = &args.hosts else {
         return Ok(None);
@@ -488,6 +497,7 @@ fn cluster_options(args: &Args) -> Result<Option<ClusterOptions>, CommandError> 
         process,
         connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
         peer_timeout: Duration::from_secs(args.peer_timeout),
+        secret: Secret::load(args.cluster_secret_file.as_deref()).map_err(|e| CommandError::Usage(e.to_string()))?,
     }))
 }
 

@@ -40,6 +40,8 @@ pub struct ClusterOptions {
     pub connect_timeout: Duration,
     /// A peer not heard from for this long ends the run.
     pub peer_timeout: Duration,
+    /// What every process proves to the others before anything else.
+    pub secret: crate::cluster::auth::Secret,
 }
 
 /// Everything a run needs, validated.

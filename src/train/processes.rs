@@ -73,8 +73,8 @@ pub(super) fn connect(opts: &TrainOptions, mode: &Mode) -> Result<(Processes, Op
         started: clock(),
     };
     tracing::info!(process = c.process, processes = hello.processes, "connecting to the other processes");
-    let connected =
-        connect_all(&c.hosts.addresses, hello, c.connect_timeout, c.peer_timeout).map_err(TrainError::Setup)?;
+    let connected = connect_all(&c.hosts.addresses, hello, &c.secret, c.connect_timeout, c.peer_timeout)
+        .map_err(TrainError::Setup)?;
     let agreed = connected.agreement;
     let procs = Processes {
         process: c.process,
