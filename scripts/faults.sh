@@ -44,6 +44,9 @@ if [[ "${UR_FAULTS_NO_BUILD:-0}" != 1 ]]; then
   say "cargo build --release (ur-train, ur, examples)"
   cargo build --release --bins --examples -q >&2 || { say "build failed"; exit 2; }
 fi
+for b in ur-train ur examples/gen-events examples/query-load; do
+  [[ -x "$bin/$b" ]] || { say "$bin/$b is missing: build with cargo build --release --bins --examples"; exit 2; }
+done
 
 work="$(mktemp -d /tmp/ur-faults.XXXXXX)"
 chmod 755 "$work"   # Elasticsearch runs as another user (scripts/elasticsearch.sh)
