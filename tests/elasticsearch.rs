@@ -280,6 +280,7 @@ fn retrain_under_load_and_roll_back() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let serve_log = drain_stderr(&mut serve);
     wait_for_port(&addr, &mut serve);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -342,8 +343,7 @@ fn retrain_under_load_and_roll_back() {
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
     let status = serve.wait().unwrap();
     assert!(status.success(), "ur serve exit: {status:?}");
-    let mut log = String::new();
-    serve.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    let log = serve_log.join().unwrap();
     assert!(log.contains("path=/queries.json") && log.contains("status=200"), "access log: {log}");
 }
 

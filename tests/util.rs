@@ -167,3 +167,15 @@ pub fn train_options(
         full: false,
     }
 }
+
+/// Reads a child's stderr to its end on a thread, so a busy child never
+/// blocks on a full pipe; join the handle (after the child exits) for the text.
+pub fn drain_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    use std::io::Read;
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    })
+}
