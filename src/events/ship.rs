@@ -129,7 +129,7 @@ impl Shipper {
 
 /// First wait after a failure; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A full scan this often even when the log closed nothing (files closed by
 /// `ur import` or at recovery).
 const RESCAN: Duration = Duration::from_secs(60);
