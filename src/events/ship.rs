@@ -268,7 +268,7 @@ impl Shipping {
 /// The closed files of this host under `root`, relative to it:
 /// `<app>/date=…/hour=…/part-<host>-….jsonl`, in path order.
 pub fn closed_files(root: &Path) -> Result<Vec<String>, ShipError> {
-    let mine = format!("part-{}-", Machine::this().host);
+    let host = &Machine::this().host;
     let err = |e: super::log::LogError| ShipError(e.0);
     let mut out = Vec::new();
     for app in subdirs(root).map_err(err)? {
@@ -277,7 +277,7 @@ pub fn closed_files(root: &Path) -> Result<Vec<String>, ShipError> {
                 let entries = fs::read_dir(&hour).map_err(|e| ShipError(format!("{}: {e}", hour.display())))?;
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().to_string();
-                    if name.starts_with(&mine) && name.ends_with(".jsonl") {
+                    if written_by(&name, host) {
                         let rel = e.path().strip_prefix(root).expect("under the root").to_string_lossy().to_string();
                         out.push(rel);
                     }
@@ -287,6 +287,15 @@ pub fn closed_files(root: &Path) -> Result<Vec<String>, ShipError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// True if `name` is a closed file of `host`: `part-<host>-<start>-<pid>-<seq>.jsonl`
+/// (host `node` does not own `part-node-1-…`, whose rest has four numbers).
+fn written_by(name: &str, host: &str) -> bool {
+    let rest = name.strip_prefix("part-").and_then(|r| r.strip_prefix(host)).and_then(|r| r.strip_prefix('-'));
+    let Some(numbers) = rest.and_then(|r| r.strip_suffix(".jsonl")) else { return false };
+    let fields: Vec<&str> = numbers.split('-').collect();
+    fields.len() == 3 && fields.iter().all(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `<root>/_shipped@<host>`: one line per shipped file, `rel\tship root`,
@@ -427,6 +436,15 @@ mod tests {
         let mut restarted = shipping(&root, &dest, None);
         restarted.pass().unwrap();
         assert!(restarted.manifest.lines.is_empty(), "a deleted file's line is dropped");
+    }
+
+    #[test]
+    fn each_host_ships_its_own_files() {
+        assert!(written_by("part-node-1700-42-000003.jsonl", "node"));
+        assert!(written_by("part-node-1-1700-42-000003.jsonl", "node-1"));
+        assert!(!written_by("part-node-1-1700-42-000003.jsonl", "node"));
+        assert!(!written_by("part-node-1700-42-000003.jsonl.gz", "node"));
+        assert!(!written_by("_inprogress-42-1700-000003@node@abc", "node"));
     }
 
     #[test]
