@@ -22,10 +22,16 @@ pub(crate) struct EventServer {
 
 impl EventServer {
     pub(crate) fn start(root: &Path, extra: &[&str]) -> EventServer {
+        EventServer::start_env(root, extra, &[])
+    }
+
+    /// [`EventServer::start`] with more environment variables.
+    pub(crate) fn start_env(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> EventServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ur"))
             .args(["events", "--root", root.to_str().unwrap(), "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "ur=info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -68,6 +74,18 @@ impl EventServer {
         let log = self.stderr.lock().unwrap().clone();
         assert!(status.success(), "ur events ended with {status}: {log}");
         log
+    }
+
+    /// Waits for the process to end by itself (at most `timeout`).
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     fn kill9(mut self) {

@@ -12,20 +12,22 @@ use std::time::{Duration, Instant};
 use ur::storage::Store;
 
 /// A running MiniDFSCluster; stopped (stdin closed, then killed) on drop.
-struct MiniDfs {
+pub(crate) struct MiniDfs {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     conf_dir: tempfile::TempDir,
 }
 
 impl MiniDfs {
     fn start(ha: bool) -> MiniDfs {
+        MiniDfs::start_with(if ha { &["--ha"] } else { &[] })
+    }
+
+    /// Started with more arguments of `scripts/minidfs.sh run` (`--port N`).
+    pub(crate) fn start_with(args: &[&str]) -> MiniDfs {
         let conf_dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(repo().join("scripts/minidfs.sh"));
-        cmd.arg("run").arg("--conf-dir").arg(conf_dir.path());
-        if ha {
-            cmd.arg("--ha");
-        }
+        cmd.arg("run").arg("--conf-dir").arg(conf_dir.path()).args(args);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

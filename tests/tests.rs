@@ -9,6 +9,7 @@ mod conformance;
 mod determinism;
 mod elasticsearch;
 mod events;
+mod events_hdfs;
 mod faults;
 mod follow;
 mod hdfs;

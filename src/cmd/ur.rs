@@ -99,6 +99,14 @@ pub enum Command {
         connections: ConnectionLimits,
         #[command(flatten)]
         live: LiveArgs,
+        /// Copy each closed partition to the same path under this root
+        /// (`hdfs://namenode:port/path`, or a local path), in the background.
+        #[arg(long, value_name = "URI")]
+        ship: Option<String>,
+        /// With --ship: delete a shipped local file once it is this many
+        /// minutes old (default: keep).
+        #[arg(long, value_name = "MINUTES", requires = "ship")]
+        keep_local: Option<u64>,
     },
     /// Apps of the event server (like `pio app`).
     App {
@@ -212,7 +220,13 @@ fn run(args: Args) -> Result<(), CommandError> {
             timeout_ms,
             connections,
             live,
+            ship,
+            keep_local,
         } => {
+            let ship = ship.map(|dest| events::ship::ShipOptions {
+                dest,
+                keep_local: keep_local.map(|m| Duration::from_secs(m * 60)),
+            });
             let live = live_options(&args.engine, &args.es, &live, roll_seconds)?;
             let options = events::ServeOptions {
                 root: root.root,
@@ -226,6 +240,7 @@ fn run(args: Args) -> Result<(), CommandError> {
                 },
                 connections,
                 live,
+                ship,
             };
             return block_on(events::serve(options)).map_err(command_error);
         }

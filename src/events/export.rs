@@ -2,8 +2,8 @@
 //! events (closed partitions, and the complete lines of files still being
 //! written) as `part-NNNNN.jsonl` files of PIO event JSON and a `_SUCCESS`
 //! marker, in a local directory or on HDFS (`hdfs://`): what `ur-train`
-//! and `pio import` read. Moving closed partitions to HDFS this way is how
-//! a local event log reaches a cluster.
+//! and `pio import` read: a one-off copy (`ur events --ship` copies each
+//! closed partition to HDFS as it closes, see [`super::ship`]).
 
 use super::EventsError;
 use super::read::{app_files, read_complete};

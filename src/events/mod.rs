@@ -5,8 +5,11 @@
 //! [`validate`] holds PIO's event rules, [`apps`] the apps and access keys,
 //! [`log`] the durable partitions (group commit, roll-over, recovery),
 //! [`read`] reading them back, [`api`] the HTTP routes, [`live`] the
-//! query-time history in Elasticsearch; [`serve`] starts it all. [`import`] and [`export`] move files of events in and out. Storage is a local directory: HDFS is reached by shipping
-//! closed partitions (`ur export`), not written live.
+//! query-time history in Elasticsearch, [`ship`] the copy of closed
+//! partitions to HDFS (`--ship`); [`serve`] starts it all. [`import`] and
+//! [`export`] move files of events in and out. The live log is a local
+//! directory: HDFS is reached by shipping closed partitions, not written
+//! live.
 
 pub mod api;
 pub mod apps;
@@ -15,6 +18,7 @@ pub mod import;
 pub mod live;
 pub mod log;
 pub mod read;
+pub mod ship;
 pub mod validate;
 
 use apps::{Registry, registry_path};
@@ -88,6 +92,8 @@ pub struct ServeOptions {
     pub connections: crate::serving::ConnectionLimits,
     /// Query-time history in Elasticsearch (`--es-url`).
     pub live: Option<live::LiveOptions>,
+    /// Closed partitions copied to HDFS or another store (`--ship`).
+    pub ship: Option<ship::ShipOptions>,
 }
 
 /// Recovers the partitions left by a crash, then serves until SIGTERM or
@@ -110,6 +116,16 @@ pub async fn serve(options: ServeOptions) -> Result<(), EventsError> {
         roll_after: options.roll_after,
         roll_bytes: options.roll_bytes,
     })?;
+    let shipper = match options.ship {
+        Some(o) => {
+            tracing::info!(to = %o.dest, "shipping closed partitions");
+            Some(
+                ship::Shipper::start(root.clone(), o, log.stats.clone())
+                    .map_err(|e| EventsError::Usage(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
     let (live, live_task) = match options.live {
         Some(o) => {
             let (live, task) = live::Live::start(o).await.map_err(|e| EventsError::Storage(e.to_string()))?;
@@ -129,6 +145,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), EventsError> {
     reload.abort();
     let closing = server.clone();
     let _ = tokio::task::spawn_blocking(move || closing.log.close()).await;
+    if let Some(shipper) = shipper {
+        // The files just closed too, if the store answers soon.
+        let _ = tokio::task::spawn_blocking(move || shipper.stop(Duration::from_secs(10))).await;
+    }
     if let Some(task) = live_task {
         // The handlers are gone: dropping the handle ends the queue; the task
         // writes what is pending (a failing cluster: what it could).
