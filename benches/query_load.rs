@@ -9,11 +9,13 @@
 //! Queries alternate between `{"user": "user-N"}` and `{"item": "item-N"}`
 //! for N below `--users` / `--items` (the ids of `gen-events`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "http_conn.rs"]
+mod http_conn;
+use http_conn::Conn;
 
 fn main() {
     let mut addr = "127.0.0.1:8000".to_string();
@@ -84,48 +86,4 @@ fn main() {
         pct(0.99),
         l.last().copied().unwrap_or(f64::NAN)
     );
-}
-
-/// One keep-alive HTTP/1.1 connection.
-struct Conn {
-    addr: String,
-    reader: Option<BufReader<TcpStream>>,
-}
-
-impl Conn {
-    fn open(addr: &str) -> Conn {
-        let reader = TcpStream::connect(addr).ok().map(|s| {
-            s.set_nodelay(true).ok();
-            s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-            BufReader::new(s)
-        });
-        Conn { addr: addr.to_string(), reader }
-    }
-
-    fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
-        let reader = self.reader.as_mut().ok_or_else(|| std::io::Error::other("not connected"))?;
-        write!(
-            reader.get_mut(),
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )?;
-        let mut status_line = String::new();
-        reader.read_line(&mut status_line)?;
-        let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line)?;
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut buf = vec![0u8; length];
-        reader.read_exact(&mut buf)?;
-        Ok(status)
-    }
 }

@@ -105,6 +105,12 @@ fn message(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "message": msg.into() }))).into_response()
 }
 
+/// A 500 whose detail (paths, I/O errors) goes to the log, not the client.
+fn internal(what: &str, detail: impl std::fmt::Display) -> Response {
+    tracing::error!("{what}: {detail}");
+    message(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: internal error (see the server log)"))
+}
+
 /// A request refused, with PIO's `{"message": ...}` body.
 #[derive(Debug)]
 struct Refusal(StatusCode, String);
@@ -185,10 +191,7 @@ async fn create_event(
             server.send_live(live);
             (StatusCode::CREATED, axum::Json(json!({"eventId": accepted.event_id}))).into_response()
         }
-        Err(e) => {
-            tracing::error!("{e}");
-            message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
+        Err(e) => internal("storing the event", e),
     }
 }
 
@@ -228,7 +231,9 @@ async fn create_batch(
         .into_iter()
         .map(|c| match (c, &stored) {
             (Checked::Ok(a), Ok(())) => json!({"status": 201, "eventId": a.event_id}),
-            (Checked::Ok(_), Err(e)) => json!({"status": 500, "message": e.to_string()}),
+            (Checked::Ok(_), Err(_)) => {
+                json!({"status": 500, "message": "storing the event: internal error (see the server log)"})
+            }
             (Checked::Refused(s, m), _) => json!({"status": s.as_u16(), "message": m}),
         })
         .collect();
@@ -287,8 +292,8 @@ async fn list_events(
     match tokio::task::spawn_blocking(move || read::find(&root, &key.app, &filter)).await {
         Ok(Ok(found)) if found.is_empty() => message(StatusCode::NOT_FOUND, "Not Found"),
         Ok(Ok(found)) => axum::Json(found).into_response(),
-        Ok(Err(e)) => message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => internal("reading events", e),
+        Err(e) => internal("reading events", e),
     }
 }
 
@@ -309,8 +314,8 @@ async fn get_event(
     match tokio::task::spawn_blocking(move || read::by_id(&root, &key.app, &id)).await {
         Ok(Ok(Some(event))) => axum::Json(event).into_response(),
         Ok(Ok(None)) => message(StatusCode::NOT_FOUND, "Not Found"),
-        Ok(Err(e)) => message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => internal("reading events", e),
+        Err(e) => internal("reading events", e),
     }
 }
 
