@@ -19,6 +19,11 @@ use serde_json::{Map, Value, json};
 /// limit) of 4-byte UTF-8.
 pub const IGNORE_ABOVE: u32 = 32_766 / 4;
 
+/// The field limit of a model index where names beyond it cannot be ignored
+/// (Elasticsearch before 8.13, OpenSearch): property names past it fail
+/// the run, naming the document.
+pub const FIELD_LIMIT_WITHOUT_IGNORE: u32 = 20_000;
+
 /// What the server lets a mapping tolerate.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tolerance {
@@ -62,9 +67,12 @@ pub fn model_index(engine: &Engine, shards: u32, replicas: u32, meta: Value, tol
             {"match_mapping_type": t, "mapping": {"type": "keyword", "ignore_above": IGNORE_ABOVE}} })
     };
     let mut settings = settings(shards, replicas);
-    if tolerance.ignore_dynamic_beyond_limit {
-        settings["mapping"] = json!({"total_fields": {"ignore_dynamic_beyond_limit": true}});
-    }
+    settings["mapping"] = match tolerance.ignore_dynamic_beyond_limit {
+        true => json!({"total_fields": {"ignore_dynamic_beyond_limit": true}}),
+        // Older Elasticsearch and OpenSearch fail a document past the field
+        // limit: raise it so thousands of property names fit.
+        false => json!({"total_fields": {"limit": FIELD_LIMIT_WITHOUT_IGNORE}}),
+    };
     json!({
         "settings": settings,
         "mappings": {
