@@ -16,11 +16,15 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Universal Recommender queries and model operations on Elasticsearch.
+/// The Universal Recommender's live half: queries, model operations and the
+/// event server.
 ///
-/// Reads the same engine.json as ur-train (indexName, num, blacklistEvents,
-/// fields, userBias, itemBias, returnSelf, date names...) and answers with
-/// the UR's query semantics from the model ur-train indexed.
+/// `query`, `serve` and `rollback` read the same engine.json as ur-train
+/// (indexName, num, blacklistEvents, fields, userBias, itemBias, returnSelf,
+/// date names...) and answer with the UR's query semantics from the model
+/// ur-train indexed in Elasticsearch. `events`, `app`, `accesskey`, `import`
+/// and `export` replace PredictionIO's event server and its `pio` commands:
+/// events are stored as files ur-train reads.
 #[derive(Parser, Debug)]
 #[command(name = "ur", version, max_term_width = 100)]
 pub struct Args {
