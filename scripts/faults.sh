@@ -578,7 +578,7 @@ rows=("${rows_all[@]}")
 [[ ${#only[@]} -gt 0 ]] && rows=("${only[@]}")
 
 table=()
-failed=0
+failed=0 skipped=0
 t_all=$SECONDS
 for r in "${rows[@]}"; do
   [[ -n "${fault[$r]:-}" ]] || { say "unknown row $r (rows: ${rows_all[*]})"; exit 2; }
@@ -587,7 +587,7 @@ for r in "${rows[@]}"; do
   "$r"; rc=$?
   case $rc in
     0) result=pass ;;
-    3) result=skipped ;;
+    3) result=skipped; skipped=$((skipped + 1)) ;;
     *) result=FAIL; failed=$((failed + 1)) ;;
   esac
   obs="${obs//|/\\|}"
@@ -599,5 +599,6 @@ echo "| fault | expected | observed | result |"
 echo "| --- | --- | --- | --- |"
 printf '%s\n' "${table[@]}"
 echo
-echo "$(( ${#rows[@]} - failed )) of ${#rows[@]} rows passed or skipped, $failed failed, in $((SECONDS - t_all)) s"
+echo "in $((SECONDS - t_all)) s:"
+echo "faults: $(( ${#rows[@]} - failed - skipped )) passed, $failed failed, $skipped skipped"
 [[ $failed == 0 ]]
