@@ -454,17 +454,24 @@ state_truncated() { state_fault truncated truncate; }
 # model is a full training on some prefix of the input, the state never
 # ahead of it, and the last model is the full training on all files.
 kill9_incremental() {
-  local d="$work/kill9" runs=24 i s killed=0 h k ok
+  local d="$work/kill9" runs=24 i s killed=0 h k ok span=150 started took
   rm -rf "$d"; mkdir -p "$d"
   RANDOM=11
   for ((i = 1; i <= runs; i++)); do
     stage "$d/in" "$i"
+    started=$(date +%s%N)
     "${T[@]}" -q -e "$engine" -i "$d/in" -o "$d/model" --state "$d/state" >/dev/null 2>"$d/run$i.err" &
     local run=$!
-    sleep "0.$(printf '%03d' $((RANDOM % 150)))"
+    # a random point within the run: the kill window follows the length of
+    # the last run that finished before its kill (machines differ in speed)
+    sleep "$(awk -v ms=$((RANDOM % span)) 'BEGIN { printf "%.3f", ms / 1000 }')"
     kill -9 $run 2>/dev/null
     wait $run 2>/dev/null; s=$?
     [[ $s == 137 ]] && killed=$((killed + 1))
+    if [[ $s == 0 ]]; then
+      took=$(( ($(date +%s%N) - started) / 1000000 ))
+      span=$(( took * 9 / 10 > 5 ? took * 9 / 10 : 5 ))
+    fi
     [[ $s == 0 || $s == 137 ]] || { obs="run $i exit $s: $(tail -1 "$d/run$i.err")"; return 1; }
     if [[ -e "$d/model/items.jsonl" ]]; then
       h="$(sha "$d/model/items.jsonl")" ok=0
