@@ -41,3 +41,17 @@ pub struct PropertyEvent {
     pub op: PropertyOp,
     pub properties: String,
 }
+
+/// A JSON value's kind as messages name it ("a number", "an object", ...):
+/// the engine.json reader and the event validator say it alike.
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

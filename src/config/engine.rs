@@ -8,6 +8,7 @@
 //! Nothing downstream reads raw JSON.
 
 use super::duration::parse_duration_secs;
+use crate::model::json_kind;
 use crate::time::{Millis, parse_iso8601};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -596,7 +597,7 @@ fn string(o: &Obj, key: &str, path: &str) -> Result<Option<String>, String> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!("{}{key}: expected a string, got {}", prefix(path), kind(other))),
+        Some(other) => Err(format!("{}{key}: expected a string, got {}", prefix(path), json_kind(other))),
     }
 }
 
@@ -608,11 +609,11 @@ fn string_list(o: &Obj, key: &str, path: &str) -> Result<Option<Vec<String>>, St
             .enumerate()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(format!("{}{key}[{k}]: expected a string, got {}", prefix(path), kind(other))),
+                other => Err(format!("{}{key}[{k}]: expected a string, got {}", prefix(path), json_kind(other))),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
-        Some(other) => Err(format!("{}{key}: expected an array of strings, got {}", prefix(path), kind(other))),
+        Some(other) => Err(format!("{}{key}: expected an array of strings, got {}", prefix(path), json_kind(other))),
     }
 }
 
@@ -624,7 +625,7 @@ fn uint(o: &Obj, key: &str, path: &str) -> Result<Option<u32>, String> {
             .and_then(|v| u32::try_from(v).ok())
             .map(Some)
             .ok_or_else(|| format!("{}{key}: expected a non-negative integer, got {n}", prefix(path))),
-        Some(other) => Err(format!("{}{key}: expected an integer, got {}", prefix(path), kind(other))),
+        Some(other) => Err(format!("{}{key}: expected an integer, got {}", prefix(path), json_kind(other))),
     }
 }
 
@@ -632,7 +633,7 @@ fn number(o: &Obj, key: &str, path: &str) -> Result<Option<f64>, String> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(other) => Err(format!("{}{key}: expected a number, got {}", prefix(path), kind(other))),
+        Some(other) => Err(format!("{}{key}: expected a number, got {}", prefix(path), json_kind(other))),
     }
 }
 
@@ -640,7 +641,7 @@ fn boolean(o: &Obj, key: &str, path: &str) -> Result<Option<bool>, String> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(format!("{}{key}: expected true or false, got {}", prefix(path), kind(other))),
+        Some(other) => Err(format!("{}{key}: expected true or false, got {}", prefix(path), json_kind(other))),
     }
 }
 
@@ -652,23 +653,12 @@ fn duration(o: &Obj, key: &str, path: &str) -> Result<Option<i64>, String> {
             _ => Err(format!("{}{key}: expected a non-negative number of seconds, got {n}", prefix(path))),
         },
         Some(Value::String(s)) => parse_duration_secs(s).map(Some).map_err(|e| format!("{}{key}: {e}", prefix(path))),
-        Some(other) => Err(format!("{}{key}: expected a duration, got {}", prefix(path), kind(other))),
+        Some(other) => Err(format!("{}{key}: expected a duration, got {}", prefix(path), json_kind(other))),
     }
 }
 
 fn positive(v: u32, path: &str) -> Result<(), String> {
     if v == 0 { Err(format!("{path}: must be at least 1")) } else { Ok(()) }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! ([`crate::source::event::parse_event`]): a stored line is always one
 //! `ur-train` reads.
 
+use crate::model::json_kind;
 use crate::source::event::parse_event;
 use crate::time::{Millis, format_iso8601, parse_iso8601};
 use serde_json::{Map, Value};
@@ -53,18 +54,7 @@ fn string_field(obj: &Map<String, Value>, name: &str, required: bool) -> Result<
             Err(invalid(format!("field {name} is longer than {MAX_NAME_BYTES} bytes")))
         }
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(invalid(format!("field {name} must be a string, found {}", kind(other)))),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Some(other) => Err(invalid(format!("field {name} must be a string, found {}", json_kind(other)))),
     }
 }
 
@@ -85,7 +75,7 @@ fn builtin_entity_type(name: &str) -> bool {
 /// Validates one event object received at `now` and gives it `event_id`.
 pub fn accept(value: &Value, now: Millis, event_id: String) -> Result<Accepted, InvalidEvent> {
     let Value::Object(obj) = value else {
-        return Err(invalid(format!("an event must be a JSON object, found {}", kind(value))));
+        return Err(invalid(format!("an event must be a JSON object, found {}", json_kind(value))));
     };
     let event = string_field(obj, "event", true)?.unwrap_or_default();
     let entity_type = string_field(obj, "entityType", true)?.unwrap_or_default();
@@ -95,12 +85,14 @@ pub fn accept(value: &Value, now: Millis, event_id: String) -> Result<Accepted, 
     let properties = match obj.get("properties") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(other) => return Err(invalid(format!("field properties must be a JSON object, found {}", kind(other)))),
+        Some(other) => {
+            return Err(invalid(format!("field properties must be a JSON object, found {}", json_kind(other))));
+        }
     };
     let event_time = match obj.get("eventTime") {
         None | Some(Value::Null) => now,
         Some(Value::String(s)) => parse_iso8601(s).ok_or_else(|| invalid(format!("Fail to extract eventTime {s}")))?,
-        Some(other) => return Err(invalid(format!("field eventTime must be a string, found {}", kind(other)))),
+        Some(other) => return Err(invalid(format!("field eventTime must be a string, found {}", json_kind(other)))),
     };
     let pr_id = string_field(obj, "prId", false)?;
     let accepted = Accepted {
