@@ -6,6 +6,10 @@
 //! number with an optional Scala time unit. Like the UR, the result is
 //! truncated to whole seconds.
 
+/// The longest duration accepted, in seconds (about 317,000 years): in
+/// milliseconds it is far from overflowing any clock arithmetic.
+pub const MAX_DURATION_SECS: f64 = 1e13;
+
 /// Parses a duration into whole seconds.
 pub fn parse_duration_secs(s: &str) -> Result<i64, String> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -26,7 +30,7 @@ pub fn parse_duration_secs(s: &str) -> Result<i64, String> {
         other => return Err(format!("unknown time unit `{other}` in duration `{s}`")),
     };
     let secs = value * seconds_per_unit;
-    if !(0.0..=1e13).contains(&secs) {
+    if !(0.0..=MAX_DURATION_SECS).contains(&secs) {
         return Err(format!("duration `{s}` is out of range"));
     }
     Ok(secs.trunc() as i64)

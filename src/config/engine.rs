@@ -7,7 +7,7 @@
 //! an error naming the key (`algorithms[0].params.indicators[1].minLLR`).
 //! Nothing downstream reads raw JSON.
 
-use super::duration::parse_duration_secs;
+use super::duration::{MAX_DURATION_SECS, parse_duration_secs};
 use crate::model::json_kind;
 use crate::time::{Millis, parse_iso8601};
 use serde_json::{Map, Value};
@@ -649,6 +649,7 @@ fn duration(o: &Obj, key: &str, path: &str) -> Result<Option<i64>, String> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
+            Some(s) if s > MAX_DURATION_SECS => Err(format!("{}{key}: duration {n} s is out of range", prefix(path))),
             Some(s) if s >= 0.0 => Ok(Some(s.trunc() as i64)),
             _ => Err(format!("{}{key}: expected a non-negative number of seconds, got {n}", prefix(path))),
         },
@@ -703,6 +704,12 @@ mod tests {
         assert!(err.contains("rankings[0].type"), "{err}");
         let err = load(r#"{"eventNames":["a"],"rankings":[{"type":"popular","duration":"ever"}]}"#).unwrap_err();
         assert!(err.contains("rankings[0].duration"), "{err}");
+        // A number of seconds past any clock is refused, not wrapped around.
+        for huge in ["1e300", "1e17"] {
+            let text = format!(r#"{{"eventNames":["a"],"rankings":[{{"type":"popular","duration":{huge}}}]}}"#);
+            let err = load(&text).unwrap_err();
+            assert!(err.contains("rankings[0].duration") && err.contains("out of range"), "{err}");
+        }
         let err = load(r#"{"eventNames":["a"],"recsModel":"some"}"#).unwrap_err();
         assert!(err.contains("recsModel"), "{err}");
         let err = load(r#"{"indexName":"x"}"#).unwrap_err();
