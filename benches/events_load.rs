@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 #[path = "http_conn.rs"]
 mod http_conn;
-use http_conn::Conn;
+use http_conn::{Conn, percentile};
 
 fn main() {
     let mut addr = "127.0.0.1:7070".to_string();
@@ -85,8 +85,7 @@ fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     let mut l = std::mem::take(&mut *latencies.lock().unwrap());
     l.sort_by(f64::total_cmp);
-    let pct =
-        |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| percentile(&l, p);
     println!(
         "clients {clients} batch {batch}: {} requests, {} errors in {elapsed:.1} s = {:.0} events/s; ack latency ms p50 {:.2} p99 {:.2} max {:.2}",
         l.len(),

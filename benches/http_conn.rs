@@ -1,6 +1,6 @@
-//! A keep-alive HTTP/1.1 client connection for the load generators
-//! (`query-load`, `events-load`): one request at a time, the status read and
-//! the body skipped by its Content-Length.
+//! What the load generators (`query-load`, `events-load`) share: a
+//! keep-alive HTTP/1.1 client connection (one request at a time, the status
+//! read and the body skipped by its Content-Length) and latency percentiles.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -48,4 +48,9 @@ impl Conn {
         reader.read_exact(&mut buf)?;
         Ok(status)
     }
+}
+
+/// The `p` quantile of sorted latencies (NaN when there are none).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
 }
