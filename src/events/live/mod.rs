@@ -22,6 +22,7 @@
 //! event is durable in the log either way and reaches the model at the next
 //! training.
 
+pub mod items;
 pub mod ops;
 
 use crate::config::Engine;
@@ -288,8 +289,14 @@ impl Updater {
             Err(e) => return self.failed(e),
         };
         let items_index = self.model.as_ref().map(|m| m.index.as_str());
+        let unsets = match items::Unsets::read(&self.es, items_index, &self.pending).await {
+            Ok(u) => u,
+            Err(e) => return self.failed(e.0),
+        };
         let mut body = Vec::new();
-        let actions = ops::bulk_body(&mut body, &self.engine, &self.live_index, items_index, &self.pending, &current);
+        let rest = unsets.rest(&self.pending);
+        let mut actions = ops::bulk_body(&mut body, &self.engine, &self.live_index, items_index, &rest, &current);
+        actions += items_index.map_or(0, |index| unsets.bulk_body(&mut body, index, &self.pending));
         if actions == 0 {
             self.done();
             return;
