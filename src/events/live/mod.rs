@@ -22,8 +22,10 @@
 //! event is durable in the log either way and reaches the model at the next
 //! training.
 
+pub mod drain;
 pub mod items;
 pub mod ops;
+pub mod recover;
 
 use crate::config::Engine;
 use crate::es::{Es, EsConfig, HttpMethod, error_reason, indices};
@@ -77,6 +79,8 @@ pub struct LiveStats {
     pub dropped: AtomicU64,
     /// Item changes re-applied after a model was published.
     pub replayed: AtomicU64,
+    /// Events of the log re-applied at start ([`recover`]).
+    pub recovered: AtomicU64,
 }
 
 /// The handle the request handlers use.
@@ -94,6 +98,14 @@ impl Live {
     /// Connects, creates the live users index if needed and starts the
     /// background task (which ends when the handle is dropped).
     pub async fn start(options: LiveOptions) -> Result<(Live, tokio::task::JoinHandle<()>), LiveError> {
+        Live::start_after(options, None).await
+    }
+
+    /// [`Live::start`], the task first applying `replay`'s events.
+    async fn start_after(
+        options: LiveOptions,
+        replay: Option<recover::Replay>,
+    ) -> Result<(Live, tokio::task::JoinHandle<()>), LiveError> {
         let es = Es::connect(&options.es).await.map_err(LiveError)?;
         let alias = indices::alias_of(&options.engine);
         let live_index = indices::live_users_index(&alias);
@@ -101,7 +113,7 @@ impl Live {
         let engine = LiveEngine::of(&options.engine);
         let stats = Arc::new(LiveStats::default());
         let (tx, rx) = mpsc::channel(QUEUE);
-        let updater = Updater {
+        let mut updater = Updater {
             es,
             engine: engine.clone(),
             alias,
@@ -117,7 +129,12 @@ impl Live {
             backoff: Duration::from_millis(100),
         };
         tracing::info!(app = %options.app, index = %updater.live_index, "live history on");
-        let task = tokio::spawn(updater.run(rx));
+        let task = tokio::spawn(async move {
+            if let Some(replay) = replay {
+                updater.replay(replay).await;
+            }
+            updater.run(rx).await
+        });
         Ok((Live { app: options.app, engine, tx, stats }, task))
     }
 
