@@ -19,8 +19,11 @@
 //! Writes are batched by one background task (a short delay or a size
 //! trigger, [`ops`] builds the bulk request): the 201 never waits for
 //! Elasticsearch. A failed write is retried with back-off and counted; the
-//! event is durable in the log either way and reaches the model at the next
-//! training.
+//! event is durable in the log either way: [`recover`] re-applies the log's
+//! events of the journal window at start (and re-seeds the journal), and
+//! the next training has them. [`items`] writes `$unset` (keys removed, by
+//! read-modify-write); [`drain`] feeds a batch job (`ur import --es-url`)
+//! and waits for its events.
 
 pub mod drain;
 pub mod items;
