@@ -19,10 +19,16 @@
 //! Writes are batched by one background task (a short delay or a size
 //! trigger, [`ops`] builds the bulk request): the 201 never waits for
 //! Elasticsearch. A failed write is retried with back-off and counted; the
-//! event is durable in the log either way and reaches the model at the next
-//! training.
+//! event is durable in the log either way: [`recover`] re-applies the log's
+//! events of the journal window at start (and re-seeds the journal), and
+//! the next training has them. [`items`] writes `$unset` (keys removed, by
+//! read-modify-write); [`drain`] feeds a batch job (`ur import --es-url`)
+//! and waits for its events.
 
+pub mod drain;
+pub mod items;
 pub mod ops;
+pub mod recover;
 
 use crate::config::Engine;
 use crate::es::{Es, EsConfig, HttpMethod, error_reason, indices};
@@ -76,6 +82,8 @@ pub struct LiveStats {
     pub dropped: AtomicU64,
     /// Item changes re-applied after a model was published.
     pub replayed: AtomicU64,
+    /// Events of the log re-applied at start ([`recover`]).
+    pub recovered: AtomicU64,
 }
 
 /// The handle the request handlers use.
@@ -93,6 +101,14 @@ impl Live {
     /// Connects, creates the live users index if needed and starts the
     /// background task (which ends when the handle is dropped).
     pub async fn start(options: LiveOptions) -> Result<(Live, tokio::task::JoinHandle<()>), LiveError> {
+        Live::start_after(options, None).await
+    }
+
+    /// [`Live::start`], the task first applying `replay`'s events.
+    async fn start_after(
+        options: LiveOptions,
+        replay: Option<recover::Replay>,
+    ) -> Result<(Live, tokio::task::JoinHandle<()>), LiveError> {
         let es = Es::connect(&options.es).await.map_err(LiveError)?;
         let alias = indices::alias_of(&options.engine);
         let live_index = indices::live_users_index(&alias);
@@ -100,7 +116,7 @@ impl Live {
         let engine = LiveEngine::of(&options.engine);
         let stats = Arc::new(LiveStats::default());
         let (tx, rx) = mpsc::channel(QUEUE);
-        let updater = Updater {
+        let mut updater = Updater {
             es,
             engine: engine.clone(),
             alias,
@@ -116,7 +132,12 @@ impl Live {
             backoff: Duration::from_millis(100),
         };
         tracing::info!(app = %options.app, index = %updater.live_index, "live history on");
-        let task = tokio::spawn(updater.run(rx));
+        let task = tokio::spawn(async move {
+            if let Some(replay) = replay {
+                updater.replay(replay).await;
+            }
+            updater.run(rx).await
+        });
         Ok((Live { app: options.app, engine, tx, stats }, task))
     }
 
@@ -288,8 +309,14 @@ impl Updater {
             Err(e) => return self.failed(e),
         };
         let items_index = self.model.as_ref().map(|m| m.index.as_str());
+        let unsets = match items::Unsets::read(&self.es, items_index, &self.pending).await {
+            Ok(u) => u,
+            Err(e) => return self.failed(e.0),
+        };
         let mut body = Vec::new();
-        let actions = ops::bulk_body(&mut body, &self.engine, &self.live_index, items_index, &self.pending, &current);
+        let rest = unsets.rest(&self.pending);
+        let mut actions = ops::bulk_body(&mut body, &self.engine, &self.live_index, items_index, &rest, &current);
+        actions += items_index.map_or(0, |index| unsets.bulk_body(&mut body, index, &self.pending));
         if actions == 0 {
             self.done();
             return;
