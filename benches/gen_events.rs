@@ -98,7 +98,18 @@ fn funnel(names: &str) -> Vec<(String, f64)> {
     names
         .iter()
         .enumerate()
-        .map(|(k, n)| (n.to_string(), if k == 0 { 1.0 } else if k == 1 { 0.25 } else { 0.4 }))
+        .map(|(k, n)| {
+            (
+                n.to_string(),
+                if k == 0 {
+                    1.0
+                } else if k == 1 {
+                    0.25
+                } else {
+                    0.4
+                },
+            )
+        })
         .collect()
 }
 
