@@ -11,7 +11,42 @@ pub type Millis = i64;
 
 /// Parses an ISO-8601 date or date-time; `None` when it is not one.
 pub fn parse_iso8601(s: &str) -> Option<Millis> {
-    let b = s.as_bytes();
+    pio_form(s.as_bytes()).or_else(|| any_form(s.as_bytes()))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.sssZ`, the form PIO writes, with fixed positions;
+/// `None` for any other form (which [`any_form`] reads with the same result).
+#[inline]
+fn pio_form(b: &[u8]) -> Option<Millis> {
+    let b: &[u8; 24] = b.try_into().ok()?;
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')];
+    if separators.iter().any(|&(i, c)| b[i] != c) {
+        return None;
+    }
+    let digit = |i: usize| b[i].wrapping_sub(b'0') as u32;
+    const DIGITS: [usize; 17] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22];
+    if DIGITS.iter().any(|&i| digit(i) > 9) {
+        return None;
+    }
+    let two = |i: usize| digit(i) * 10 + digit(i + 1);
+    let year = (two(0) * 100 + two(2)) as i64;
+    let (month, day, hour, minute, second) = (two(5), two(8), two(11), two(14), two(17));
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let millis = two(20) * 10 + digit(22);
+    let seconds = hour as i64 * 3600 + minute as i64 * 60 + second as i64;
+    Some(days_from_civil(year, month, day) * 86_400_000 + seconds * 1000 + millis as i64)
+}
+
+/// Every form [`parse_iso8601`] reads.
+fn any_form(b: &[u8]) -> Option<Millis> {
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
@@ -191,6 +226,80 @@ mod tests {
     fn formats_round_trip() {
         for s in ["2026-01-15T12:00:00.000Z", "1969-12-31T23:59:59.999Z", "2000-02-29T01:02:03.004Z"] {
             assert_eq!(format_iso8601(parse_iso8601(s).unwrap()), s);
+        }
+    }
+
+    /// The fixed-width fast path gives what the general parser gives: on
+    /// every day of 1896-2104 (leap days and 1900/2000/2100 included) at
+    /// varying times, and on the same times written in other forms.
+    #[test]
+    fn pio_form_agrees_with_any_form() {
+        let mut forms = 0;
+        for day in -27_000..49_000_i64 {
+            let millis = day * 86_400_000 + (day * 7_919_993).rem_euclid(86_400_000);
+            let s = format_iso8601(millis);
+            assert_eq!(pio_form(s.as_bytes()), Some(millis), "{s}");
+            assert_eq!(any_form(s.as_bytes()), Some(millis), "{s}");
+            if day % 97 != 0 {
+                continue;
+            }
+            let (date_time, fraction) = s.split_at(19);
+            for digits in 0..11 {
+                let fraction = match digits {
+                    0 => String::new(),
+                    n => format!(
+                        ".{}",
+                        (fraction[1..4].to_string() + "987654")[..n.min(9)].to_string()
+                            + &"1".repeat(n.saturating_sub(9))
+                    ),
+                };
+                for offset in
+                    ["Z", "z", "", "+01:00", "-04:30", "+0100", "-0930", "+05", "-00", "-24:00", "+01:60", "+1"]
+                {
+                    let other = format!("{date_time}{fraction}{offset}");
+                    assert_eq!(parse_iso8601(&other), any_form(other.as_bytes()), "{other}");
+                    forms += 1;
+                }
+            }
+        }
+        assert!(forms > 50_000, "{forms}");
+        for leap in ["2024-02-29T00:00:00.000Z", "2000-02-29T23:59:59.999Z", "1600-02-29T12:00:00.000Z"] {
+            assert_eq!(pio_form(leap.as_bytes()), any_form(leap.as_bytes()));
+            assert!(pio_form(leap.as_bytes()).is_some(), "{leap}");
+        }
+        for not_leap in ["2023-02-29T00:00:00.000Z", "1900-02-29T00:00:00.000Z", "2100-02-29T00:00:00.000Z"] {
+            assert_eq!(parse_iso8601(not_leap), None, "{not_leap}");
+        }
+    }
+
+    /// One byte changed anywhere in a PIO time: the fast path reads it as the
+    /// general parser does, or leaves it to it.
+    #[test]
+    fn pio_form_rejects_what_any_form_rejects() {
+        let base = b"2024-02-29T23:59:59.999Z";
+        for pos in 0..base.len() {
+            for c in b"0123456789-:.TtZz+ /\x00\xff".iter().copied().chain(b'0'.wrapping_sub(1)..=b'9' + 1) {
+                let mut b = base.to_vec();
+                b[pos] = c;
+                let fast = pio_form(&b);
+                assert!(fast.is_none() || fast == any_form(&b), "{}", String::from_utf8_lossy(&b));
+                if let Ok(s) = std::str::from_utf8(&b) {
+                    assert_eq!(parse_iso8601(s), any_form(&b), "{s}");
+                }
+            }
+        }
+        for bad in [
+            "2026-00-10T00:00:00.000Z",
+            "2026-01-00T00:00:00.000Z",
+            "2026-04-31T00:00:00.000Z",
+            "2026-01-15T24:00:00.000Z",
+            "2026-01-15T23:60:00.000Z",
+            "2026-01-15T23:59:60.000Z",
+            "2026-01-15T12:00:00.00aZ",
+            "+026-01-15T12:00:00.000Z",
+        ] {
+            assert_eq!(pio_form(bad.as_bytes()), None, "{bad}");
+            assert_eq!(parse_iso8601(bad), None, "{bad}");
         }
     }
 }

@@ -459,6 +459,7 @@ pub mod tests_support {
             r#"{"event": "purchase", "entityType": "user", "entityId": "u1", "targetEntityType": "item", "targetEntityId": "Iphone 6", "properties": {"a": [1, -2.5e-3, true, null, {"x": "y\n"}]}, "eventTime": "2026-01-15T12:00:00.000Z"}"#,
             r#"{"event":"$set","entityType":"item","entityId":"caf\u00e9 \"x\"","properties":{"categories":["a","b"],"n":0},"eventTime":"2026-01-15T12:00:00Z","tags":[]}"#,
             r#"{"eventId":"e","event":"view","entityType":"user","entityId":7,"targetEntityId":null,"properties":null,"eventTime":"x"}"#,
+            r#"{"event":"view","entityType":"user","entityId":"ü-ser \ud83d\ude00 long enough to span words","targetEntityId":"i","properties":{"d":[[[[1e5,-0.25]]]],"s":"ß\u00e9"},"eventTime":"2026-01-15T12:00:00.000Z"}"#,
         ];
         let alphabet = b"{}[]\":,\\ u0123456789.eE+-tfnrl\"ab\x01\xc3\xa9";
         let mut state = 0x1234_5678_u64;

@@ -9,7 +9,9 @@
 //! borrowed from the line. It accepts and rejects what `serde_json` does
 //! for these lines (tested against it), at several times its speed — except
 //! that invalid UTF-8 anywhere is an error (serde_json lets it pass inside
-//! values it ignores; RFC 8259 text is UTF-8).
+//! values it ignores; RFC 8259 text is UTF-8). Strings are searched eight
+//! bytes at a time for their end, and UTF-8 is validated only in strings
+//! that hold non-ASCII bytes (see [`scan_event`]).
 
 use std::borrow::Cow;
 
@@ -38,9 +40,20 @@ pub struct EventMembers<'a> {
 const MAX_DEPTH: usize = 128;
 
 /// Scans one line; `Err` is a message for "malformed JSON: ...".
+///
+/// UTF-8 is validated inside strings only, where non-ASCII bytes are seen:
+/// everything else the scanner accepts is ASCII, so an accepted line is
+/// valid UTF-8. A rejected line is checked whole, so that invalid UTF-8 is
+/// what is reported wherever it is, as when the line was validated first.
 pub fn scan_event(line: &[u8]) -> Result<EventMembers<'_>, String> {
-    let text = std::str::from_utf8(line).map_err(|e| format!("invalid UTF-8 at column {}", e.valid_up_to() + 1))?;
-    let mut s = Scanner { s: text, b: text.as_bytes(), i: 0 };
+    scan(line).map_err(|e| match std::str::from_utf8(line) {
+        Err(bad) => format!("invalid UTF-8 at column {}", bad.valid_up_to() + 1),
+        Ok(_) => e,
+    })
+}
+
+fn scan(line: &[u8]) -> Result<EventMembers<'_>, String> {
+    let mut s = Scanner { b: line, i: 0 };
     let mut m = EventMembers::default();
     s.ws();
     if s.peek() != Some(b'{') {
@@ -62,40 +75,7 @@ pub fn scan_event(line: &[u8]) -> Result<EventMembers<'_>, String> {
             if s.peek() != Some(b'"') {
                 return Err(s.err_eof_or("expected `\"` to start a key"));
             }
-            let key = s.string()?;
-            s.ws();
-            if s.peek() != Some(b':') {
-                return Err(s.err_eof_or("expected `:`"));
-            }
-            s.i += 1;
-            s.ws();
-            let slot = match &*key {
-                "event" => Some(&mut m.event),
-                "entityType" => Some(&mut m.entity_type),
-                "entityId" => Some(&mut m.entity_id),
-                "targetEntityType" => Some(&mut m.target_entity_type),
-                "targetEntityId" => Some(&mut m.target_entity_id),
-                "eventTime" => Some(&mut m.event_time),
-                _ => None,
-            };
-            if let Some(slot) = slot {
-                if slot.is_some() {
-                    return Err(format!("duplicate field `{key}` at column {}", s.i));
-                }
-                *slot = Some(s.field()?);
-            } else if key == "properties" {
-                if m.properties.is_some() {
-                    return Err(format!("duplicate field `properties` at column {}", s.i));
-                }
-                let start = s.i;
-                let kind = s.skip_value()?;
-                m.properties = Some(&text[start..s.i]);
-                if kind == "null" {
-                    m.properties = Some("null");
-                }
-            } else {
-                s.skip_value()?;
-            }
+            s.member(&mut m)?;
             s.ws();
             match s.peek() {
                 Some(b',') => s.i += 1,
@@ -117,8 +97,104 @@ pub fn scan_event(line: &[u8]) -> Result<EventMembers<'_>, String> {
     Ok(m)
 }
 
+/// The members of an event object, by key.
+#[derive(Clone, Copy)]
+enum Key {
+    Event,
+    EntityType,
+    EntityId,
+    TargetEntityType,
+    TargetEntityId,
+    EventTime,
+    Properties,
+    Other,
+}
+
+impl Key {
+    #[inline]
+    fn of(key: &[u8]) -> Key {
+        // By length first: one comparison per key.
+        match key.len() {
+            5 if key == b"event" => Key::Event,
+            8 if key == b"entityId" => Key::EntityId,
+            9 if key == b"eventTime" => Key::EventTime,
+            10 if key == b"entityType" => Key::EntityType,
+            10 if key == b"properties" => Key::Properties,
+            14 if key == b"targetEntityId" => Key::TargetEntityId,
+            16 if key == b"targetEntityType" => Key::TargetEntityType,
+            _ => Key::Other,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Key::Event => "event",
+            Key::EntityType => "entityType",
+            Key::EntityId => "entityId",
+            Key::TargetEntityType => "targetEntityType",
+            Key::TargetEntityId => "targetEntityId",
+            Key::EventTime => "eventTime",
+            Key::Properties => "properties",
+            Key::Other => "",
+        }
+    }
+}
+
+/// `bytes` as text: validated as UTF-8 when `non_ascii` is non-zero (the
+/// high bits of the bytes seen), taken as is when it is zero, which callers
+/// pass only for bytes they have seen to be ASCII or validated piece by
+/// piece. The error is replaced by [`scan_event`]'s UTF-8 message.
+fn text(bytes: &[u8], non_ascii: u64) -> Result<&str, String> {
+    if non_ascii == 0 {
+        // SAFETY: as documented, the bytes are ASCII or already validated.
+        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).map_err(|_| "invalid UTF-8".to_string())
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `w` that ends a run of plain string
+/// characters (`"`, `\` or a control character below 0x20). Bits above the
+/// lowest set one may be spurious; the lowest is exact.
+#[inline]
+fn stops(w: u64) -> u64 {
+    let quote = w ^ (ONES * b'"' as u64);
+    let backslash = w ^ (ONES * b'\\' as u64);
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    (zero(quote) | zero(backslash) | (w.wrapping_sub(ONES * 0x20) & !w)) & HIGH
+}
+
+/// The open containers of a skipped value: one bit per level, set for an
+/// object, the innermost lowest.
+#[derive(Default)]
+struct Nesting {
+    objects: u128,
+    depth: usize,
+}
+
+const _: () = assert!(MAX_DEPTH <= u128::BITS as usize);
+
+impl Nesting {
+    fn push(&mut self, open: u8) {
+        self.objects = (self.objects << 1) | (open == b'{') as u128;
+        self.depth += 1;
+    }
+
+    fn pop(&mut self) {
+        self.objects >>= 1;
+        self.depth -= 1;
+    }
+
+    /// The innermost container's opening bracket.
+    fn top(&self) -> u8 {
+        if self.objects & 1 == 1 { b'{' } else { b'[' }
+    }
+}
+
 struct Scanner<'a> {
-    s: &'a str,
     b: &'a [u8],
     i: usize,
 }
@@ -144,6 +220,84 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Skips plain string characters, eight at a time where eight are left,
+    /// up to `"`, `\`, a control character or the end; returns the high
+    /// bits of the bytes skipped (non-zero: not all ASCII).
+    #[inline]
+    fn plain_run(&mut self) -> u64 {
+        let mut high = 0;
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let stop = stops(w);
+            if stop != 0 {
+                high |= w & HIGH & (stop.wrapping_sub(1) & !stop);
+                self.i += stop.trailing_zeros() as usize / 8;
+                return high;
+            }
+            high |= w & HIGH;
+            self.i += 8;
+        }
+        while let Some(&c) = self.b.get(self.i) {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                break;
+            }
+            high |= (c & 0x80) as u64;
+            self.i += 1;
+        }
+        high
+    }
+
+    /// One member of the event object, from its key at `"` to the end of its value.
+    fn member(&mut self, m: &mut EventMembers<'a>) -> Result<(), String> {
+        let key = self.key()?;
+        self.ws();
+        if self.peek() != Some(b':') {
+            return Err(self.err_eof_or("expected `:`"));
+        }
+        self.i += 1;
+        self.ws();
+        let slot = match key {
+            Key::Event => &mut m.event,
+            Key::EntityType => &mut m.entity_type,
+            Key::EntityId => &mut m.entity_id,
+            Key::TargetEntityType => &mut m.target_entity_type,
+            Key::TargetEntityId => &mut m.target_entity_id,
+            Key::EventTime => &mut m.event_time,
+            Key::Properties => {
+                if m.properties.is_some() {
+                    return Err(format!("duplicate field `properties` at column {}", self.i));
+                }
+                let start = self.i;
+                let kind = self.skip_value()?;
+                // Its strings were validated as they were skipped; the rest is ASCII.
+                m.properties = Some(if kind == "null" { "null" } else { text(&self.b[start..self.i], 0)? });
+                return Ok(());
+            }
+            Key::Other => return self.skip_value().map(|_| ()),
+        };
+        if slot.is_some() {
+            return Err(format!("duplicate field `{}` at column {}", key.name(), self.i));
+        }
+        *slot = Some(self.field()?);
+        Ok(())
+    }
+
+    /// A key at `"`: which member it names. Keys without escapes are
+    /// matched where they lie.
+    #[inline]
+    fn key(&mut self) -> Result<Key, String> {
+        let at = self.i;
+        self.i += 1;
+        let high = self.plain_run();
+        if self.peek() == Some(b'"') {
+            let key = text(&self.b[at + 1..self.i], high)?;
+            self.i += 1;
+            return Ok(Key::of(key.as_bytes()));
+        }
+        self.i = at;
+        Ok(Key::of(self.string()?.as_bytes()))
+    }
+
     /// A member value we want as a string.
     fn field(&mut self) -> Result<Field<'a>, String> {
         match self.peek() {
@@ -156,26 +310,28 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string at `"`; borrowed unless it has escapes.
+    #[inline]
     fn string(&mut self) -> Result<Cow<'a, str>, String> {
         self.i += 1;
         let start = self.i;
-        loop {
-            match self.peek() {
-                None => return Err("EOF while parsing a string".into()),
-                Some(b'"') => {
-                    self.i += 1;
-                    return Ok(Cow::Borrowed(&self.s[start..self.i - 1]));
-                }
-                Some(b'\\') => return self.escaped_string(start).map(Cow::Owned),
-                Some(c) if c < 0x20 => return Err(self.err("control character in string")),
-                Some(_) => self.i += 1,
+        let high = self.plain_run();
+        match self.peek() {
+            None => Err("EOF while parsing a string".into()),
+            Some(b'"') => {
+                self.i += 1;
+                Ok(Cow::Borrowed(text(&self.b[start..self.i - 1], high)?))
             }
+            Some(b'\\') => self.escaped_string(start).map(Cow::Owned),
+            Some(_) => Err(self.err("control character in string")),
         }
     }
 
     fn escaped_string(&mut self, start: usize) -> Result<String, String> {
-        let mut out = String::from(&self.s[start..self.i]);
+        let mut out = String::from(text(&self.b[start..self.i], 1)?);
         loop {
+            let run_start = self.i;
+            let high = self.plain_run();
+            out.push_str(text(&self.b[run_start..self.i], high)?);
             match self.peek() {
                 None => return Err("EOF while parsing a string".into()),
                 Some(b'"') => {
@@ -195,23 +351,7 @@ impl<'a> Scanner<'a> {
                         Some(b't') => '\t',
                         Some(b'u') => {
                             self.i += 1;
-                            let hi = self.hex4()?;
-                            let code = if (0xD800..0xDC00).contains(&hi) {
-                                if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
-                                    return Err(self.err("lone leading surrogate in hex escape"));
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    return Err(self.err("lone leading surrogate in hex escape"));
-                                }
-                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                            } else if (0xDC00..0xE000).contains(&hi) {
-                                return Err(self.err("lone trailing surrogate in hex escape"));
-                            } else {
-                                hi
-                            };
-                            out.push(char::from_u32(code).ok_or_else(|| self.err("invalid escape"))?);
+                            out.push(self.unicode_escape()?);
                             continue;
                         }
                         None => return Err("EOF while parsing a string".into()),
@@ -220,31 +360,46 @@ impl<'a> Scanner<'a> {
                     out.push(c);
                     self.i += 1;
                 }
-                Some(c) if c < 0x20 => return Err(self.err("control character in string")),
-                Some(_) => {
-                    // Copy a run of plain characters at once.
-                    let run_start = self.i;
-                    while let Some(c) = self.peek() {
-                        if c == b'"' || c == b'\\' || c < 0x20 {
-                            break;
-                        }
-                        self.i += 1;
-                    }
-                    out.push_str(&self.s[run_start..self.i]);
-                }
+                Some(_) => return Err(self.err("control character in string")),
             }
         }
     }
 
+    /// The character of a `\u` escape (after the `u`), joining a surrogate pair.
+    fn unicode_escape(&mut self) -> Result<char, String> {
+        let hi = self.hex4()?;
+        let code = if (0xD800..0xDC00).contains(&hi) {
+            if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
+                return Err(self.err("lone leading surrogate in hex escape"));
+            }
+            self.i += 2;
+            let lo = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&lo) {
+                return Err(self.err("lone leading surrogate in hex escape"));
+            }
+            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+        } else if (0xDC00..0xE000).contains(&hi) {
+            return Err(self.err("lone trailing surrogate in hex escape"));
+        } else {
+            hi
+        };
+        char::from_u32(code).ok_or_else(|| self.err("invalid escape"))
+    }
+
     /// Skips a string at `"`, checking escapes as serde_json does when it
-    /// ignores a value (four hex digits after `\u`, surrogates unchecked).
+    /// ignores a value (four hex digits after `\u`, surrogates unchecked)
+    /// and UTF-8.
     fn skip_string(&mut self) -> Result<(), String> {
         self.i += 1;
+        let start = self.i;
+        let mut high = 0;
         loop {
+            high |= self.plain_run();
             match self.peek() {
                 None => return Err("EOF while parsing a string".into()),
                 Some(b'"') => {
                     self.i += 1;
+                    text(&self.b[start..self.i - 1], high)?;
                     return Ok(());
                 }
                 Some(b'\\') => {
@@ -259,8 +414,7 @@ impl<'a> Scanner<'a> {
                         Some(_) => return Err(self.err("invalid escape")),
                     }
                 }
-                Some(c) if c < 0x20 => return Err(self.err("control character in string")),
-                Some(_) => self.i += 1,
+                Some(_) => return Err(self.err("control character in string")),
             }
         }
     }
@@ -346,16 +500,16 @@ impl<'a> Scanner<'a> {
 
     /// Skips an object or array without recursion.
     fn skip_container(&mut self) -> Result<(), String> {
-        let mut stack: Vec<u8> = Vec::new();
+        let mut stack = Nesting::default();
         // Each iteration is at an opening bracket or right after a value.
         let mut opening = true;
         loop {
             if opening {
                 let open = self.b[self.i];
-                stack.push(open);
-                if stack.len() > MAX_DEPTH {
+                if stack.depth == MAX_DEPTH {
                     return Err(self.err("recursion limit exceeded"));
                 }
+                stack.push(open);
                 self.i += 1;
                 self.ws();
                 let close = if open == b'{' { b'}' } else { b']' };
@@ -367,7 +521,7 @@ impl<'a> Scanner<'a> {
                 }
             } else {
                 self.ws();
-                let top = *stack.last().expect("inside a container");
+                let top = stack.top();
                 let close = if top == b'{' { b'}' } else { b']' };
                 match self.peek() {
                     Some(b',') => {
@@ -389,7 +543,7 @@ impl<'a> Scanner<'a> {
                     }
                 }
             }
-            if stack.is_empty() {
+            if stack.depth == 0 {
                 return Ok(());
             }
             opening = false;
@@ -494,5 +648,90 @@ mod tests {
         let deep = "{\"a\":".to_string() + &"[".repeat(200) + &"]".repeat(200) + "}";
         assert!(scan_event(deep.as_bytes()).is_err());
         assert!(scan_event(b"{\"a\":\"\xff\"}").is_err());
+    }
+
+    /// Strings of every length up to a few eight-byte words, with one
+    /// special byte at every position: the word-at-a-time search must stop
+    /// where the byte loop did, and accept and read what serde_json does.
+    #[test]
+    fn special_bytes_at_every_position() {
+        use crate::source::event::tests_support::RawEventRef;
+        let specials: [&[u8]; 10] =
+            [b"\"", b"\\", b"\\n", b"\\u00e9", b"\x01", b"\x1f", b" ", b"\x7f", "é😀".as_bytes(), b"\xff"];
+        for len in 0..26 {
+            for pos in 0..=len {
+                for special in specials {
+                    let mut value = vec![b'a'; len];
+                    value.splice(pos..pos, special.iter().copied());
+                    for template in [&b"{\"event\":\"#\"}"[..], b"{\"x\":\"#\",\"properties\":[\"#\"]}", b"{\"#\":1}"] {
+                        let mut line = Vec::new();
+                        for &c in template {
+                            if c == b'#' { line.extend_from_slice(&value) } else { line.push(c) }
+                        }
+                        let ours = scan_event(&line);
+                        let shown = String::from_utf8_lossy(&line).into_owned();
+                        match std::str::from_utf8(&line) {
+                            Err(e) => assert_eq!(
+                                ours.map(|_| ()),
+                                Err(format!("invalid UTF-8 at column {}", e.valid_up_to() + 1)),
+                                "{shown}"
+                            ),
+                            Ok(text) => {
+                                let theirs = serde_json::from_str::<RawEventRef>(text);
+                                assert_eq!(ours.is_ok(), theirs.is_ok(), "{shown}");
+                                if let (Ok(a), Ok(b)) = (ours, theirs) {
+                                    assert_eq!(a.event, b.event.map(|f| f.0), "{shown}");
+                                    assert_eq!(a.properties, b.properties.map(|r| r.get()), "{shown}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_wherever_it_is() {
+        let cases: [(&[u8], usize); 6] = [
+            (b"{\"event\":\"a\xffb\"}", 12),
+            (b"{\"ev\xc3\":1}", 5),
+            (b"{\"properties\":{\"k\":[\"\xe9\"]}}", 22),
+            (b"{\"event\":\"a\\n\xff\"}", 14),
+            (b"{\"event\":\xff}", 10),
+            // A syntax error before the bad byte: UTF-8 is still what is reported.
+            (b"{\"event\" 1,\"x\":\"\xf0\x9f\"}", 17),
+        ];
+        for (line, column) in cases {
+            let err = scan_event(line).map(|_| ()).unwrap_err();
+            assert_eq!(err, format!("invalid UTF-8 at column {column}"), "{}", String::from_utf8_lossy(line));
+        }
+        assert_eq!(ok("{\"event\":\"é\",\"properties\":{\"ü\":\"ß\"}}").properties, Some("{\"ü\":\"ß\"}"));
+    }
+
+    #[test]
+    fn nesting_limit_is_unchanged() {
+        let nested = |n: usize| format!("{{\"properties\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        assert!(scan_event(nested(128).as_bytes()).is_ok());
+        let err = scan_event(nested(129).as_bytes()).map(|_| ()).unwrap_err();
+        assert_eq!(err, "recursion limit exceeded at column 143");
+        let mixed = format!("{{\"a\":{}1{}}}", "[{\"k\":".repeat(64), "}]".repeat(64));
+        assert!(scan_event(mixed.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn error_messages_keep_their_columns() {
+        for (line, message) in [
+            ("{\"event\":\"a\",\"event\":\"b\"}", "duplicate field `event` at column 21"),
+            ("{\"properties\":{},\"properties\":1}", "duplicate field `properties` at column 30"),
+            ("{\"\\u0065vent\":\"a\",\"event\":1}", "duplicate field `event` at column 26"),
+            ("{\"a\":\"x\ty\"}", "control character in string at column 8"),
+            ("{\"a\":\"\\q\"}", "invalid escape at column 8"),
+            ("{\"a\":[1,]}", "expected value at column 9"),
+            ("{\"a\":1} x", "trailing characters at column 9"),
+            ("{\"a\":\"abcdefghijk", "EOF while parsing a string"),
+        ] {
+            assert_eq!(scan_event(line.as_bytes()).map(|_| ()).unwrap_err(), message, "{line}");
+        }
     }
 }
