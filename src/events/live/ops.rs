@@ -130,6 +130,28 @@ fn to_front(doc: &mut Map<String, Value>, field: &str, item: &str, cap: u32) {
     list.truncate(cap as usize);
 }
 
+/// The live documents of `ops`' users, in first-seen order: each as read
+/// (`current`; a new one if absent) with all of its usage events of the
+/// batch applied in order.
+pub fn user_docs(
+    engine: &LiveEngine,
+    ops: &[LiveOp],
+    current: &HashMap<String, Stored>,
+) -> Vec<(String, Map<String, Value>)> {
+    let mut docs: HashMap<&str, Map<String, Value>> = HashMap::new();
+    for op in ops {
+        if let LiveOp::Usage { user, field, item } = op {
+            let doc = docs.entry(user).or_insert_with(|| match current.get(user.as_str()) {
+                Some(s) => s.source.clone(),
+                None => Map::from_iter([("user".to_string(), json!(user))]),
+            });
+            let (name, cap) = &engine.fields[*field];
+            to_front(doc, name, item, *cap);
+        }
+    }
+    users_of(ops).into_iter().map(|u| (u.to_string(), docs.remove(u).expect("a document per user"))).collect()
+}
+
 /// Appends the bulk actions of `ops` (in order): one write per user of
 /// its live document in `users_index` — read as `current`, with all of
 /// its usage events of the batch applied in order, written only if no one
@@ -145,20 +167,21 @@ pub fn bulk_body(
     ops: &[LiveOp],
     current: &HashMap<String, Stored>,
 ) -> usize {
+    let docs = user_docs(engine, ops, current);
+    write_bulk(out, users_index, items_index, &docs, ops, current)
+}
+
+/// [`bulk_body`] of the documents [`user_docs`] made.
+pub fn write_bulk(
+    out: &mut Vec<u8>,
+    users_index: &str,
+    items_index: Option<&str>,
+    docs: &[(String, Map<String, Value>)],
+    ops: &[LiveOp],
+    current: &HashMap<String, Stored>,
+) -> usize {
     let mut actions = 0;
-    let mut docs: HashMap<&str, Map<String, Value>> = HashMap::new();
-    for op in ops {
-        if let LiveOp::Usage { user, field, item } = op {
-            let doc = docs.entry(user).or_insert_with(|| match current.get(user.as_str()) {
-                Some(s) => s.source.clone(),
-                None => Map::from_iter([("user".to_string(), json!(user))]),
-            });
-            let (name, cap) = &engine.fields[*field];
-            to_front(doc, name, item, *cap);
-        }
-    }
-    for user in users_of(ops) {
-        let doc = &docs[user];
+    for (user, doc) in docs {
         match current.get(user) {
             Some(s) => line(
                 out,
@@ -166,7 +189,8 @@ pub fn bulk_body(
             ),
             None => line(out, &json!({"create": {"_index": users_index, "_id": user}})),
         }
-        line(out, &Value::Object(doc.clone()));
+        serde_json::to_writer(&mut *out, doc).expect("JSON");
+        out.push(b'\n');
         actions += 1;
     }
     let Some(index) = items_index else { return actions };
@@ -202,6 +226,128 @@ fn line(out: &mut Vec<u8>, v: &Value) {
 /// action itself (a missing document).
 pub fn retryable(status: u16) -> bool {
     status == 409 || status == 429 || status >= 500
+}
+
+/// How one action of a bulk request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Written, the document now at this version.
+    Written { seq_no: u64, primary_term: u64 },
+    /// Another writer changed (or created) the document since it was read
+    /// (409): read it again and re-apply the events.
+    Conflict,
+    /// Worth trying again after a back-off (overload, a node failing).
+    Retry(String),
+    /// Refused for good (e.g. `$unset` of a missing item): not retried.
+    Refused(u16, String),
+}
+
+/// The outcome of each action of a `_bulk` reply, in order.
+pub fn outcomes(reply: &Value) -> Vec<Outcome> {
+    let items = reply["items"].as_array().map(Vec::as_slice).unwrap_or_default();
+    items
+        .iter()
+        .map(|item| {
+            let result = item.as_object().and_then(|o| o.values().next()).cloned().unwrap_or(Value::Null);
+            let status = result["status"].as_u64().unwrap_or(0) as u16;
+            if result.get("error").is_none() && (200..300).contains(&status) {
+                let version = |k: &str| result[k].as_u64().unwrap_or(0);
+                return Outcome::Written { seq_no: version("_seq_no"), primary_term: version("_primary_term") };
+            }
+            let reason = crate::es::error_reason(&result);
+            match status {
+                409 => Outcome::Conflict,
+                s if retryable(s) => Outcome::Retry(format!("{s}: {reason}")),
+                s => Outcome::Refused(s, reason),
+            }
+        })
+        .collect()
+}
+
+/// What a bulk reply leaves to do.
+#[derive(Debug, Default, PartialEq)]
+pub struct Settled {
+    /// The events still to apply, in order: those of the users whose write
+    /// conflicted or is to be retried, and every change of an item one of
+    /// whose changes is to be retried.
+    pub keep: Vec<LiveOp>,
+    /// Events applied.
+    pub applied: u64,
+    /// The documents written, at their new versions.
+    pub written: Vec<(String, Stored)>,
+    /// Users whose document another writer changed: read again, at once.
+    pub conflicts: Vec<String>,
+    /// Why some are to be retried after a back-off, if any are.
+    pub retry: Option<String>,
+    /// Actions refused for good (not retried), with status and reason.
+    pub refused: Vec<(u16, String)>,
+}
+
+/// Sorts a batch out by its bulk reply: `docs` are the user documents
+/// written (the first actions, in order), then one action per item change
+/// of `ops` if `items_written`; `outcomes` the reply's, in the same order.
+/// An action with no outcome (a short reply) is retried.
+pub fn settle(
+    ops: &[LiveOp],
+    docs: Vec<(String, Map<String, Value>)>,
+    items_written: bool,
+    outcomes: &[Outcome],
+) -> Settled {
+    let mut s = Settled::default();
+    let outcome =
+        |k: usize| outcomes.get(k).cloned().unwrap_or_else(|| Outcome::Retry("no reply for the action".into()));
+    let mut keep_users = std::collections::HashSet::new();
+    let mut refused_users = std::collections::HashSet::new();
+    let n_users = docs.len();
+    for (k, (user, source)) in docs.into_iter().enumerate() {
+        match outcome(k) {
+            Outcome::Written { seq_no, primary_term } => {
+                s.written.push((user, Stored { source, seq_no, primary_term }))
+            }
+            Outcome::Conflict => {
+                keep_users.insert(user.clone());
+                s.conflicts.push(user);
+            }
+            Outcome::Retry(e) => {
+                s.retry.get_or_insert(e);
+                keep_users.insert(user);
+            }
+            Outcome::Refused(status, reason) => {
+                s.refused.push((status, reason));
+                refused_users.insert(user);
+            }
+        }
+    }
+    let mut keep_items = std::collections::HashSet::new();
+    if items_written {
+        let items = ops.iter().filter_map(|op| if let LiveOp::Item { item, .. } = op { Some(item) } else { None });
+        for (k, item) in items.enumerate() {
+            match outcome(n_users + k) {
+                Outcome::Written { .. } => {}
+                Outcome::Conflict => {
+                    s.retry.get_or_insert_with(|| format!("409: item {item} changed by another writer"));
+                    keep_items.insert(item.as_str());
+                }
+                Outcome::Retry(e) => {
+                    s.retry.get_or_insert(e);
+                    keep_items.insert(item.as_str());
+                }
+                Outcome::Refused(status, reason) => s.refused.push((status, reason)),
+            }
+        }
+    }
+    for op in ops {
+        let (kept, refused) = match op {
+            LiveOp::Usage { user, .. } => (keep_users.contains(user), refused_users.contains(user)),
+            LiveOp::Item { item, .. } => (keep_items.contains(item.as_str()), false),
+        };
+        if kept {
+            s.keep.push(op.clone());
+        } else if !refused {
+            s.applied += 1;
+        }
+    }
+    s
 }
 
 #[cfg(test)]
@@ -282,5 +428,70 @@ mod tests {
             to_front(&mut doc, "view", item, 3);
         }
         assert_eq!(doc["view"], json!(["d", "a", "c"]));
+    }
+
+    fn usage(user: &str, item: &str) -> LiveOp {
+        LiveOp::Usage { user: user.into(), field: 0, item: item.into() }
+    }
+
+    #[test]
+    fn a_bulk_reply_read_action_by_action() {
+        let reply = json!({"errors": true, "items": [
+            {"index": {"_id": "u1", "status": 200, "_seq_no": 8, "_primary_term": 2}},
+            {"create": {"_id": "u2", "status": 409, "error": {"type": "version_conflict_engine_exception", "reason": "exists"}}},
+            {"index": {"_id": "u3", "status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "busy"}}},
+            {"update": {"_id": "i", "status": 404, "error": {"type": "document_missing_exception", "reason": "gone"}}},
+        ]});
+        let got = outcomes(&reply);
+        assert_eq!(got[0], Outcome::Written { seq_no: 8, primary_term: 2 });
+        assert_eq!(got[1], Outcome::Conflict);
+        assert!(matches!(&got[2], Outcome::Retry(e) if e.contains("429")));
+        assert!(matches!(&got[3], Outcome::Refused(404, _)));
+    }
+
+    #[test]
+    fn only_what_failed_stays_pending_in_order() {
+        let e = engine();
+        let ops = vec![
+            usage("u1", "a"),
+            usage("u2", "b"),
+            LiveOp::Item { item: "i".into(), op: ItemOp::Delete },
+            usage("u1", "c"),
+            usage("u3", "d"),
+            LiveOp::Item { item: "j".into(), op: ItemOp::Delete },
+            usage("u2", "e"),
+            usage("u4", "f"),
+            LiveOp::Item { item: "i".into(), op: ItemOp::Unset(vec!["k".into()]) },
+        ];
+        let docs = user_docs(&e, &ops, &HashMap::new());
+        assert_eq!(docs.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(), ["u1", "u2", "u3", "u4"]);
+        assert_eq!(docs[0].1["purchase"], json!(["c", "a"]));
+        let outcomes = [
+            Outcome::Written { seq_no: 3, primary_term: 1 },
+            Outcome::Conflict,
+            Outcome::Refused(400, "bad".into()),
+            Outcome::Retry("429: busy".into()),
+            // items: i (delete), j, i (unset)
+            Outcome::Retry("503: unavailable".into()),
+            Outcome::Written { seq_no: 1, primary_term: 1 },
+            Outcome::Written { seq_no: 2, primary_term: 1 },
+        ];
+        let s = settle(&ops, docs.clone(), true, &outcomes);
+        assert_eq!(
+            s.written,
+            vec![("u1".to_string(), Stored { source: docs[0].1.clone(), seq_no: 3, primary_term: 1 })]
+        );
+        assert_eq!(s.conflicts, vec!["u2".to_string()]);
+        assert_eq!(s.retry.as_deref(), Some("429: busy"), "the first retryable failure");
+        assert_eq!(s.refused.len(), 1);
+        let kept = vec![ops[1].clone(), ops[2].clone(), ops[6].clone(), ops[7].clone(), ops[8].clone()];
+        assert_eq!(s.keep, kept, "the conflicted and retried users' events, every change of an item retried, in order");
+        assert_eq!(s.applied, 3, "u1's two events and j's delete");
+
+        // A short reply: the actions without an outcome are retried.
+        let s = settle(&ops, docs.clone(), false, &outcomes[..1]);
+        assert!(s.retry.is_some());
+        assert_eq!(s.keep.iter().filter(|op| matches!(op, LiveOp::Item { .. })).count(), 0, "items not written: done");
+        assert_eq!(s.applied, 2 + 3);
     }
 }
