@@ -17,8 +17,8 @@
 //! a margin for clocks.
 //!
 //! Writes are batched by one background task (a short delay or a size
-//! trigger, [`ops`] builds the bulk request): the 201 never waits for
-//! Elasticsearch. A failed write is retried with back-off and counted; the
+//! trigger, [`ops`] builds the bulk request, [`cache`] spares reading back
+//! the documents it wrote): the 201 never waits for Elasticsearch. A failed write is retried with back-off and counted; the
 //! event is durable in the log either way and reaches the model at the next
 //! training.
 
