@@ -7,7 +7,12 @@
 //!
 //! ```text
 //! cargo run --release --example gen-events -- --events 10000000 --out bench-data/10m --files 16
+//! cargo run --release --example gen-events -- --shape ur-large --out bench-data/ur-large
 //! ```
+//!
+//! `--shape ur-large` is the shape of the UR's "large" benchmark: 14.4M
+//! events, 3.6M users, 117k items, `view` and `purchase` only, no item
+//! properties, 16 gzip partitions.
 
 use std::io::Write;
 
@@ -17,10 +22,28 @@ struct Args {
     files: usize,
     gzip: bool,
     seed: u64,
+    /// Default: one per 40 events.
+    users: Option<u64>,
+    /// Default: one per 5 users.
+    items: Option<usize>,
+    /// The funnel: event names, each taken with its probability after the one before.
+    funnel: Vec<(String, f64)>,
+    /// One `$set` of categories per item.
+    catalogue: bool,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { events: 1_000_000, out: "bench-data/events".into(), files: 8, gzip: false, seed: 1 };
+    let mut args = Args {
+        events: 1_000_000,
+        out: "bench-data/events".into(),
+        files: 8,
+        gzip: false,
+        seed: 1,
+        users: None,
+        items: None,
+        funnel: funnel("view,cart,purchase"),
+        catalogue: true,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
@@ -30,6 +53,22 @@ fn parse_args() -> Args {
             "--files" => args.files = value().parse().unwrap_or_else(|_| usage("--files N")),
             "--seed" => args.seed = value().parse().unwrap_or_else(|_| usage("--seed N")),
             "--gzip" => args.gzip = true,
+            "--users" => args.users = Some(value().parse().unwrap_or_else(|_| usage("--users N"))),
+            "--items" => args.items = Some(value().parse().unwrap_or_else(|_| usage("--items N"))),
+            "--events-named" => args.funnel = funnel(&value()),
+            "--no-catalogue" => args.catalogue = false,
+            "--shape" => match value().as_str() {
+                "ur-large" => {
+                    args.events = 14_400_000;
+                    args.users = Some(3_800_000); // heavy users and rounding: 3.6M come out
+                    args.items = Some(117_000);
+                    args.funnel = funnel("view,purchase");
+                    args.catalogue = false;
+                    args.files = 16;
+                    args.gzip = true;
+                }
+                _ => usage("--shape ur-large"),
+            },
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown flag {other}")),
         }
@@ -41,8 +80,37 @@ fn usage(msg: &str) -> ! {
     if !msg.is_empty() {
         eprintln!("error: {msg}");
     }
-    eprintln!("usage: gen-events [--events N] [--out DIR] [--files N] [--gzip] [--seed N]");
+    eprintln!(
+        "usage: gen-events [--events N] [--out DIR] [--files N] [--gzip] [--seed N] [--users N] [--items N]\n\
+         \x20                 [--events-named view,cart,purchase] [--no-catalogue] [--shape ur-large]"
+    );
     std::process::exit(if msg.is_empty() { 0 } else { 2 });
+}
+
+/// The funnel for `names`: the first always, each next one with a quarter
+/// to 40% of the one before (view → cart 25%, cart → purchase 40%; view →
+/// purchase 25% when there are two).
+fn funnel(names: &str) -> Vec<(String, f64)> {
+    let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        usage("--events-named needs at least one name");
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(k, n)| {
+            (
+                n.to_string(),
+                if k == 0 {
+                    1.0
+                } else if k == 1 {
+                    0.25
+                } else {
+                    0.4
+                },
+            )
+        })
+        .collect()
 }
 
 /// SplitMix64: small, fast, good enough for synthetic data.
@@ -99,15 +167,24 @@ fn main() {
     let args = parse_args();
     let mut rng = Rng(args.seed);
     // About 40 events per user and 5 users per item.
-    let users = (args.events / 40).max(10);
-    let items = (users / 5).max(20) as usize;
+    let users = args.users.unwrap_or(args.events / 40).max(10);
+    let items = args.items.unwrap_or((users / 5) as usize).max(20);
     let clusters = (items / 250).max(4);
     let per_cluster = items / clusters;
     let global = Zipf::new(items, 1.05);
     let local = Zipf::new(per_cluster, 1.1);
     // Log-normal activity scaled to the requested total (heavy users on top).
     let sigma = 1.0f64;
-    let mean_views = args.events as f64 / users as f64 / 1.35;
+    // Events per view: 1 + 0.25 + 0.1 for view → cart → purchase.
+    let per_view: f64 = args
+        .funnel
+        .iter()
+        .scan(1.0, |p, (_, q)| {
+            *p *= q;
+            Some(*p)
+        })
+        .sum();
+    let mean_views = args.events as f64 / users as f64 / per_view;
     let mu = mean_views.ln() - sigma * sigma / 2.0;
 
     std::fs::create_dir_all(&args.out).expect("create --out");
@@ -133,7 +210,7 @@ fn main() {
         *written += 1;
     };
     // Item catalogue: one $set per item.
-    for i in 0..items {
+    for i in (0..items).filter(|_| args.catalogue) {
         line.clear();
         let time = format_time(NOW_SECS - SPAN_SECS - 86_400);
         let c = i / per_cluster.max(1);
@@ -154,8 +231,8 @@ fn main() {
             let item =
                 if rng.unit() < 0.7 { cluster * per_cluster + local.sample(&mut rng) } else { global.sample(&mut rng) };
             let t = NOW_SECS - rng.below(SPAN_SECS as u64) as i64;
-            for (event, p) in [("view", 1.0), ("cart", 0.25), ("purchase", 0.4)] {
-                if rng.unit() >= p {
+            for (event, p) in &args.funnel {
+                if rng.unit() >= *p {
                     break;
                 }
                 line.clear();

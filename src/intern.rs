@@ -3,25 +3,39 @@
 //! items' ids while a worker reads, until the item dictionary is agreed), and
 //! that dictionary, [`SortedIds`], whose positions are the [`ItemId`]s.
 //!
-//! All strings live in one arena with an end offset per id, and the hash
-//! table stores only the `u32` id, so an id costs its bytes plus about nine
-//! bytes — the UR's JVM dictionaries need several times the string size.
+//! All strings live in one arena, each after a small header holding its id
+//! and length. The table is open addressing with linear probing over `u64`
+//! slots that hold 32 bits of the string's hash and its arena offset, so a
+//! lookup touches two cache lines (the slot, the entry) instead of the four
+//! of a Swiss table over ids (control bytes, bucket, end offsets, arena).
+//! Readers intern a batch of strings at a time ([`Interner::intern_all`]):
+//! the slots and entries of the strings a few places ahead are prefetched,
+//! so the memory latency of many lookups overlaps. An id costs its bytes
+//! plus about 20 bytes — the UR's JVM dictionaries need several times the
+//! string size.
 
 use crate::model::ItemId;
-use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
-#[derive(Default)]
-pub struct Interner {
-    arena: String,
-    ends: Vec<u32>,
-    table: HashTable<u32>,
-    hasher: foldhash::fast::FixedState,
+/// The hash of an id string for the interner.
+#[inline]
+fn hash(s: &str) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(s)
 }
 
-impl Interner {
-    pub fn new() -> Interner {
-        Interner::default()
+/// Strings to intern together, with their hashes.
+#[derive(Default)]
+pub struct Batch {
+    bytes: String,
+    ends: Vec<u32>,
+    hashes: Vec<u64>,
+}
+
+impl Batch {
+    pub fn push(&mut self, s: &str) {
+        self.bytes.push_str(s);
+        self.ends.push(self.bytes.len() as u32);
+        self.hashes.push(hash(s));
     }
 
     pub fn len(&self) -> usize {
@@ -32,42 +46,222 @@ impl Interner {
         self.ends.is_empty()
     }
 
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.hashes.clear();
+    }
+
+    fn get(&self, i: usize) -> &str {
+        slice(&self.bytes, &self.ends, i as u32)
+    }
+}
+
+/// How many strings ahead [`Interner::intern_all`] prefetches (twice this
+/// for the slots, once for the entries).
+const AHEAD: usize = 8;
+/// A length byte of this value means a `u32` length follows.
+const LONG: u8 = u8::MAX;
+
+#[derive(Default)]
+pub struct Interner {
+    /// Entries back to back: `[id: u32 LE][len: u8][bytes]`, or for 255
+    /// bytes and more `[id][255][len: u32 LE][bytes]`.
+    arena: Vec<u8>,
+    /// Each id's entry offset.
+    starts: Vec<u32>,
+    /// 0: empty; else the hash's high 32 bits, then the entry offset + 1.
+    /// A power of two long, at most seven eighths full.
+    slots: Vec<u64>,
+}
+
+impl Interner {
+    pub fn new() -> Interner {
+        Interner::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
     /// The id of `s`, adding it if new.
     #[inline]
     pub fn intern(&mut self, s: &str) -> u32 {
-        let hash = self.hasher.hash_one(s);
-        let Interner { arena, ends, table, hasher } = self;
-        let found = table.find(hash, |&id| slice(arena, ends, id) == s);
-        if let Some(&id) = found {
-            return id;
+        self.intern_hashed(s, hash(s))
+    }
+
+    /// The ids of a batch's strings, in order, into `out` (the same ids as
+    /// interning them one by one).
+    pub fn intern_all(&mut self, batch: &Batch, out: &mut Vec<u32>) {
+        out.reserve(batch.len());
+        for i in 0..batch.len() {
+            if let Some(&h) = batch.hashes.get(i + 2 * AHEAD) {
+                self.prefetch_slot(h);
+            }
+            if let Some(&h) = batch.hashes.get(i + AHEAD) {
+                self.prefetch_entry(h);
+            }
+            out.push(self.intern_hashed(batch.get(i), batch.hashes[i]));
         }
-        let id = ends.len() as u32;
-        arena.push_str(s);
-        assert!(arena.len() <= u32::MAX as usize, "more than 4 GiB of distinct ids in one worker");
-        ends.push(arena.len() as u32);
-        table.insert_unique(hash, id, |&id| hasher.hash_one(slice(arena, ends, id)));
-        id
     }
 
     /// The id of `s` if it was interned.
     pub fn get(&self, s: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(s);
-        self.table.find(hash, |&id| self.resolve(id) == s).copied()
+        self.find(s, hash(s)).ok()
     }
 
     #[inline]
     pub fn resolve(&self, id: u32) -> &str {
-        slice(&self.arena, &self.ends, id)
+        self.entry(self.starts[id as usize] as usize).1
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        (0..self.ends.len() as u32).map(|id| self.resolve(id))
+        (0..self.len() as u32).map(|id| self.resolve(id))
     }
 
     /// Bytes held, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() + self.ends.capacity() * 4 + self.table.capacity() * 5
+        self.arena.capacity() + self.starts.capacity() * 4 + self.slots.capacity() * 8
     }
+
+    #[inline]
+    fn intern_hashed(&mut self, s: &str, h: u64) -> u32 {
+        match self.find(s, h) {
+            Ok(id) => id,
+            Err(slot) => self.insert(s, h, slot),
+        }
+    }
+
+    /// The id of `s`, or the empty slot where it belongs.
+    #[inline]
+    fn find(&self, s: &str, h: u64) -> Result<u32, usize> {
+        if self.slots.is_empty() {
+            return Err(usize::MAX);
+        }
+        let mask = self.slots.len() - 1;
+        let tag = h >> 32;
+        let mut i = h as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return Err(i);
+            }
+            if slot >> 32 == tag {
+                let (id, found) = self.entry((slot as u32 - 1) as usize);
+                if found == s {
+                    return Ok(id);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn insert(&mut self, s: &str, h: u64, mut slot: usize) -> u32 {
+        let id = self.starts.len() as u32;
+        let offset = self.arena.len();
+        self.arena.extend_from_slice(&id.to_le_bytes());
+        if s.len() < LONG as usize {
+            self.arena.push(s.len() as u8);
+        } else {
+            self.arena.push(LONG);
+            self.arena.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        }
+        self.arena.extend_from_slice(s.as_bytes());
+        assert!(self.arena.len() < u32::MAX as usize, "more than 4 GiB of distinct ids in one worker");
+        self.starts.push(offset as u32);
+        if self.starts.len() * 8 > self.slots.len() * 7 {
+            self.grow();
+            slot = self.free_slot(h);
+        }
+        self.slots[slot] = (h >> 32) << 32 | (offset as u64 + 1);
+        id
+    }
+
+    /// Doubles the table (16 slots at first) and places every entry again.
+    fn grow(&mut self) {
+        let len = (self.slots.len() * 2).max(16);
+        self.slots = vec![0; len];
+        for id in 0..self.starts.len() - 1 {
+            let offset = self.starts[id] as usize;
+            let h = hash(self.entry(offset).1);
+            let slot = self.free_slot(h);
+            self.slots[slot] = (h >> 32) << 32 | (offset as u64 + 1);
+        }
+    }
+
+    fn free_slot(&self, h: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        while self.slots[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// The id and string of the entry at `offset`.
+    #[inline]
+    fn entry(&self, offset: usize) -> (u32, &str) {
+        let a = &self.arena;
+        let id = u32::from_le_bytes([a[offset], a[offset + 1], a[offset + 2], a[offset + 3]]);
+        let (start, len) = match a[offset + 4] {
+            LONG => {
+                let l = &a[offset + 5..offset + 9];
+                (offset + 9, u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+            }
+            len => (offset + 5, len as usize),
+        };
+        // SAFETY: `insert` copies whole `&str`s into the arena, and entries
+        // are read back at the offsets and lengths it wrote.
+        (id, unsafe { std::str::from_utf8_unchecked(&a[start..start + len]) })
+    }
+
+    #[inline]
+    fn prefetch_slot(&self, h: u64) {
+        if !self.slots.is_empty() {
+            prefetch(&self.slots[h as usize & (self.slots.len() - 1)]);
+        }
+    }
+
+    /// Prefetches the entry of the first slot from `h`'s place whose tag
+    /// matches (most often the one looked for), if the slot is cached by now.
+    #[inline]
+    fn prefetch_entry(&self, h: u64) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mask = self.slots.len() - 1;
+        let tag = h >> 32;
+        let mut i = h as usize & mask;
+        for _ in 0..8 {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return;
+            }
+            if slot >> 32 == tag {
+                if let Some(byte) = self.arena.get((slot as u32 - 1) as usize) {
+                    prefetch(byte);
+                }
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// A hint to load `at`'s cache line.
+#[inline(always)]
+fn prefetch<T>(at: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and reads nothing the program sees.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch((at as *const T).cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 #[inline]
@@ -223,6 +417,29 @@ mod tests {
         assert_eq!(i.get("id-9999").map(|id| i.resolve(id)), Some("id-9999"));
         assert_eq!(i.intern(""), 10_002);
         assert_eq!(i.resolve(10_002), "");
+        let long = "x".repeat(70_000);
+        let id = i.intern(&long);
+        assert_eq!((i.intern(&long), i.get(&long)), (id, Some(id)));
+        assert_eq!(i.resolve(id), long);
+        assert_eq!(i.resolve(10_002), "");
+    }
+
+    #[test]
+    fn batches_get_the_ids_one_by_one_would() {
+        let names: Vec<String> =
+            (0..50_000u64).map(|n| format!("u{}", (n * 7919) % 13_001)).chain(["é".repeat(300)]).collect();
+        let mut one = Interner::new();
+        let expected: Vec<u32> = names.iter().map(|n| one.intern(n)).collect();
+        let mut all = Interner::new();
+        let (mut batch, mut got) = (Batch::default(), Vec::new());
+        for chunk in names.chunks(1000) {
+            batch.clear();
+            chunk.iter().for_each(|n| batch.push(n));
+            all.intern_all(&batch, &mut got);
+        }
+        assert_eq!(got, expected);
+        assert_eq!(all.iter().collect::<Vec<_>>(), one.iter().collect::<Vec<_>>());
+        assert_eq!(all.len(), 13_002);
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! the event server; a new user's events and an item's `$delete` reach the
 //! next query within a second; and a training published while events
 //! arrive (their file still open, so not in its input) erases none of them.
+//! A restart re-applies what a `kill -9` left unapplied and keeps the
+//! journal; a live `$unset` removes keys; `ur import --es-url` applies the
+//! imported events; two servers writing one live users index, each with
+//! its cache, lose no event.
 
 use crate::elasticsearch::{assert_answers_as_the_ur, engine_named, es_args, recommender, scores, server, train};
 use crate::events::{EventServer, new_app, stored};
@@ -228,4 +232,143 @@ fn writers_sharing_the_live_index_lose_no_event() {
     assert_eq!(doc(), json!(["f"]), "a deleted document is created again");
     assert_eq!(a.stats.write_failures.load(Ordering::Relaxed), 0, "conflicts are re-written at once, no back-off");
     assert_eq!(b.stats.write_failures.load(Ordering::Relaxed), 0);
+}
+
+/// A user's live document in the live users index of `alias` (`None`: none).
+fn live_doc(alias: &str, user: &str) -> Option<Value> {
+    let es = crate::elasticsearch::client(&server().url);
+    let path = format!("/{alias}_users_live/_doc/{user}");
+    let (status, v) = block_on(es.call(ur::es::HttpMethod::Get, &path, None)).unwrap();
+    (status == 200).then(|| v["_source"].clone())
+}
+
+/// An item's document in the live model of `alias`.
+fn item_doc(alias: &str, item: &str) -> Option<Value> {
+    let es = crate::elasticsearch::client(&server().url);
+    let (status, v) = block_on(es.call(ur::es::HttpMethod::Get, &format!("/{alias}/_doc/{item}"), None)).unwrap();
+    (status == 200).then(|| v["_source"].clone())
+}
+
+/// Events acknowledged but never applied (the server batches for ten
+/// minutes and is killed with `kill -9` right after the 201s) are applied
+/// when it starts again; the `$delete` it journaled then is re-applied to a
+/// model published after the restart; another restart re-applying the same
+/// window changes no history.
+#[test]
+fn a_restart_applies_what_a_kill_left_and_keeps_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("events");
+    let alias = "hm_restart";
+    let engine = engine_named(dir.path(), alias);
+    let key = new_app(&root, "handmade");
+    let out = train(&engine, &handmade_events(), &server().url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = recommender(&server().url, &engine);
+    let popular = json!({"currentDate": HANDMADE_NOW, "num": 10});
+    let shown = items(&r, popular.clone());
+    let (gone, bought) = (shown[0].clone(), &shown[1..4]);
+
+    let s = live_server(&root, &engine, &["--live-delay-ms", "600000"]);
+    for item in bought {
+        post(&s, &key, usage("purchase", "restarted", item));
+    }
+    post(&s, &key, json!({"event": "$delete", "entityType": "item", "entityId": gone}));
+    drop(s); // kill -9
+    assert_eq!(live_doc(alias, "restarted"), None, "nothing was applied before the kill");
+    assert!(items(&r, popular.clone()).contains(&gone));
+
+    let s = live_server(&root, &engine, &[]);
+    let newest_first: Vec<&String> = bought.iter().rev().collect();
+    within(&s, Duration::from_secs(5), "the killed server's events applied at restart", || {
+        live_doc(alias, "restarted").is_some_and(|d| d["purchase"] == json!(newest_first))
+            && !items(&r, popular.clone()).contains(&gone)
+    });
+
+    // A training published now lacks the $delete (its input is the
+    // original events): the restarted server's journal re-applies it.
+    let out = train(&engine, &handmade_events(), &server().url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    within(&s, Duration::from_secs(2), "the $delete re-applied to the model published after the restart", || {
+        !items(&r, popular.clone()).contains(&gone)
+    });
+    let log = s.stop();
+    assert!(log.contains("re-applying item changes"), "{log}");
+
+    // Once more: re-applying the window leaves the history as it is.
+    let before = live_doc(alias, "restarted").unwrap();
+    let s = live_server(&root, &engine, &[]);
+    within(&s, Duration::from_secs(5), "the window re-applied", || s.log().contains("re-applied the log's events"));
+    assert_eq!(live_doc(alias, "restarted").unwrap(), before);
+    s.stop();
+}
+
+/// A live `$unset` removes the keys from the item's document (as the next
+/// training's document has none), not setting them to `null`.
+#[test]
+fn a_live_unset_removes_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("events");
+    let alias = "hm_unset";
+    let engine = engine_named(dir.path(), alias);
+    let key = new_app(&root, "handmade");
+    let out = train(&engine, &handmade_events(), &server().url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = live_server(&root, &engine, &[]);
+    let item = "Iphone 6";
+    let before = item_doc(alias, item).expect("a trained item");
+    let set = json!({"event": "$set", "entityType": "item", "entityId": item,
+        "properties": {"color": ["red"], "size": ["L"]}});
+    post(&s, &key, set);
+    within(&s, Duration::from_secs(2), "the $set", || {
+        item_doc(alias, item).is_some_and(|d| d["color"] == json!(["red"]))
+    });
+    let unset = json!({"event": "$unset", "entityType": "item", "entityId": item, "properties": {"color": null}});
+    post(&s, &key, unset);
+    within(&s, Duration::from_secs(2), "the $unset", || {
+        item_doc(alias, item).is_some_and(|d| d.get("color").is_none())
+    });
+    let mut expected = before;
+    expected["size"] = json!(["L"]);
+    assert_eq!(item_doc(alias, item).unwrap(), expected, "no `color` key, the rest as it was");
+    s.stop();
+}
+
+/// `ur import --es-url` applies the imported events to the live history
+/// and model before it exits, and says so; an unreachable cluster stops it
+/// before anything is stored.
+#[test]
+fn import_with_es_url_applies_the_events_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("events");
+    let alias = "hm_import";
+    let engine = engine_named(dir.path(), alias);
+    new_app(&root, "handmade");
+    let out = train(&engine, &handmade_events(), &server().url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = recommender(&server().url, &engine);
+    let popular = json!({"currentDate": HANDMADE_NOW, "num": 10});
+    let shown = items(&r, popular.clone());
+    let file = dir.path().join("new.jsonl");
+    let mut lines: Vec<String> = shown[1..3].iter().map(|i| usage("purchase", "imported", i).to_string()).collect();
+    lines.push(json!({"event": "$delete", "entityType": "item", "entityId": shown[0]}).to_string());
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let import = |es: Vec<String>| {
+        let mut args: Vec<String> = vec!["import".into(), "--app".into(), "handmade".into()];
+        args.extend([file.display().to_string(), "--root".into(), root.display().to_string()]);
+        args.extend(["-e".into(), engine.display().to_string()]);
+        args.extend(es);
+        Command::new(env!("CARGO_BIN_EXE_ur")).args(&args).env_remove("RUST_LOG").output().expect("ur runs")
+    };
+    let out = import(vec!["--es-url".into(), "http://127.0.0.1:1".into()]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing imported"), "{}", stderr(&out));
+    assert!(stored(&root, "handmade").is_empty());
+
+    let out = import(es_args(&server().url));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("applied 3 of 3 live updates"), "{}", stderr(&out));
+    assert_eq!(stored(&root, "handmade").len(), 3);
+    let newest_first: Vec<&String> = shown[1..3].iter().rev().collect();
+    assert_eq!(live_doc(alias, "imported").unwrap()["purchase"], json!(newest_first));
+    assert!(!items(&r, popular).contains(&shown[0]), "the imported $delete is applied");
 }

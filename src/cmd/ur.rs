@@ -128,6 +128,8 @@ pub enum Command {
     },
     /// Validate PIO event JSON lines (a file or a directory, .gz too) like
     /// the event server and store them as the app's events (like `pio import`).
+    /// With --es-url, the stored events then update the model of --engine
+    /// like `ur events --es-url` (the command waits for them).
     Import {
         #[command(flatten)]
         root: EventRoot,
@@ -139,6 +141,8 @@ pub enum Command {
         /// percentage of the lines (as in ur-train).
         #[arg(long, value_name = "N|P%", default_value = "0")]
         max_rejected: String,
+        #[command(flatten)]
+        live: LiveArgs,
     },
     /// Write an app's events as PIO event JSON files (like `pio export`),
     /// readable by ur-train.
@@ -154,7 +158,8 @@ pub enum Command {
 }
 
 /// Query-time history: with `--es-url`, the events of one app update the
-/// model of `--engine` in Elasticsearch within a second.
+/// model of `--engine` in Elasticsearch within a second (`ur events`), or
+/// once stored (`ur import`).
 #[derive(clap::Args, Debug)]
 #[command(next_help_heading = "Query-time history (with --es-url)")]
 pub struct LiveArgs {
@@ -167,7 +172,8 @@ pub struct LiveArgs {
     pub live_delay_ms: u64,
     /// Item changes are remembered this long, to re-apply those a newly
     /// published model's training may have missed (at least the longest
-    /// training).
+    /// training); `ur events` re-applies the events of this window of its
+    /// log at start (those a crash or an unreachable cluster left).
     #[arg(long, default_value_t = 24 * 60)]
     pub live_journal_minutes: u64,
 }
@@ -250,8 +256,10 @@ fn run(args: Args) -> Result<(), CommandError> {
         }
         Command::App { root, command } => return app(&root.root, command).map_err(command_error),
         Command::Accesskey { root, command } => return accesskey(&root.root, command).map_err(command_error),
-        Command::Import { root, app, path, max_rejected } => {
-            return import(&root.root, &app, &path, &max_rejected).map_err(command_error);
+        Command::Import { root, app, path, max_rejected, live } => {
+            // The import's files stay open up to an hour (its roll-over).
+            let live = live_options(&args.engine, &args.es, &live, 3600)?;
+            return import(&root.root, &app, &path, &max_rejected, live).map_err(command_error);
         }
         Command::Export { root, app, output } => {
             let done = events::export::export(&root.root, &app, &output).map_err(command_error)?;
@@ -307,7 +315,7 @@ fn run(args: Args) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// The live history settings of `ur events`, with `--es-url`.
+/// The live history settings of `ur events` and `ur import`, with `--es-url`.
 fn live_options(
     engine: &Path,
     es: &EsArgs,
@@ -340,9 +348,33 @@ fn command_error(e: EventsError) -> CommandError {
     }
 }
 
-fn import(root: &Path, app: &str, path: &str, max_rejected: &str) -> Result<(), EventsError> {
+fn import(
+    root: &Path,
+    app: &str,
+    path: &str,
+    max_rejected: &str,
+    live: Option<events::live::LiveOptions>,
+) -> Result<(), EventsError> {
     let limit = RejectLimit::parse(max_rejected).map_err(|e| EventsError::Usage(format!("--max-rejected {e}")))?;
-    let done = events::import::import(root, app, path, limit)?;
+    let live = match live {
+        Some(o) if o.app != app => {
+            return Err(EventsError::Usage(format!(
+                "--es-url: the engine's model is fed by the app `{}` (--live-app, or the engine's appName), not `{app}`",
+                o.app
+            )));
+        }
+        Some(o) => Some(
+            block_on(events::live::Live::start(o))
+                .map_err(|e| EventsError::Storage(format!("{e}; nothing imported")))?,
+        ),
+        None => None,
+    };
+    let mut stored = |chunk: &[events::validate::Accepted]| {
+        if let Some((live, _)) = &live {
+            live.send_blocking(live.ops_of(app, chunk));
+        }
+    };
+    let done = events::import::import(root, app, path, limit, &mut stored)?;
     for (reason, (n, first)) in &done.rejected {
         eprintln!("rejected {n} line(s): {reason} (the first at {first})");
     }
@@ -354,6 +386,21 @@ fn import(root: &Path, app: &str, path: &str, max_rejected: &str) -> Result<(), 
         )));
     }
     eprintln!("imported {} of {} lines into `{app}`", done.stored, done.lines);
+    let Some((live, task)) = live else { return Ok(()) };
+    let d = block_on(live.drain(task, Duration::from_secs(30)));
+    eprintln!(
+        "applied {} of {} live updates to Elasticsearch ({} refused, {} failed writes retried)",
+        d.applied, d.queued, d.refused, d.write_failures
+    );
+    if !d.complete() {
+        return Err(EventsError::Storage(format!(
+            "{} of {} live updates could not be applied to Elasticsearch. The events ARE stored: they reach \
+             query-time history when `ur events --es-url` next starts (if within --live-journal-minutes), \
+             and the model at the next training",
+            d.queued - d.applied,
+            d.queued
+        )));
+    }
     Ok(())
 }
 

@@ -84,7 +84,10 @@ impl<'w> Comm<'w> {
                 );
             });
         }
-        self.worker.step_while(|| !done.get());
+        // Park between steps rather than spin: a worker waiting for a slower
+        // peer leaves its core to others (timely wakes it when data arrives;
+        // the timeout bounds a missed wake-up).
+        self.worker.step_or_park_while(Some(std::time::Duration::from_millis(5)), || !done.get());
         let mut out = std::mem::take(&mut *received.borrow_mut());
         out.sort_by_key(|(_, from, seq, _)| (*from, *seq));
         out.into_iter().map(|(_, from, _, payload)| (from, payload)).collect()

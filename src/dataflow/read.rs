@@ -10,7 +10,7 @@
 //! ignored. Nothing is dropped without being counted.
 
 use crate::config::{Engine, RankingKind};
-use crate::intern::Interner;
+use crate::intern::{Batch, Interner};
 use crate::model::{PropertyEvent, PropertyOp};
 use crate::source::event::{Event, Reject, parse_event};
 use crate::source::lines::{DEFAULT_MAX_LINE_BYTES, Line, read_unit_limited};
@@ -215,7 +215,7 @@ pub fn read_share(
     bytes_read: &AtomicU64,
 ) -> Result<Share, String> {
     let mut share = Share::empty(plan);
-    let mut reader = LineHandler { plan, share: &mut share, keep_samples };
+    let mut reader = LineHandler { plan, share: &mut share, keep_samples, pending: Pending::default() };
     for &u in mine {
         let unit = &input.units[u];
         let file = &input.files[unit.file as usize];
@@ -231,15 +231,43 @@ pub fn read_share(
                 reader.reject(None, (unit.file, unit.start, file, line_no), Reject::LineTooLong(limit));
             }
         })?;
+        reader.flush();
         reader.share.stats.unit_lines.push((unit.file, unit.start, lines));
     }
     Ok(share)
 }
 
+/// Usage and ranking events waiting for their ids: they are interned a
+/// batch at a time so that the table lookups of many events overlap
+/// ([`Interner::intern_all`]). Ids come out as interning line by line
+/// would give them: every other interning flushes the batch first.
+#[derive(Default)]
+struct Pending {
+    items: Batch,
+    users: Batch,
+    events: Vec<PendingEvent>,
+    item_ids: Vec<u32>,
+    user_ids: Vec<u32>,
+}
+
+/// A usage or ranking event: its item is `items[i]` for the i-th event.
+struct PendingEvent {
+    /// The indicator and the event's index in `users`.
+    usage: Option<(usize, u32)>,
+    /// Seconds since the epoch, 0 before 1970.
+    secs: u32,
+    /// Index in `ReadPlan::rank_names` and the time, if a ranking counts it.
+    ranked: Option<(u32, Millis)>,
+}
+
+/// Events batched before interning.
+const PENDING: usize = 1024;
+
 struct LineHandler<'a> {
     plan: &'a ReadPlan,
     share: &'a mut Share,
     keep_samples: usize,
+    pending: Pending,
 }
 
 impl LineHandler<'_> {
@@ -298,21 +326,17 @@ impl LineHandler<'_> {
                         Ok(user) => user,
                         Err(reason) => return self.reject(Some(name), at, reason),
                     };
-                    let item = self.share.items.intern(target);
-                    if let (Some(k), Some(user)) = (indicator, user) {
-                        let user = self.share.users.intern(user);
-                        let secs = (event.event_time.div_euclid(1000)).clamp(0, u32::MAX as i64) as u32;
-                        self.share.usage[k].push((user, item, secs));
-                        if k == 0 {
-                            let counts = &mut self.share.primary_events;
-                            if counts.len() <= user as usize {
-                                counts.resize(user as usize + 1, 0);
-                            }
-                            counts[user as usize] += 1;
-                        }
-                    }
-                    if let Some(name) = counted {
-                        self.share.rank_events.push((item, name, event.event_time));
+                    let pending = &mut self.pending;
+                    pending.items.push(target);
+                    let usage = indicator.zip(user).map(|(k, user)| {
+                        pending.users.push(user);
+                        (k, pending.users.len() as u32 - 1)
+                    });
+                    let secs = (event.event_time.div_euclid(1000)).clamp(0, u32::MAX as i64) as u32;
+                    let ranked = counted.map(|name| (name, event.event_time));
+                    pending.events.push(PendingEvent { usage, secs, ranked });
+                    if pending.events.len() >= PENDING {
+                        self.flush();
                     }
                     kept = true;
                 }
@@ -326,7 +350,39 @@ impl LineHandler<'_> {
         }
     }
 
+    /// Interns the pending events' ids and records them, in line order.
+    fn flush(&mut self) {
+        let Pending { items, users, events, item_ids, user_ids } = &mut self.pending;
+        if events.is_empty() {
+            return;
+        }
+        item_ids.clear();
+        self.share.items.intern_all(items, item_ids);
+        user_ids.clear();
+        self.share.users.intern_all(users, user_ids);
+        for (e, &item) in events.iter().zip(item_ids.iter()) {
+            if let Some((k, u)) = e.usage {
+                let user = user_ids[u as usize];
+                self.share.usage[k].push((user, item, e.secs));
+                if k == 0 {
+                    let counts = &mut self.share.primary_events;
+                    if counts.len() <= user as usize {
+                        counts.resize(user as usize + 1, 0);
+                    }
+                    counts[user as usize] += 1;
+                }
+            }
+            if let Some((name, time)) = e.ranked {
+                self.share.rank_events.push((item, name, time));
+            }
+        }
+        items.clear();
+        users.clear();
+        events.clear();
+    }
+
     fn property_event(&mut self, event: &Event) -> Result<(), Reject> {
+        self.flush();
         let op = match &*event.event {
             "$set" => PropertyOp::Set,
             "$unset" => PropertyOp::Unset,
@@ -351,6 +407,7 @@ impl LineHandler<'_> {
         let Some(target) = event.target().ok() else {
             return false;
         };
+        self.flush();
         let item = self.share.items.intern(target) as usize;
         let spans = &mut self.share.spans;
         if spans.len() <= item {

@@ -6,10 +6,12 @@
 //! server's (its own part names, so a running server is no obstacle).
 //! Otherwise nothing is written. A line's `eventId` is kept when it has
 //! one (so an export imports back as itself); `creationTime` is now.
+//! Each chunk of events, once durable, is handed to the caller (for live
+//! updates, `ur import --es-url`).
 
 use super::apps::Registry;
 use super::log::{EventLog, LogConfig, now_millis};
-use super::validate::accept;
+use super::validate::{Accepted, accept};
 use super::{EventsError, random_hex};
 use crate::source::lines::read_unit;
 use crate::source::{WorkUnit, list_inputs};
@@ -38,8 +40,15 @@ impl Imported {
 /// Lines appended per commit.
 const CHUNK: usize = 10_000;
 
-/// Imports `input` into `app` under `root`.
-pub fn import(root: &Path, app: &str, input: &str, limit: RejectLimit) -> Result<Imported, EventsError> {
+/// Imports `input` into `app` under `root`; `stored` gets each chunk of
+/// events once it is on disk.
+pub fn import(
+    root: &Path,
+    app: &str,
+    input: &str,
+    limit: RejectLimit,
+    stored: &mut dyn FnMut(&[Accepted]),
+) -> Result<Imported, EventsError> {
     if Registry::load(root)?.app(app).is_none() {
         return Err(EventsError::Usage(format!("no app named `{app}` (see `ur app list`)")));
     }
@@ -85,22 +94,35 @@ pub fn import(root: &Path, app: &str, input: &str, limit: RejectLimit) -> Result
             .map_err(|_| ())
             .and_then(|v| accept(&v, now, next_id(&v)).map_err(|_| ()))
         {
-            batch.push(a.line);
+            batch.push(a);
             if batch.len() == CHUNK {
-                report.stored += batch.len() as u64;
-                failed = log.append_blocking(app, std::mem::take(&mut batch)).err();
+                failed = append(&log, app, &mut batch, &mut report, stored).err();
             }
         }
     })?;
     if let Some(e) = failed {
-        return Err(e.into());
+        return Err(e);
     }
-    report.stored += batch.len() as u64;
     if !batch.is_empty() {
-        log.append_blocking(app, batch)?;
+        append(&log, app, &mut batch, &mut report, stored)?;
     }
     log.close();
     Ok(report)
+}
+
+/// Appends `batch` durably, then hands it to `stored`; empties it.
+fn append(
+    log: &EventLog,
+    app: &str,
+    batch: &mut Vec<Accepted>,
+    report: &mut Imported,
+    stored: &mut dyn FnMut(&[Accepted]),
+) -> Result<(), EventsError> {
+    log.append_blocking(app, batch.iter().map(|a| a.line.clone()).collect())?;
+    report.stored += batch.len() as u64;
+    stored(batch);
+    batch.clear();
+    Ok(())
 }
 
 /// The counting key of a refusal: the message without the event's own names.

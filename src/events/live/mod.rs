@@ -18,12 +18,19 @@
 //!
 //! Writes are batched by one background task (a short delay or a size
 //! trigger, [`ops`] builds the bulk request, [`cache`] spares reading back
-//! the documents it wrote): the 201 never waits for Elasticsearch. A failed write is retried with back-off and counted; the
-//! event is durable in the log either way and reaches the model at the next
-//! training.
+//! the documents it wrote): the 201 never waits for Elasticsearch. A failed
+//! write is retried with back-off and counted; the event is durable in the
+//! log either way: [`recover`] re-applies the log's events of the journal
+//! window at start (and re-seeds the journal), and the next training has
+//! them. [`items`] writes `$unset` (keys removed, by read-modify-write);
+//! [`drain`] feeds a batch job (`ur import --es-url`) and waits for its
+//! events. Replay and batch jobs write through the same task, cache included.
 
 pub mod cache;
+pub mod drain;
+pub mod items;
 pub mod ops;
+pub mod recover;
 
 use crate::config::Engine;
 use crate::es::{Es, EsConfig, HttpMethod, error_reason, indices};
@@ -68,11 +75,12 @@ pub struct LiveOptions {
 pub struct LiveStats {
     /// Events taken to be applied.
     pub queued: AtomicU64,
-    /// Events applied (acknowledged by Elasticsearch).
+    /// Events applied (acknowledged by Elasticsearch, or refused by it for
+    /// good: see `refused`).
     pub applied: AtomicU64,
     /// Bulk requests that failed and were retried.
     pub write_failures: AtomicU64,
-    /// Actions Elasticsearch refused (not retried), e.g. `$unset` of a missing item.
+    /// Actions Elasticsearch refused (not retried), e.g. `$delete` of a missing item.
     pub refused: AtomicU64,
     /// Writes that found the document changed by another writer since it
     /// was read or cached: read again and re-applied at once.
@@ -81,6 +89,8 @@ pub struct LiveStats {
     pub dropped: AtomicU64,
     /// Item changes re-applied after a model was published.
     pub replayed: AtomicU64,
+    /// Events of the log re-applied at start ([`recover`]).
+    pub recovered: AtomicU64,
 }
 
 /// The handle the request handlers use.
@@ -118,6 +128,14 @@ impl Live {
     /// Connects, creates the live users index if needed and starts the
     /// background task (which ends when the handle is dropped).
     pub async fn start(options: LiveOptions) -> Result<(Live, tokio::task::JoinHandle<()>), LiveError> {
+        Live::start_after(options, None).await
+    }
+
+    /// [`Live::start`], the task first applying `replay`'s events.
+    async fn start_after(
+        options: LiveOptions,
+        replay: Option<recover::Replay>,
+    ) -> Result<(Live, tokio::task::JoinHandle<()>), LiveError> {
         let es = Es::connect(&options.es).await.map_err(LiveError)?;
         let alias = indices::alias_of(&options.engine);
         let live_index = indices::live_users_index(&alias);
@@ -125,7 +143,7 @@ impl Live {
         let engine = LiveEngine::of(&options.engine);
         let stats = Arc::new(LiveStats::default());
         let (tx, rx) = mpsc::channel(QUEUE);
-        let updater = Updater {
+        let mut updater = Updater {
             es,
             engine: engine.clone(),
             alias,
@@ -144,7 +162,12 @@ impl Live {
             backoff: Duration::from_millis(100),
         };
         tracing::info!(app = %options.app, index = %updater.live_index, "live history on");
-        let task = tokio::spawn(updater.run(rx));
+        let task = tokio::spawn(async move {
+            if let Some(replay) = replay {
+                updater.replay(replay).await;
+            }
+            updater.run(rx).await
+        });
         Ok((Live { app: options.app, engine, tx, stats }, task))
     }
 
@@ -317,9 +340,9 @@ impl Updater {
     }
 
     /// Writes every pending event: one bulk request, and at once another
-    /// for the users whose document another writer changed meanwhile (read
-    /// again first), up to [`ROUNDS`] in all. What fails otherwise stays
-    /// pending and is retried after a back-off.
+    /// for the users (and items) whose document another writer changed
+    /// meanwhile (read again first), up to [`ROUNDS`] in all. What fails
+    /// otherwise stays pending and is retried after a back-off.
     async fn flush(&mut self) {
         for round in 0..ROUNDS {
             match self.write_round(round > 0).await {
@@ -333,7 +356,8 @@ impl Updater {
 
     /// One bulk request of the pending events; `read_unknown`: read the
     /// documents of the users not in the cache first (else as the last
-    /// batches suggest). Only what remains to do stays pending.
+    /// batches suggest). The items with an `$unset` are read every round
+    /// ([`items::Unsets`]). Only what remains to do stays pending.
     async fn write_round(&mut self, read_unknown: bool) -> Result<Round, String> {
         let started = Instant::now();
         let waited = self.oldest_pending.map_or(0, |at| now_millis() - at);
@@ -344,6 +368,9 @@ impl Updater {
         if read_first && !read_unknown {
             self.read_first.after_read(unknown.len(), current.len());
         }
+        // The items with an `$unset`, to be written whole, as they are now.
+        let items_index = self.model.as_ref().map(|m| m.index.as_str());
+        let unsets = items::Unsets::read(&self.es, items_index, &self.pending).await.map_err(|e| e.0)?;
         let read = started.elapsed();
         let (cached, created) = (users.len() - unknown.len(), unknown.len() - current.len());
         for user in &users {
@@ -351,21 +378,28 @@ impl Updater {
                 current.insert(user.clone(), stored);
             }
         }
-        let items_index = self.model.as_ref().map(|m| m.index.as_str());
+        let rest = unsets.rest(&self.pending);
         let docs = ops::user_docs(&self.engine, &self.pending, &current);
         // Two requests of disjoint users at once when there are many: the
-        // node indexes them on two threads. Item changes go last, in order.
+        // node indexes them on two threads. Item changes go last, in order:
+        // those that need no read, then the items written whole.
         let half = if docs.len() >= PARALLEL_FROM { docs.len() / 2 } else { 0 };
         let (mut first, mut second) = (Vec::new(), Vec::new());
         let first_actions = ops::write_bulk(&mut first, &self.live_index, None, &docs[..half], &[], &current);
-        let second_actions =
-            ops::write_bulk(&mut second, &self.live_index, items_index, &docs[half..], &self.pending, &current);
+        let mut second_actions =
+            ops::write_bulk(&mut second, &self.live_index, items_index, &docs[half..], &rest, &current);
+        let mut item_actions: Vec<&str> = Vec::new();
+        if let Some(index) = items_index {
+            item_actions.extend(ops::partial_items(&rest));
+            let whole = unsets.bulk_body(&mut second, index, &self.pending);
+            second_actions += whole.len();
+            item_actions.extend(whole);
+        }
         if first_actions + second_actions == 0 {
             return Ok(Round::Done);
         }
-        let items = items_index.is_some() && self.pending.iter().any(|op| matches!(op, LiveOp::Item { .. }));
         // Item changes must be searchable at once; histories are read by id (real time).
-        let path = if items { "/_bulk?refresh=true" } else { "/_bulk" };
+        let path = if item_actions.is_empty() { "/_bulk" } else { "/_bulk?refresh=true" };
         let written = Instant::now();
         let es = &self.es;
         let (first_reply, second_reply) = tokio::join!(
@@ -388,7 +422,7 @@ impl Updater {
         );
         let mut outcomes = first_reply.map_or_else(Vec::new, |r| self.request_outcomes(r, first_actions));
         outcomes.extend(self.request_outcomes(second_reply, second_actions));
-        let settled = ops::settle(&self.pending, docs, items_index.is_some(), &outcomes);
+        let settled = ops::settle(&self.pending, docs, &item_actions, &outcomes);
         if !read_first {
             let conflicts = settled.conflicts.iter().filter(|u| !current.contains_key(*u)).count();
             self.read_first.after_create(created, conflicts);
@@ -419,11 +453,13 @@ impl Updater {
         for (user, stored) in settled.written {
             self.written.put(user, stored);
         }
-        self.stats.applied.fetch_add(settled.applied, Ordering::Relaxed);
-        self.stats.conflicts.fetch_add(settled.conflicts.len() as u64, Ordering::Relaxed);
+        // Refused for good is done with too (a batch job waits for no more).
+        self.stats.applied.fetch_add(settled.applied + settled.dropped, Ordering::Relaxed);
+        let conflicts = settled.conflicts.len() + settled.item_conflicts.len();
+        self.stats.conflicts.fetch_add(conflicts as u64, Ordering::Relaxed);
         self.stats.refused.fetch_add(settled.refused.len() as u64, Ordering::Relaxed);
         for (status, reason) in settled.refused.iter().take(10) {
-            // A missing item (`$unset`, `$delete`) is no news; anything else is.
+            // A missing item (`$delete`) is no news; anything else is.
             if *status == 404 {
                 tracing::debug!(status, "live update refused: {reason}");
             } else {

@@ -156,9 +156,12 @@ pub fn user_docs(
 /// its live document in `users_index` — read as `current`, with all of
 /// its usage events of the batch applied in order, written only if no one
 /// wrote it since (`if_seq_no`; a new one with `create`) — then the item
-/// changes against `items_index` in order (none if it is `None`). Returns
-/// how many actions were written. No scripts: the integ-test and minimal
-/// distributions have no scripting module.
+/// changes that need no read against `items_index` in order (none if it is
+/// `None`; `$unset`s are not written here: an item with one is read and
+/// written whole by [`super::items::Unsets`], and `ops` are then to hold
+/// none of its changes). Returns how many actions were written. No
+/// scripts: the integ-test and minimal distributions have no scripting
+/// module.
 pub fn bulk_body(
     out: &mut Vec<u8>,
     engine: &LiveEngine,
@@ -203,17 +206,21 @@ pub fn write_bulk(
                 line(out, &json!({"update": {"_index": index, "_id": item, "retry_on_conflict": 5}}));
                 line(out, &json!({"doc": doc, "doc_as_upsert": true}));
             }
-            ItemOp::Unset(keys) => {
-                // A null value is no value to a search, the filters included.
-                let doc: Map<String, Value> = keys.iter().map(|k| (k.clone(), Value::Null)).collect();
-                line(out, &json!({"update": {"_index": index, "_id": item, "retry_on_conflict": 5}}));
-                line(out, &json!({"doc": doc}));
-            }
+            ItemOp::Unset(_) => continue,
             ItemOp::Delete => line(out, &json!({"delete": {"_index": index, "_id": item}})),
         }
         actions += 1;
     }
     actions
+}
+
+/// The items of the item actions [`write_bulk`] writes of `ops`, in order
+/// (one per `$set` or `$delete`).
+pub fn partial_items(ops: &[LiveOp]) -> impl Iterator<Item = &str> {
+    ops.iter().filter_map(|op| match op {
+        LiveOp::Item { item, op: ItemOp::Set(_) | ItemOp::Delete } => Some(item.as_str()),
+        _ => None,
+    })
 }
 
 fn line(out: &mut Vec<u8>, v: &Value) {
@@ -238,7 +245,7 @@ pub enum Outcome {
     Conflict,
     /// Worth trying again after a back-off (overload, a node failing).
     Retry(String),
-    /// Refused for good (e.g. `$unset` of a missing item): not retried.
+    /// Refused for good (e.g. `$delete` of a missing item): not retried.
     Refused(u16, String),
 }
 
@@ -269,14 +276,20 @@ pub fn outcomes(reply: &Value) -> Vec<Outcome> {
 pub struct Settled {
     /// The events still to apply, in order: those of the users whose write
     /// conflicted or is to be retried, and every change of an item one of
-    /// whose changes is to be retried.
+    /// whose actions conflicted or is to be retried.
     pub keep: Vec<LiveOp>,
     /// Events applied.
     pub applied: u64,
+    /// Events of users whose document Elasticsearch refused for good
+    /// (dropped, not retried).
+    pub dropped: u64,
     /// The documents written, at their new versions.
     pub written: Vec<(String, Stored)>,
     /// Users whose document another writer changed: read again, at once.
     pub conflicts: Vec<String>,
+    /// Items another writer changed meanwhile: read again (if written
+    /// whole) and written again, at once.
+    pub item_conflicts: Vec<String>,
     /// Why some are to be retried after a back-off, if any are.
     pub retry: Option<String>,
     /// Actions refused for good (not retried), with status and reason.
@@ -284,13 +297,14 @@ pub struct Settled {
 }
 
 /// Sorts a batch out by its bulk reply: `docs` are the user documents
-/// written (the first actions, in order), then one action per item change
-/// of `ops` if `items_written`; `outcomes` the reply's, in the same order.
-/// An action with no outcome (a short reply) is retried.
+/// written (the first actions, in order), then the item actions, one per
+/// entry of `items` (the item it writes); `outcomes` the reply's, in the
+/// same order. An item change with no action (no live model, nothing to
+/// do) is done; an action with no outcome (a short reply) is retried.
 pub fn settle(
     ops: &[LiveOp],
     docs: Vec<(String, Map<String, Value>)>,
-    items_written: bool,
+    items: &[&str],
     outcomes: &[Outcome],
 ) -> Settled {
     let mut s = Settled::default();
@@ -319,21 +333,19 @@ pub fn settle(
         }
     }
     let mut keep_items = std::collections::HashSet::new();
-    if items_written {
-        let items = ops.iter().filter_map(|op| if let LiveOp::Item { item, .. } = op { Some(item) } else { None });
-        for (k, item) in items.enumerate() {
-            match outcome(n_users + k) {
-                Outcome::Written { .. } => {}
-                Outcome::Conflict => {
-                    s.retry.get_or_insert_with(|| format!("409: item {item} changed by another writer"));
-                    keep_items.insert(item.as_str());
+    for (k, &item) in items.iter().enumerate() {
+        match outcome(n_users + k) {
+            Outcome::Written { .. } => {}
+            Outcome::Conflict => {
+                if keep_items.insert(item) {
+                    s.item_conflicts.push(item.to_string());
                 }
-                Outcome::Retry(e) => {
-                    s.retry.get_or_insert(e);
-                    keep_items.insert(item.as_str());
-                }
-                Outcome::Refused(status, reason) => s.refused.push((status, reason)),
             }
+            Outcome::Retry(e) => {
+                s.retry.get_or_insert(e);
+                keep_items.insert(item);
+            }
+            Outcome::Refused(status, reason) => s.refused.push((status, reason)),
         }
     }
     for op in ops {
@@ -343,7 +355,9 @@ pub fn settle(
         };
         if kept {
             s.keep.push(op.clone());
-        } else if !refused {
+        } else if refused {
+            s.dropped += 1;
+        } else {
             s.applied += 1;
         }
     }
@@ -403,7 +417,7 @@ mod tests {
         };
         let current = HashMap::from([("u1".to_string(), stored)]);
         let mut out = Vec::new();
-        assert_eq!(bulk_body(&mut out, &e, "live", Some("model"), &ops, &current), 4);
+        assert_eq!(bulk_body(&mut out, &e, "live", Some("model"), &ops, &current), 3, "the $unset is items.rs's");
         let lines: Vec<Value> =
             String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["index"], json!({"_index": "live", "_id": "u1", "if_seq_no": 7, "if_primary_term": 1}));
@@ -415,8 +429,7 @@ mod tests {
         assert_eq!(lines[2], json!({"create": {"_index": "live", "_id": "u2"}}));
         assert_eq!(lines[3], json!({"user": "u2", "view": ["b"]}));
         assert_eq!(lines[4], json!({"delete": {"_index": "model", "_id": "a"}}));
-        assert_eq!(lines[5]["update"]["_id"], "b");
-        assert_eq!(lines[6], json!({"doc": {"k": null}}));
+        assert_eq!(lines.len(), 5, "no null update for the $unset: {lines:?}");
         let mut out = Vec::new();
         assert_eq!(bulk_body(&mut out, &e, "live", None, &ops, &current), 2, "no model index: users only");
     }
@@ -476,7 +489,7 @@ mod tests {
             Outcome::Written { seq_no: 1, primary_term: 1 },
             Outcome::Written { seq_no: 2, primary_term: 1 },
         ];
-        let s = settle(&ops, docs.clone(), true, &outcomes);
+        let s = settle(&ops, docs.clone(), &["i", "j", "i"], &outcomes);
         assert_eq!(
             s.written,
             vec![("u1".to_string(), Stored { source: docs[0].1.clone(), seq_no: 3, primary_term: 1 })]
@@ -487,11 +500,26 @@ mod tests {
         let kept = vec![ops[1].clone(), ops[2].clone(), ops[6].clone(), ops[7].clone(), ops[8].clone()];
         assert_eq!(s.keep, kept, "the conflicted and retried users' events, every change of an item retried, in order");
         assert_eq!(s.applied, 3, "u1's two events and j's delete");
+        assert_eq!(s.dropped, 1, "u3's event, its document refused");
 
         // A short reply: the actions without an outcome are retried.
-        let s = settle(&ops, docs.clone(), false, &outcomes[..1]);
+        let s = settle(&ops, docs.clone(), &[], &outcomes[..1]);
         assert!(s.retry.is_some());
         assert_eq!(s.keep.iter().filter(|op| matches!(op, LiveOp::Item { .. })).count(), 0, "items not written: done");
         assert_eq!(s.applied, 2 + 3);
+    }
+
+    #[test]
+    fn an_item_conflict_is_written_again_at_once() {
+        let unset = |item: &str| LiveOp::Item { item: item.into(), op: ItemOp::Unset(vec!["k".into()]) };
+        let ops = vec![usage("u1", "a"), unset("i"), LiveOp::Item { item: "j".into(), op: ItemOp::Delete }, unset("i")];
+        let docs = user_docs(&engine(), &ops, &HashMap::new());
+        let written = Outcome::Written { seq_no: 1, primary_term: 1 };
+        // j's delete (no read), then i written whole: another writer changed i.
+        let s = settle(&ops, docs, &["j", "i"], &[written.clone(), written, Outcome::Conflict]);
+        assert_eq!(s.item_conflicts, vec!["i".to_string()]);
+        assert_eq!(s.retry, None, "no back-off: read again and re-written in the next round");
+        assert_eq!(s.keep, vec![ops[1].clone(), ops[3].clone()], "every change of i, in order");
+        assert_eq!(s.applied, 2);
     }
 }
