@@ -14,6 +14,12 @@
 # BENCH_LIVE=0), the server restarted with --es-url, and the `live-latency`
 # example posts usage events of fresh users and polls each history as a query
 # reads it, idle and under the 16-client single-event load; p50/p99 printed.
+# BENCH_OLD=DIR (a directory holding another build's `ur`, e.g. a copy of
+# target/release/ur from before a change) runs the same two measurements
+# with it too, on a fresh live index each, for a side-by-side comparison.
+# The server logs each live write at debug level (RUST_LOG=ur::events::live=debug):
+# BENCH_LIVE_LOG=FILE keeps those lines (events, users cached/read/created,
+# waited_ms, mget_ms, bulk_ms per flush).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -32,7 +38,7 @@ cleanup() {
 trap cleanup EXIT
 start_server() {
   : >"$log"
-  "$target/ur" events --root "$root" --listen 127.0.0.1:0 "$@" 2>"$log" &
+  "${UR:-$target/ur}" events --root "$root" --listen 127.0.0.1:0 "$@" 2>"$log" &
   server=$!
   addr=
   for _ in $(seq 100); do
@@ -55,12 +61,23 @@ kill "$server"; wait "$server" 2>/dev/null || true; server=
 es_dir=$(mktemp -d); chmod 755 "$es_dir"   # the ES user must reach it
 es_data=$es_dir/es
 es=$(scripts/elasticsearch.sh start --port $((30000 + RANDOM % 10000)) --data "$es_data" --heap 1g --quiet)
-start_server -e jobs/handmade.json --es-url "$es" --live-app bench
-echo "event → visible in a query (live history in Elasticsearch $es):"
-"$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
-"$target/examples/events-load" --addr "$addr" --key "$key" --clients 16 --batch 1 --seconds "$((secs + 5))" &
-load=$!
-sleep 2
-echo "... under the 16-client single-event load (every event a new user):"
-"$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
-wait "$load"
+live_run() {
+  local label=$1 bin=$2
+  curl -s -XDELETE "$es/urindex_users_live" >/dev/null || true
+  UR=$bin RUST_LOG=ur=info,ur::events::live=debug start_server -e jobs/handmade.json --es-url "$es" --live-app bench
+  echo "[$label] event → visible in a query (live history in Elasticsearch $es):"
+  "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
+  "$target/examples/events-load" --addr "$addr" --key "$key" --clients 16 --batch 1 --seconds "$((secs + 5))" &
+  load=$!
+  sleep 2
+  echo "[$label] ... under the 16-client single-event load (every event a new user):"
+  "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
+  wait "$load"
+  sleep 1
+  kill "$server"; wait "$server" 2>/dev/null || true; server=
+  [ -n "${BENCH_LIVE_LOG:-}" ] && grep 'live flush' "$log" | sed "s/^/[$label] /" >>"$BENCH_LIVE_LOG"
+  return 0
+}
+live_run this "$target/ur"
+[ -n "${BENCH_OLD:-}" ] && live_run old "$BENCH_OLD/ur"
+exit 0

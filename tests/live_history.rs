@@ -5,7 +5,8 @@
 //! arrive (their file still open, so not in its input) erases none of them.
 //! A restart re-applies what a `kill -9` left unapplied and keeps the
 //! journal; a live `$unset` removes keys; `ur import --es-url` applies the
-//! imported events.
+//! imported events; two servers writing one live users index, each with
+//! its cache, lose no event.
 
 use crate::elasticsearch::{assert_answers_as_the_ur, engine_named, es_args, recommender, scores, server, train};
 use crate::events::{EventServer, new_app, stored};
@@ -154,6 +155,83 @@ fn a_training_swapping_the_alias_erases_no_acknowledged_event() {
     });
     let log = s.stop();
     assert!(log.contains("re-applying item changes"), "{log}");
+}
+
+/// Two `ur events` writers of one live users index, each with its cache of
+/// the documents it wrote, and writes behind both their backs (a document
+/// replaced, one deleted): a stale cache entry is detected (409), the
+/// document read again, and no acknowledged event is lost or reordered.
+#[test]
+fn writers_sharing_the_live_index_lose_no_event() {
+    use std::sync::atomic::Ordering;
+    use ur::events::live::{Live, LiveOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = engine_named(dir.path(), "hm_two_writers");
+    let engine = ur::config::Engine::load(&path).unwrap().engine;
+    let es = crate::elasticsearch::client(&server().url);
+    let options = LiveOptions {
+        es: ur::es::EsConfig {
+            user: Some(crate::elasticsearch::USER.into()),
+            password: Some(crate::elasticsearch::PASSWORD.into()),
+            ..ur::es::EsConfig::with_urls(&server().url).unwrap()
+        },
+        engine: engine.clone(),
+        app: "handmade".into(),
+        delay: Duration::from_millis(5),
+        max_batch: 5000,
+        replay_before: Duration::from_secs(60),
+        journal_for: Duration::from_secs(60),
+    };
+    let live_index = ur::es::indices::live_users_index(&ur::es::indices::alias_of(&engine));
+    let rt = ur::runtime::runtime();
+    let (a, _) = rt.block_on(Live::start(options.clone())).unwrap();
+    let (b, _) = rt.block_on(Live::start(options)).unwrap();
+    let buy = |w: &Live, item: &str| {
+        let accepted = ur::events::validate::accept(&usage("purchase", "u1", item), 0, "id".into()).unwrap();
+        let before = w.stats.applied.load(Ordering::Relaxed);
+        w.send(w.ops_of("handmade", [&accepted]));
+        let start = Instant::now();
+        while w.stats.applied.load(Ordering::Relaxed) == before {
+            assert!(start.elapsed() < Duration::from_secs(10), "{item} not applied: {:?}", w.stats);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let doc = || {
+        let (status, v) = block_on(es.call(ur::es::HttpMethod::Get, &format!("/{live_index}/_doc/u1"), None)).unwrap();
+        assert_eq!(status, 200, "{v}");
+        v["_source"]["purchase"].clone()
+    };
+    let conflicts = |w: &Live| w.stats.conflicts.load(Ordering::Relaxed);
+
+    buy(&a, "a"); // a creates the document and caches it
+    buy(&b, "b"); // b's create finds it: read, re-applied
+    assert_eq!(doc(), json!(["b", "a"]));
+    assert_eq!(conflicts(&b), 1, "{:?}", b.stats);
+    buy(&a, "c"); // a's cached version is stale
+    assert_eq!(doc(), json!(["c", "b", "a"]));
+    assert_eq!(conflicts(&a), 1, "{:?}", a.stats);
+    buy(&a, "d"); // now a's cache is right: no conflict
+    assert_eq!(doc(), json!(["d", "c", "b", "a"]));
+    assert_eq!(conflicts(&a), 1, "{:?}", a.stats);
+
+    // Behind both caches' backs: the document replaced, then deleted.
+    let put = |body: Value| {
+        let path = format!("/{live_index}/_doc/u1?refresh=true");
+        let (status, v) =
+            block_on(es.call(ur::es::HttpMethod::Put, &path, Some(body.to_string().into_bytes()))).unwrap();
+        assert!((200..300).contains(&status), "{v}");
+    };
+    put(json!({"user": "u1", "purchase": ["z"]}));
+    buy(&a, "e");
+    assert_eq!(doc(), json!(["e", "z"]), "the replaced document read again, not the cached one");
+    assert_eq!(conflicts(&a), 2, "{:?}", a.stats);
+    let (status, _) =
+        block_on(es.call(ur::es::HttpMethod::Delete, &format!("/{live_index}/_doc/u1?refresh=true"), None)).unwrap();
+    assert_eq!(status, 200);
+    buy(&a, "f");
+    assert_eq!(doc(), json!(["f"]), "a deleted document is created again");
+    assert_eq!(a.stats.write_failures.load(Ordering::Relaxed), 0, "conflicts are re-written at once, no back-off");
+    assert_eq!(b.stats.write_failures.load(Ordering::Relaxed), 0);
 }
 
 /// A user's live document in the live users index of `alias` (`None`: none).

@@ -17,7 +17,7 @@ pub struct Drained {
     pub queued: u64,
     /// Effects written (or refused by Elasticsearch, see `refused`).
     pub applied: u64,
-    /// Actions Elasticsearch refused (e.g. `$unset` of a missing item).
+    /// Actions Elasticsearch refused (e.g. `$delete` of a missing item).
     pub refused: u64,
     /// Bulk requests that failed and were retried.
     pub write_failures: u64,

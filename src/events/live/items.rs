@@ -4,9 +4,10 @@
 //! distributions have no Painless), so an item with an `$unset` among the
 //! pending changes is read, changed in memory by all of its pending
 //! changes in order and written back whole, only if no one wrote it since
-//! (`if_seq_no`/`if_primary_term`; a conflict is retried with the batch, so
-//! re-read). Items without an `$unset` keep the partial updates of
-//! [`super::ops::bulk_body`], which need no read.
+//! (`if_seq_no`/`if_primary_term`; a conflict, 409, has it read again and
+//! written again at once, in the flush's next round). Items without an
+//! `$unset` keep the partial updates of [`super::ops::write_bulk`], which
+//! need no read.
 
 use super::LiveError;
 use super::ops::{ItemOp, LiveOp, Stored};
@@ -72,9 +73,10 @@ impl Unsets {
     }
 
     /// Appends one action per item (the result of its changes in `ops`, in
-    /// order, on the document read) to `out`; returns how many.
-    pub fn bulk_body(&self, out: &mut Vec<u8>, index: &str, ops: &[LiveOp]) -> usize {
-        let mut actions = 0;
+    /// order, on the document read) to `out`; returns the items written, in
+    /// order (an `$unset` of a missing item needs no action).
+    pub fn bulk_body(&self, out: &mut Vec<u8>, index: &str, ops: &[LiveOp]) -> Vec<&str> {
+        let mut written = Vec::new();
         for (item, stored) in &self.items {
             let changes = ops.iter().filter_map(|op| match op {
                 LiveOp::Item { item: i, op } if i == item => Some(op),
@@ -99,9 +101,9 @@ impl Unsets {
             if let Some(doc) = doc {
                 line(out, &Value::Object(doc));
             }
-            actions += 1;
+            written.push(item.as_str());
         }
-        actions
+        written
     }
 }
 
@@ -168,9 +170,9 @@ mod tests {
             ],
         };
         let rest = unsets.rest(&ops);
-        assert_eq!(rest.len(), 2, "the usage event and b's $set stay with ops::bulk_body: {rest:?}");
+        assert_eq!(rest.len(), 2, "the usage event and b's $set stay with ops::write_bulk: {rest:?}");
         let mut out = Vec::new();
-        assert_eq!(unsets.bulk_body(&mut out, "model", &ops), 2, "a missing item unset: no action");
+        assert_eq!(unsets.bulk_body(&mut out, "model", &ops), ["a", "d"], "a missing item unset: no action");
         let lines = lines(out);
         assert_eq!(lines[0], json!({"index": {"_index": "model", "_id": "a", "if_seq_no": 3, "if_primary_term": 2}}));
         assert_eq!(lines[1], json!({"id": "a", "purchase": ["x"], "size": ["L"], "k": 1}), "no `color` key, not null");
@@ -184,7 +186,7 @@ mod tests {
         let unsets = Unsets::default();
         assert!(matches!(unsets.rest(&ops), Cow::Borrowed(_)));
         let mut out = Vec::new();
-        assert_eq!(unsets.bulk_body(&mut out, "model", &ops), 0);
+        assert!(unsets.bulk_body(&mut out, "model", &ops).is_empty());
         assert!(out.is_empty());
     }
 }

@@ -17,14 +17,16 @@
 //! a margin for clocks.
 //!
 //! Writes are batched by one background task (a short delay or a size
-//! trigger, [`ops`] builds the bulk request): the 201 never waits for
-//! Elasticsearch. A failed write is retried with back-off and counted; the
-//! event is durable in the log either way: [`recover`] re-applies the log's
-//! events of the journal window at start (and re-seeds the journal), and
-//! the next training has them. [`items`] writes `$unset` (keys removed, by
-//! read-modify-write); [`drain`] feeds a batch job (`ur import --es-url`)
-//! and waits for its events.
+//! trigger, [`ops`] builds the bulk request, [`cache`] spares reading back
+//! the documents it wrote): the 201 never waits for Elasticsearch. A failed
+//! write is retried with back-off and counted; the event is durable in the
+//! log either way: [`recover`] re-applies the log's events of the journal
+//! window at start (and re-seeds the journal), and the next training has
+//! them. [`items`] writes `$unset` (keys removed, by read-modify-write);
+//! [`drain`] feeds a batch job (`ur import --es-url`) and waits for its
+//! events. Replay and batch jobs write through the same task, cache included.
 
+pub mod cache;
 pub mod drain;
 pub mod items;
 pub mod ops;
@@ -35,6 +37,7 @@ use crate::es::{Es, EsConfig, HttpMethod, error_reason, indices};
 use crate::events::log::now_millis;
 use crate::events::validate::Accepted;
 use crate::time::Millis;
+use cache::{ReadFirst, Written};
 use ops::{LiveEngine, LiveOp, Stored};
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
@@ -72,12 +75,16 @@ pub struct LiveOptions {
 pub struct LiveStats {
     /// Events taken to be applied.
     pub queued: AtomicU64,
-    /// Events applied (acknowledged by Elasticsearch).
+    /// Events applied (acknowledged by Elasticsearch, or refused by it for
+    /// good: see `refused`).
     pub applied: AtomicU64,
     /// Bulk requests that failed and were retried.
     pub write_failures: AtomicU64,
-    /// Actions Elasticsearch refused (not retried), e.g. `$unset` of a missing item.
+    /// Actions Elasticsearch refused (not retried), e.g. `$delete` of a missing item.
     pub refused: AtomicU64,
+    /// Writes that found the document changed by another writer since it
+    /// was read or cached: read again and re-applied at once.
+    pub conflicts: AtomicU64,
     /// Events not queued because the queue was full.
     pub dropped: AtomicU64,
     /// Item changes re-applied after a model was published.
@@ -96,6 +103,26 @@ pub struct Live {
 
 /// Messages (requests) waiting at most.
 const QUEUE: usize = 65_536;
+
+/// Live documents remembered with their versions (about 1 KB each).
+const CACHED_USERS: usize = 100_000;
+
+/// Bulk requests per flush at most: the first and those re-writing
+/// documents another writer changed meanwhile.
+const ROUNDS: usize = 3;
+
+/// Users in a batch from which it is written in two requests at once.
+const PARALLEL_FROM: usize = 64;
+
+/// How one bulk request of a flush ended.
+enum Round {
+    /// Nothing pending any more.
+    Done,
+    /// Documents another writer changed: read them and write again now.
+    Conflicts,
+    /// Try again after a back-off.
+    Retry(String),
+}
 
 impl Live {
     /// Connects, creates the live users index if needed and starts the
@@ -128,7 +155,10 @@ impl Live {
             model: None,
             pending: Vec::new(),
             first_pending: None,
+            oldest_pending: None,
             retry_at: None,
+            written: Written::new(CACHED_USERS),
+            read_first: ReadFirst::default(),
             backoff: Duration::from_millis(100),
         };
         tracing::info!(app = %options.app, index = %updater.live_index, "live history on");
@@ -208,7 +238,12 @@ struct Updater {
     model: Option<Model>,
     pending: Vec<LiveOp>,
     first_pending: Option<Instant>,
+    /// When the oldest pending event was acknowledged (for the timings).
+    oldest_pending: Option<Millis>,
     retry_at: Option<Instant>,
+    /// The documents this server wrote last, with their versions.
+    written: Written,
+    read_first: ReadFirst,
     backoff: Duration,
 }
 
@@ -245,6 +280,9 @@ impl Updater {
     }
 
     fn take(&mut self, batch: Vec<(Millis, LiveOp)>) {
+        if let Some((at, _)) = batch.first() {
+            self.oldest_pending.get_or_insert(*at);
+        }
         for (at, op) in batch {
             if matches!(op, LiveOp::Item { .. }) {
                 self.journal.push_back((at, op.clone()));
@@ -301,44 +339,138 @@ impl Updater {
         self.model = model;
     }
 
-    /// One bulk request with every pending event; on failure they stay
-    /// pending and are retried after a back-off.
+    /// Writes every pending event: one bulk request, and at once another
+    /// for the users (and items) whose document another writer changed
+    /// meanwhile (read again first), up to [`ROUNDS`] in all. What fails
+    /// otherwise stays pending and is retried after a back-off.
     async fn flush(&mut self) {
-        let current = match self.read_users().await {
-            Ok(c) => c,
-            Err(e) => return self.failed(e),
-        };
-        let items_index = self.model.as_ref().map(|m| m.index.as_str());
-        let unsets = match items::Unsets::read(&self.es, items_index, &self.pending).await {
-            Ok(u) => u,
-            Err(e) => return self.failed(e.0),
-        };
-        let mut body = Vec::new();
-        let rest = unsets.rest(&self.pending);
-        let mut actions = ops::bulk_body(&mut body, &self.engine, &self.live_index, items_index, &rest, &current);
-        actions += items_index.map_or(0, |index| unsets.bulk_body(&mut body, index, &self.pending));
-        if actions == 0 {
-            self.done();
-            return;
+        for round in 0..ROUNDS {
+            match self.write_round(round > 0).await {
+                Ok(Round::Done) => return self.done(),
+                Ok(Round::Conflicts) => continue,
+                Ok(Round::Retry(e)) | Err(e) => return self.failed(e),
+            }
         }
-        let items = items_index.is_some() && self.pending.iter().any(|op| matches!(op, LiveOp::Item { .. }));
+        self.failed(format!("documents changed by another writer {ROUNDS} times over"));
+    }
+
+    /// One bulk request of the pending events; `read_unknown`: read the
+    /// documents of the users not in the cache first (else as the last
+    /// batches suggest). The items with an `$unset` are read every round
+    /// ([`items::Unsets`]). Only what remains to do stays pending.
+    async fn write_round(&mut self, read_unknown: bool) -> Result<Round, String> {
+        let started = Instant::now();
+        let waited = self.oldest_pending.map_or(0, |at| now_millis() - at);
+        let users: Vec<String> = ops::users_of(&self.pending).into_iter().map(str::to_string).collect();
+        let unknown: Vec<&str> = users.iter().map(String::as_str).filter(|u| !self.written.knows(u)).collect();
+        let read_first = read_unknown || self.read_first.0;
+        let mut current = if read_first { self.read_users(&unknown).await? } else { HashMap::new() };
+        if read_first && !read_unknown {
+            self.read_first.after_read(unknown.len(), current.len());
+        }
+        // The items with an `$unset`, to be written whole, as they are now.
+        let items_index = self.model.as_ref().map(|m| m.index.as_str());
+        let unsets = items::Unsets::read(&self.es, items_index, &self.pending).await.map_err(|e| e.0)?;
+        let read = started.elapsed();
+        let (cached, created) = (users.len() - unknown.len(), unknown.len() - current.len());
+        for user in &users {
+            if let Some(stored) = self.written.take(user) {
+                current.insert(user.clone(), stored);
+            }
+        }
+        let rest = unsets.rest(&self.pending);
+        let docs = ops::user_docs(&self.engine, &self.pending, &current);
+        // Two requests of disjoint users at once when there are many: the
+        // node indexes them on two threads. Item changes go last, in order:
+        // those that need no read, then the items written whole.
+        let half = if docs.len() >= PARALLEL_FROM { docs.len() / 2 } else { 0 };
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        let first_actions = ops::write_bulk(&mut first, &self.live_index, None, &docs[..half], &[], &current);
+        let mut second_actions =
+            ops::write_bulk(&mut second, &self.live_index, items_index, &docs[half..], &rest, &current);
+        let mut item_actions: Vec<&str> = Vec::new();
+        if let Some(index) = items_index {
+            item_actions.extend(ops::partial_items(&rest));
+            let whole = unsets.bulk_body(&mut second, index, &self.pending);
+            second_actions += whole.len();
+            item_actions.extend(whole);
+        }
+        if first_actions + second_actions == 0 {
+            return Ok(Round::Done);
+        }
         // Item changes must be searchable at once; histories are read by id (real time).
-        let path = if items { "/_bulk?refresh=true" } else { "/_bulk" };
-        let failure = match self.es.call(HttpMethod::Post, path, Some(body)).await {
-            Ok((200, reply)) => self.check_items(&reply),
-            Ok((status, reply)) if status == 429 || status >= 500 => {
-                Some(format!("{status}: {}", error_reason(&reply)))
-            }
-            Ok((status, reply)) => {
-                tracing::error!(status, "live history write refused, dropped: {}", error_reason(&reply));
-                self.stats.refused.fetch_add(actions as u64, Ordering::Relaxed);
-                None
-            }
-            Err(e) => Some(e),
+        let path = if item_actions.is_empty() { "/_bulk" } else { "/_bulk?refresh=true" };
+        let written = Instant::now();
+        let es = &self.es;
+        let (first_reply, second_reply) = tokio::join!(
+            async {
+                if first_actions > 0 { Some(es.call(HttpMethod::Post, "/_bulk", Some(first)).await) } else { None }
+            },
+            es.call(HttpMethod::Post, path, Some(second))
+        );
+        tracing::debug!(
+            events = self.pending.len(),
+            actions = first_actions + second_actions,
+            requests = 1 + usize::from(first_actions > 0),
+            cached,
+            read = current.len() - cached,
+            created,
+            waited_ms = waited,
+            mget_ms = read.as_millis() as u64,
+            bulk_ms = written.elapsed().as_millis() as u64,
+            "live flush"
+        );
+        let mut outcomes = first_reply.map_or_else(Vec::new, |r| self.request_outcomes(r, first_actions));
+        outcomes.extend(self.request_outcomes(second_reply, second_actions));
+        let settled = ops::settle(&self.pending, docs, &item_actions, &outcomes);
+        if !read_first {
+            let conflicts = settled.conflicts.iter().filter(|u| !current.contains_key(*u)).count();
+            self.read_first.after_create(created, conflicts);
+        }
+        Ok(self.settle(settled))
+    }
+
+    /// The outcome of each of a bulk request's `actions`: a request that
+    /// failed as a whole is retried, or refused for good if Elasticsearch
+    /// refused it.
+    fn request_outcomes(&self, reply: Result<(u16, Value), String>, actions: usize) -> Vec<ops::Outcome> {
+        let (status, reply) = match reply {
+            Ok((200, reply)) => return ops::outcomes(&reply),
+            Ok(r) => r,
+            Err(e) => return vec![ops::Outcome::Retry(e); actions],
         };
-        match failure {
-            None => self.done(),
-            Some(e) => self.failed(e),
+        let reason = error_reason(&reply);
+        if ops::retryable(status) {
+            return vec![ops::Outcome::Retry(format!("{status}: {reason}")); actions];
+        }
+        tracing::error!(status, "live history write refused, dropped: {reason}");
+        vec![ops::Outcome::Refused(status, reason); actions]
+    }
+
+    /// Takes in what a bulk reply says: the documents written are cached,
+    /// the rest stays pending.
+    fn settle(&mut self, settled: ops::Settled) -> Round {
+        for (user, stored) in settled.written {
+            self.written.put(user, stored);
+        }
+        // Refused for good is done with too (a batch job waits for no more).
+        self.stats.applied.fetch_add(settled.applied + settled.dropped, Ordering::Relaxed);
+        let conflicts = settled.conflicts.len() + settled.item_conflicts.len();
+        self.stats.conflicts.fetch_add(conflicts as u64, Ordering::Relaxed);
+        self.stats.refused.fetch_add(settled.refused.len() as u64, Ordering::Relaxed);
+        for (status, reason) in settled.refused.iter().take(10) {
+            // A missing item (`$delete`) is no news; anything else is.
+            if *status == 404 {
+                tracing::debug!(status, "live update refused: {reason}");
+            } else {
+                tracing::warn!(status, "live update refused: {reason}");
+            }
+        }
+        self.pending = settled.keep;
+        match settled.retry {
+            Some(e) => Round::Retry(e),
+            None if self.pending.is_empty() => Round::Done,
+            None => Round::Conflicts,
         }
     }
 
@@ -351,9 +483,8 @@ impl Updater {
         self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
     }
 
-    /// The live documents of the pending events' users, with their versions.
-    async fn read_users(&self) -> Result<HashMap<String, Stored>, String> {
-        let users = ops::users_of(&self.pending);
+    /// The live documents of `users`, with their versions (those that exist).
+    async fn read_users(&self, users: &[&str]) -> Result<HashMap<String, Stored>, String> {
         let mut found = HashMap::new();
         if users.is_empty() {
             return Ok(found);
@@ -378,40 +509,14 @@ impl Updater {
         Ok(found)
     }
 
+    /// Every pending event was written (or refused for good, or was an item
+    /// change with no live model to apply it to).
     fn done(&mut self) {
         self.stats.applied.fetch_add(self.pending.len() as u64, Ordering::Relaxed);
         self.pending.clear();
         self.first_pending = None;
+        self.oldest_pending = None;
         self.retry_at = None;
         self.backoff = Duration::from_millis(100);
-    }
-
-    /// A retryable failure among a bulk reply's actions, if any; the
-    /// others refused are counted (re-sending the batch is harmless: it
-    /// is applied in the same order again).
-    fn check_items(&self, reply: &Value) -> Option<String> {
-        if reply["errors"] != json!(true) {
-            return None;
-        }
-        let mut refused = 0;
-        for item in reply["items"].as_array().into_iter().flatten() {
-            let Some(result) = item.as_object().and_then(|o| o.values().next()) else { continue };
-            let status = result["status"].as_u64().unwrap_or(0) as u16;
-            if result.get("error").is_none() {
-                continue;
-            }
-            if ops::retryable(status) {
-                return Some(format!("{status}: {}", error_reason(result)));
-            }
-            refused += 1;
-            // A missing item (`$unset`, `$delete`) is no news; anything else is.
-            if status == 404 {
-                tracing::debug!(status, "live update refused: {}", error_reason(result));
-            } else {
-                tracing::warn!(status, "live update refused: {}", error_reason(result));
-            }
-        }
-        self.stats.refused.fetch_add(refused, Ordering::Relaxed);
-        None
     }
 }
