@@ -154,7 +154,6 @@ pub fn ship_users(share: &mut Share, global_item: &[u32], peers: usize, times: b
             }
         }
     }
-    super::full::log_memory("TMP ship: batches built");
     drop(usage);
     share.users = Interner::new();
     share.primary_events = Vec::new();
@@ -229,14 +228,12 @@ pub fn group_users(
     let indicators = share.usage.len();
     let batches = ship_users(share, global_item, comm.peers, history_caps.is_some() || keep_pairs);
     let received = comm.shuffle("group users", batches);
-    super::full::log_memory("TMP group: shuffled");
 
     // Merge the batches: a user may come from several workers. Resident
     // users come first, so their pairs are already in (user, item) order.
     let mut merged = Merged { names: Interner::new(), primary: Vec::new(), prev_history: Vec::new(), indicators };
     let base = resident.map(|batch| merged.add(vec![batch]));
     let mut pairs = merged.add(received.into_iter().map(|(_, b)| b).collect());
-    super::full::log_memory("TMP group: merged");
     for list in &mut pairs {
         latest(list);
     }
@@ -267,7 +264,6 @@ pub fn group_users(
     }
     let matrices = pairs.iter().map(|list| rows_of(list, &row_of, &user_of_row)).collect();
     drop(row_of);
-    super::full::log_memory("TMP group: matrices");
     let all_pairs = keep_pairs.then_some(pairs);
     let hash = user_of_row.iter().map(|&u| id_hash(names.resolve(u))).collect();
     Rows { names, user_of_row, hash, matrices, histories, primary, all_pairs, prev_history }
