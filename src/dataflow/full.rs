@@ -33,6 +33,7 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
     agree_on_input(&mut comm, ctx)?;
     let (mut share, owned_users, read) = read_with_state(&mut comm, ctx)?;
     timings.read = watch.lap();
+    log_memory(lead, "read");
     if lead {
         tracing::info!(lines = read.lines, rejected = read.rejected_total(), secs = timings.read, "read");
     }
@@ -44,20 +45,24 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
     let n_items = dict.len();
     let kept_for_state = ctx.state_out.as_ref().map(|_| state_part::item_facts(&share, &global_item));
     timings.dictionary = watch.lap();
+    log_memory(lead, "dictionary");
 
     let (mut rows, n, users_seen) = group(&mut comm, ctx, &mut share, &global_item, owned_users)?;
     timings.group = watch.lap();
+    log_memory(lead, "group");
     if lead {
         tracing::info!(users = users_seen, n, items = n_items, secs = timings.group, "grouped users");
     }
 
     let mut sampled = downsample(&mut comm, ctx, &mut rows, &dict);
     timings.downsample = watch.lap();
+    log_memory(lead, "downsample");
     let (ranges, correlators, pair_visits) = correlate(&mut comm, ctx, &mut rows, &sampled, n, n_items);
     if ctx.follow.is_none() {
         sampled.post = Vec::new();
     }
     timings.cco = watch.lap();
+    log_memory(lead, "cco");
     if lead {
         tracing::info!(pair_visits, secs = timings.cco, "correlated");
     }
@@ -72,6 +77,7 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
     let range = ranges.range(comm.index);
     let rank_values = range_ranks(&ctx.engine, &facts, &range, &dict);
     timings.properties_and_ranks = watch.lap();
+    log_memory(lead, "properties and ranks");
 
     // Documents of the own range, in item order; histories; the state part.
     let layout = DocumentLayout::of(&ctx.engine);
@@ -139,6 +145,24 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
     Ok(all.into_iter().flatten().next().expect("worker 0 sends its summary"))
 }
 
+/// Logs (at debug level, on the `lead` worker) the process's resident
+/// memory at the end of a phase, from `/proc/self/statm` (nothing where
+/// there is none).
+fn log_memory(lead: bool, phase: &str) {
+    if !lead || !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return;
+    };
+    let Some(pages) = statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()) else {
+        return;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    tracing::debug!(phase, rss_mb = (pages * page) >> 20, "memory");
+}
+
 /// What writing a full run's outputs left.
 struct Written {
     counts: WorkerCounts,
@@ -199,6 +223,10 @@ fn read_with_state(comm: &mut Comm, ctx: &WorkerContext) -> Result<(Share, Optio
     }
     let read = agree_on_read(comm, ctx, &mut share, error)?;
     share.count_ranks(&ctx.plan);
+    if ctx.state_out.is_none() && ctx.follow.is_none() {
+        // Counted: only a state or a resident model needs the events themselves.
+        share.rank_events = Vec::new();
+    }
     let engine = &ctx.engine;
     let primary = engine.primary();
     let primary_events: u64 = primary.event_names.iter().filter_map(|e| read.events.get(e)).map(|c| c.kept).sum();

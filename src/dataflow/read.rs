@@ -73,6 +73,9 @@ pub struct ReadPlan {
     pub max_line_bytes: usize,
     /// The engine's date properties, which a `$set` must give as dates.
     date_names: Vec<String>,
+    /// Keep each ranking event in [`Share::rank_events`] (for a state or a
+    /// resident model); otherwise events are counted as they are read.
+    pub keep_rank_events: bool,
 }
 
 impl ReadPlan {
@@ -120,12 +123,67 @@ impl ReadPlan {
             indicators: engine.indicators.len(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             date_names: engine.date_names(),
+            keep_rank_events: true,
         }
     }
 
     /// The same plan rejecting lines longer than `bytes`.
     pub fn with_max_line_bytes(self, bytes: usize) -> ReadPlan {
         ReadPlan { max_line_bytes: bytes, ..self }
+    }
+
+    /// The same plan keeping the ranking events (`true`) or only counting
+    /// them into their buckets as they are read.
+    pub fn keeping_rank_events(self, keep: bool) -> ReadPlan {
+        ReadPlan { keep_rank_events: keep, ..self }
+    }
+}
+
+/// Elements per chunk of a [`Chunked`] list.
+const CHUNK: usize = 1 << 18;
+
+/// A list that grows by fixed-size chunks: a push never moves what is held,
+/// so a long list has no doubling slack and leaves no freed copies behind.
+#[derive(Debug)]
+pub struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Chunked<T> {
+        Chunked { chunks: Vec::new() }
+    }
+}
+
+impl<T> Chunked<T> {
+    #[inline]
+    pub fn push(&mut self, value: T) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < chunk.capacity() => chunk.push(value),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(value);
+                self.chunks.push(chunk);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.iter().all(Vec::is_empty)
+    }
+
+    /// The elements in push order, in one vector of exactly their number;
+    /// each chunk is freed as soon as it is copied.
+    pub fn into_vec(self) -> Vec<T> {
+        let mut out = Vec::with_capacity(self.len());
+        for chunk in self.chunks {
+            out.extend(chunk);
+        }
+        out
     }
 }
 
@@ -135,10 +193,11 @@ pub struct Share {
     pub items: Interner,
     /// Per indicator: (local user, local item, event time in seconds since
     /// the epoch, 0 before 1970), duplicates included.
-    pub usage: Vec<Vec<(u32, u32, u32)>>,
+    pub usage: Vec<Chunked<(u32, u32, u32)>>,
     /// Raw primary events per local user (duplicates count).
     pub primary_events: Vec<u32>,
-    /// Events counted by rankings: (local item, index in `ReadPlan::rank_names`, time).
+    /// Events counted by rankings: (local item, index in `ReadPlan::rank_names`,
+    /// time); only with [`ReadPlan::keep_rank_events`] (or from a state).
     pub rank_events: Vec<(u32, u32, Millis)>,
     /// Per local item: first and last time it was the target of any event
     /// (for `random` rankings; empty without one).
@@ -156,17 +215,19 @@ pub struct Share {
 }
 
 impl Share {
-    /// Counts the ranking events into each ranking's time buckets, and the
-    /// items of `random` rankings: those with an event between their first
-    /// and last event time overlapping the window.
+    /// Counts the ranking events into each ranking's time buckets (over
+    /// the counts made while reading, when the plan does not keep the
+    /// events), and the items of `random` rankings: those with an event
+    /// between their first and last event time overlapping the window.
     pub fn count_ranks(&mut self, plan: &ReadPlan) {
-        self.rank_counts = plan.windows.iter().map(|w| vec![vec![0u32; self.items.len()]; w.kind.buckets()]).collect();
+        let items = self.items.len();
+        if plan.keep_rank_events {
+            self.rank_counts = plan.windows.iter().map(|w| vec![vec![0u32; items]; w.kind.buckets()]).collect();
+        } else {
+            self.rank_counts.iter_mut().flatten().for_each(|counts| counts.resize(items, 0));
+        }
         for &(item, name, time) in &self.rank_events {
-            for &r in &plan.rankings_of_name[name as usize] {
-                if let Some(b) = plan.windows[r].bucket(time) {
-                    self.rank_counts[r][b][item as usize] += 1;
-                }
-            }
+            count_rank(&mut self.rank_counts, plan, item, name, time);
         }
         self.random_items = vec![Vec::new(); plan.windows.len()];
         for &r in &plan.random {
@@ -185,7 +246,7 @@ impl Share {
         Share {
             users: Interner::new(),
             items: Interner::new(),
-            usage: vec![Vec::new(); plan.indicators],
+            usage: (0..plan.indicators).map(|_| Chunked::default()).collect(),
             primary_events: Vec::new(),
             rank_events: Vec::new(),
             spans: Vec::new(),
@@ -195,6 +256,19 @@ impl Share {
             prev_docs: Vec::new(),
             prev_history: Vec::new(),
             stats: ReadStats::default(),
+        }
+    }
+}
+
+/// Counts one ranking event into the buckets of the rankings of its name.
+fn count_rank(rank_counts: &mut [Vec<Vec<u32>>], plan: &ReadPlan, item: u32, name: u32, time: Millis) {
+    for &r in &plan.rankings_of_name[name as usize] {
+        if let Some(b) = plan.windows[r].bucket(time) {
+            let counts = &mut rank_counts[r][b];
+            if counts.len() <= item as usize {
+                counts.resize(item as usize + 1, 0);
+            }
+            counts[item as usize] += 1;
         }
     }
 }
@@ -373,7 +447,11 @@ impl LineHandler<'_> {
                 }
             }
             if let Some((name, time)) = e.ranked {
-                self.share.rank_events.push((item, name, time));
+                if self.plan.keep_rank_events {
+                    self.share.rank_events.push((item, name, time));
+                } else {
+                    count_rank(&mut self.share.rank_counts, self.plan, item, name, time);
+                }
             }
         }
         items.clear();

@@ -116,41 +116,42 @@ pub fn latest(pairs: &mut Vec<(u32, u32, u32)>) {
 
 /// This worker's users as one batch per owner worker (by a hash of the id),
 /// items translated to global ids; with `times`, each item's latest time.
+/// Each batch is allocated once, at its final size.
 pub fn ship_users(share: &mut Share, global_item: &[u32], peers: usize, times: bool) -> Vec<(usize, UserBatch)> {
-    let indicators = share.usage.len();
-
     // Per indicator: (local user, global item, latest time), sorted and distinct.
     let usage: Vec<Vec<(u32, u32, u32)>> = std::mem::take(&mut share.usage)
         .into_iter()
         .map(|pairs| {
             let mut pairs: Vec<(u32, u32, u32)> =
-                pairs.into_iter().map(|(u, i, t)| (u, global_item[i as usize], t)).collect();
+                pairs.into_vec().into_iter().map(|(u, i, t)| (u, global_item[i as usize], t)).collect();
             latest(&mut pairs);
             pairs
         })
         .collect();
-
-    let mut batches: Vec<UserBatch> = (0..peers).map(|_| UserBatch::default()).collect();
-    let mut cursors = vec![0usize; indicators];
+    let owner = |name: &str| (id_hash(name) % peers as u64) as usize;
+    let hashes = !share.prev_history.is_empty();
+    let mut batches: Vec<UserBatch> = batch_sizes(&share.users, &usage, peers, owner)
+        .into_iter()
+        .map(|size| size.allocate(usage.len(), times, hashes))
+        .collect();
+    let mut cursors = vec![0usize; usage.len()];
     for user in 0..share.users.len() as u32 {
         let name = share.users.resolve(user);
-        let batch = &mut batches[(id_hash(name) % peers as u64) as usize];
+        let batch = &mut batches[owner(name)];
         batch.names.push_str(name);
         batch.name_ends.push(batch.names.len() as u32);
         batch.primary_events.push(share.primary_events.get(user as usize).copied().unwrap_or(0));
-        batch.history_hashes.push(share.prev_history.get(user as usize).copied().unwrap_or(0));
-        for (k, pairs) in usage.iter().enumerate() {
-            let start = cursors[k];
-            let mut end = start;
-            while end < pairs.len() && pairs[end].0 == user {
-                end += 1;
-            }
-            batch.lens.push((end - start) as u32);
-            batch.items.extend(pairs[start..end].iter().map(|&(_, i, _)| i));
+        if hashes {
+            batch.history_hashes.push(share.prev_history.get(user as usize).copied().unwrap_or(0));
+        }
+        for (pairs, cursor) in usage.iter().zip(cursors.iter_mut()) {
+            let run = &pairs[*cursor..run_end(pairs, *cursor, user)];
+            *cursor += run.len();
+            batch.lens.push(run.len() as u32);
+            batch.items.extend(run.iter().map(|&(_, i, _)| i));
             if times {
-                batch.times.extend(pairs[start..end].iter().map(|&(_, _, t)| t));
+                batch.times.extend(run.iter().map(|&(_, _, t)| t));
             }
-            cursors[k] = end;
         }
     }
     drop(usage);
@@ -158,6 +159,57 @@ pub fn ship_users(share: &mut Share, global_item: &[u32], peers: usize, times: b
     share.primary_events = Vec::new();
 
     batches.into_iter().enumerate().collect()
+}
+
+/// The end of `user`'s run in pairs sorted by user, from its start.
+fn run_end(pairs: &[(u32, u32, u32)], start: usize, user: u32) -> usize {
+    start + pairs[start..].iter().take_while(|p| p.0 == user).count()
+}
+
+/// What one owner's batch holds.
+#[derive(Default, Clone, Copy)]
+struct BatchSize {
+    users: usize,
+    name_bytes: usize,
+    pairs: usize,
+}
+
+impl BatchSize {
+    /// An empty batch with room for exactly this much.
+    fn allocate(self, indicators: usize, times: bool, hashes: bool) -> UserBatch {
+        UserBatch {
+            names: String::with_capacity(self.name_bytes),
+            name_ends: Vec::with_capacity(self.users),
+            primary_events: Vec::with_capacity(self.users),
+            lens: Vec::with_capacity(self.users * indicators),
+            items: Vec::with_capacity(self.pairs),
+            times: Vec::with_capacity(if times { self.pairs } else { 0 }),
+            history_hashes: Vec::with_capacity(if hashes { self.users } else { 0 }),
+        }
+    }
+}
+
+/// The size of each owner's batch.
+fn batch_sizes(
+    users: &Interner,
+    usage: &[Vec<(u32, u32, u32)>],
+    peers: usize,
+    owner: impl Fn(&str) -> usize,
+) -> Vec<BatchSize> {
+    let mut sizes = vec![BatchSize::default(); peers];
+    let mut cursors = vec![0usize; usage.len()];
+    for user in 0..users.len() as u32 {
+        let name = users.resolve(user);
+        let size = &mut sizes[owner(name)];
+        size.users += 1;
+        size.name_bytes += name.len();
+        for (pairs, cursor) in usage.iter().zip(cursors.iter_mut()) {
+            let end = run_end(pairs, *cursor, user);
+            size.pairs += end - *cursor;
+            *cursor = end;
+        }
+    }
+    sizes
 }
 
 /// Sends each user's events to its owner and builds the owner's rows; with
@@ -179,46 +231,13 @@ pub fn group_users(
 
     // Merge the batches: a user may come from several workers. Resident
     // users come first, so their pairs are already in (user, item) order.
-    let mut names = Interner::new();
-    let mut primary: Vec<u32> = Vec::new();
-    let mut prev_history: Vec<u64> = Vec::new();
-    let mut pairs: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); indicators];
-    let mut base: Vec<Vec<(u32, u32, u32)>> = Vec::new();
-    let has_resident = resident.is_some();
-    for (n, batch) in resident.into_iter().chain(received.into_iter().map(|(_, b)| b)).enumerate() {
-        if n == 1 && has_resident {
-            base = std::mem::replace(&mut pairs, vec![Vec::new(); indicators]);
-        }
-        let mut start = 0usize;
-        let mut item_pos = 0usize;
-        for (u, &end) in batch.name_ends.iter().enumerate() {
-            let name = &batch.names[start..end as usize];
-            start = end as usize;
-            let user = names.intern(name);
-            if primary.len() <= user as usize {
-                primary.resize(user as usize + 1, 0);
-                prev_history.resize(user as usize + 1, 0);
-            }
-            primary[user as usize] += batch.primary_events[u];
-            prev_history[user as usize] = prev_history[user as usize].max(batch.history_hashes[u]);
-            for (k, list) in pairs.iter_mut().enumerate() {
-                let len = batch.lens[u * indicators + k] as usize;
-                let items = &batch.items[item_pos..item_pos + len];
-                match batch.times.get(item_pos..item_pos + len) {
-                    Some(times) => list.extend(items.iter().zip(times).map(|(&i, &t)| (user, i, t))),
-                    None => list.extend(items.iter().map(|&i| (user, i, 0))),
-                }
-                item_pos += len;
-            }
-        }
-    }
-    if has_resident && base.is_empty() {
-        base = std::mem::replace(&mut pairs, vec![Vec::new(); indicators]);
-    }
+    let mut merged = Merged { names: Interner::new(), primary: Vec::new(), prev_history: Vec::new(), indicators };
+    let base = resident.map(|batch| merged.add(vec![batch]));
+    let mut pairs = merged.add(received.into_iter().map(|(_, b)| b).collect());
     for list in &mut pairs {
         latest(list);
     }
-    if has_resident {
+    if let Some(base) = base {
         pairs = base
             .into_iter()
             .zip(pairs)
@@ -230,6 +249,7 @@ pub fn group_users(
             })
             .collect();
     }
+    let Merged { names, primary, prev_history, .. } = merged;
     let histories = history_caps.map(|caps| recent_items(&pairs, caps, names.len()));
 
     // Rows: users with enough raw primary events (at least one).
@@ -242,32 +262,85 @@ pub fn group_users(
             user_of_row.push(user as u32);
         }
     }
-    let matrices = pairs
-        .iter()
-        .map(|list| {
-            let mut csr = Csr::with_rows(user_of_row.len());
-            let mut pos = 0;
-            let kept: Vec<(u32, u32)> = list
-                .iter()
-                .filter_map(|&(u, i, _)| {
-                    let r = row_of[u as usize];
-                    (r != u32::MAX).then_some((r, i))
-                })
-                .collect();
-            // `list` is sorted by user, and rows are numbered in user order.
-            for r in 0..user_of_row.len() as u32 {
-                let start = pos;
-                while pos < kept.len() && kept[pos].0 == r {
-                    pos += 1;
-                }
-                csr.push_row(kept[start..pos].iter().map(|&(_, i)| i));
-            }
-            csr
-        })
-        .collect();
-    let hash = user_of_row.iter().map(|&u| id_hash(names.resolve(u))).collect();
+    let matrices = pairs.iter().map(|list| rows_of(list, &row_of, &user_of_row)).collect();
+    drop(row_of);
     let all_pairs = keep_pairs.then_some(pairs);
+    let hash = user_of_row.iter().map(|&u| id_hash(names.resolve(u))).collect();
     Rows { names, user_of_row, hash, matrices, histories, primary, all_pairs, prev_history }
+}
+
+/// The users met at their owner so far: owner-local ids, raw primary
+/// counts and history hashes.
+struct Merged {
+    names: Interner,
+    primary: Vec<u32>,
+    prev_history: Vec<u64>,
+    indicators: usize,
+}
+
+impl Merged {
+    /// Interns the users of `batches` (in order); returns their (user, item,
+    /// time) per indicator, in the batches' order. Each batch is dropped as
+    /// soon as it is read.
+    fn add(&mut self, batches: Vec<UserBatch>) -> Vec<Vec<(u32, u32, u32)>> {
+        let indicators = self.indicators;
+        let mut totals = vec![0usize; indicators];
+        for batch in &batches {
+            for lens in batch.lens.chunks_exact(indicators.max(1)) {
+                for (total, &len) in totals.iter_mut().zip(lens) {
+                    *total += len as usize;
+                }
+            }
+        }
+        let mut pairs: Vec<Vec<(u32, u32, u32)>> = totals.into_iter().map(Vec::with_capacity).collect();
+        for batch in batches {
+            let mut start = 0usize;
+            let mut item_pos = 0usize;
+            for (u, &end) in batch.name_ends.iter().enumerate() {
+                let name = &batch.names[start..end as usize];
+                start = end as usize;
+                let user = self.names.intern(name);
+                if self.primary.len() <= user as usize {
+                    self.primary.resize(user as usize + 1, 0);
+                    self.prev_history.resize(user as usize + 1, 0);
+                }
+                self.primary[user as usize] += batch.primary_events[u];
+                let hash = batch.history_hashes.get(u).copied().unwrap_or(0);
+                self.prev_history[user as usize] = self.prev_history[user as usize].max(hash);
+                for (k, list) in pairs.iter_mut().enumerate() {
+                    let len = batch.lens[u * indicators + k] as usize;
+                    let items = &batch.items[item_pos..item_pos + len];
+                    match batch.times.get(item_pos..item_pos + len) {
+                        Some(times) => list.extend(items.iter().zip(times).map(|(&i, &t)| (user, i, t))),
+                        None => list.extend(items.iter().map(|&i| (user, i, 0))),
+                    }
+                    item_pos += len;
+                }
+            }
+        }
+        pairs
+    }
+}
+
+/// The rows of one indicator from its (user, item, time) sorted by user:
+/// the items of each row's user (`user_of_row` ascending, `row_of` its
+/// inverse, `u32::MAX` for users without a row).
+fn rows_of(list: &[(u32, u32, u32)], row_of: &[u32], user_of_row: &[u32]) -> Csr {
+    let kept = list.iter().filter(|&&(u, _, _)| row_of[u as usize] != u32::MAX).count();
+    let mut csr = Csr { offsets: Vec::with_capacity(user_of_row.len() + 1), items: Vec::with_capacity(kept) };
+    csr.offsets.push(0);
+    let mut pos = 0;
+    for &user in user_of_row {
+        while pos < list.len() && list[pos].0 < user {
+            pos += 1;
+        }
+        let start = pos;
+        while pos < list.len() && list[pos].0 == user {
+            pos += 1;
+        }
+        csr.push_row(list[start..pos].iter().map(|&(_, i, _)| i));
+    }
+    csr
 }
 
 /// Each user's most recent distinct items per indicator, newest first

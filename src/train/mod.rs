@@ -168,7 +168,9 @@ fn worker_context(
         shares: assign_units(&units, &inputs, procs.peers()),
         listing: inputs::listing_hash(&inputs),
         units,
-        plan: ReadPlan::new(&opts.engine, procs.now).with_max_line_bytes(opts.max_line_bytes),
+        plan: ReadPlan::new(&opts.engine, procs.now)
+            .with_max_line_bytes(opts.max_line_bytes)
+            .keeping_rank_events(sinks.state_dir.is_some() || mode.follower().is_some()),
         engine: opts.engine.clone(),
         store: selection.store.clone(),
         inputs,
