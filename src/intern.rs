@@ -109,6 +109,20 @@ impl Interner {
         }
     }
 
+    /// The ids of `names`, in order, interned a batch at a time.
+    pub fn intern_each<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
+        let (mut batch, mut out) = (Batch::default(), Vec::new());
+        for name in names {
+            batch.push(name);
+            if batch.len() == 1024 {
+                self.intern_all(&batch, &mut out);
+                batch.clear();
+            }
+        }
+        self.intern_all(&batch, &mut out);
+        out
+    }
+
     /// The id of `s` if it was interned.
     pub fn get(&self, s: &str) -> Option<u32> {
         self.find(s, hash(s)).ok()
@@ -152,7 +166,7 @@ impl Interner {
             }
             if slot >> 32 == tag {
                 let (id, found) = self.entry((slot as u32 - 1) as usize);
-                if found == s {
+                if same(found.as_bytes(), s.as_bytes()) {
                     return Ok(id);
                 }
             }
@@ -250,6 +264,20 @@ impl Interner {
             i = (i + 1) & mask;
         }
     }
+}
+
+/// `a == b`, without a call to `memcmp` for the usual id lengths.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    a == b
 }
 
 /// A hint to load `at`'s cache line.
@@ -425,6 +453,20 @@ mod tests {
     }
 
     #[test]
+    fn compares_ids_of_every_length() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n as u8).collect();
+            assert!(same(&a, &a.clone()));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 1;
+                assert!(!same(&a, &b), "length {n}, byte {at}");
+            }
+            assert!(!same(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
+    }
+
+    #[test]
     fn batches_get_the_ids_one_by_one_would() {
         let names: Vec<String> =
             (0..50_000u64).map(|n| format!("u{}", (n * 7919) % 13_001)).chain(["é".repeat(300)]).collect();
@@ -440,6 +482,8 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(all.iter().collect::<Vec<_>>(), one.iter().collect::<Vec<_>>());
         assert_eq!(all.len(), 13_002);
+        let mut each = Interner::new();
+        assert_eq!(each.intern_each(names.iter().map(String::as_str)), expected);
     }
 
     #[test]

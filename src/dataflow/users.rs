@@ -294,12 +294,11 @@ impl Merged {
         }
         let mut pairs: Vec<Vec<(u32, u32, u32)>> = totals.into_iter().map(Vec::with_capacity).collect();
         for batch in batches {
-            let mut start = 0usize;
+            let starts = std::iter::once(0).chain(batch.name_ends.iter().map(|&e| e as usize));
+            let names = starts.zip(&batch.name_ends).map(|(start, &end)| &batch.names[start..end as usize]);
+            let users = self.names.intern_each(names);
             let mut item_pos = 0usize;
-            for (u, &end) in batch.name_ends.iter().enumerate() {
-                let name = &batch.names[start..end as usize];
-                start = end as usize;
-                let user = self.names.intern(name);
+            for (u, &user) in users.iter().enumerate() {
                 if self.primary.len() <= user as usize {
                     self.primary.resize(user as usize + 1, 0);
                     self.prev_history.resize(user as usize + 1, 0);
