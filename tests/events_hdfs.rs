@@ -25,9 +25,18 @@ fn remote_files(url: &str) -> Vec<(String, Vec<u8>)> {
             if e.is_dir {
                 dirs.push(e.path);
             } else {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut store.open(&e.path, 0).unwrap(), &mut bytes).unwrap();
-                out.push((e.path[url.len() + 1..].to_string(), bytes));
+                // A file being shipped (`_` prefix) may get its final name
+                // between the listing and the open: it is then listed again
+                // under that name at the next look.
+                let read = store.open(&e.path, 0).and_then(|mut reader| {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut reader, &mut bytes).map_err(|e| e.to_string())?;
+                    Ok(bytes)
+                });
+                match read {
+                    Err(_) if file_name(&e.path).starts_with('_') => continue,
+                    read => out.push((e.path[url.len() + 1..].to_string(), read.unwrap())),
+                }
             }
         }
     }
