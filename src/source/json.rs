@@ -12,6 +12,8 @@
 //! values it ignores; RFC 8259 text is UTF-8). Strings are searched eight
 //! bytes at a time for their end, and UTF-8 is validated only in strings
 //! that hold non-ASCII bytes (see [`scan_event`]).
+//! Lines whose members come in PIO's usual order are read by a fast path
+//! up to the first surprise, the general scanner going on from there.
 
 use std::borrow::Cow;
 
