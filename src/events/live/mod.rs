@@ -134,7 +134,7 @@ impl Live {
     /// [`Live::start`], the task first applying `replay`'s events.
     async fn start_after(
         options: LiveOptions,
-        replay: Option<recover::Replay>,
+        replay: Option<(recover::Replay, std::path::PathBuf)>,
     ) -> Result<(Live, tokio::task::JoinHandle<()>), LiveError> {
         let es = Es::connect(&options.es).await.map_err(LiveError)?;
         let alias = indices::alias_of(&options.engine);
@@ -160,11 +160,14 @@ impl Live {
             written: Written::new(CACHED_USERS),
             read_first: ReadFirst::default(),
             backoff: Duration::from_millis(100),
+            taken_through: Millis::MIN / 2,
+            checkpoint: None,
         };
         tracing::info!(app = %options.app, index = %updater.live_index, "live history on");
         let task = tokio::spawn(async move {
-            if let Some(replay) = replay {
+            if let Some((replay, checkpoint)) = replay {
                 updater.replay(replay).await;
+                updater.checkpoint = Some((checkpoint, None));
             }
             updater.run(rx).await
         });
@@ -245,6 +248,10 @@ struct Updater {
     written: Written,
     read_first: ReadFirst,
     backoff: Duration,
+    /// The newest hand-over time of the events taken so far.
+    taken_through: Millis,
+    /// Where to record that events were applied ([`recover`]), and when it was last done.
+    checkpoint: Option<(std::path::PathBuf, Option<Instant>)>,
 }
 
 impl Updater {
@@ -284,12 +291,35 @@ impl Updater {
             self.oldest_pending.get_or_insert(*at);
         }
         for (at, op) in batch {
+            self.taken_through = self.taken_through.max(at);
             if matches!(op, LiveOp::Item { .. }) {
                 self.journal.push_back((at, op.clone()));
             }
             self.pending.push(op);
         }
         self.first_pending.get_or_insert_with(Instant::now);
+        self.prune_journal();
+    }
+
+    /// Item changes applied before a restart: remembered, not applied again.
+    fn seed(&mut self, changes: Vec<(Millis, LiveOp)>) {
+        self.journal.extend(changes);
+        self.prune_journal();
+    }
+
+    /// Records, at most once a second, that the events taken were applied.
+    fn record_applied(&mut self) {
+        let Some((path, last)) = &mut self.checkpoint else { return };
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = recover::write_checkpoint(path, self.taken_through - recover::CHECKPOINT_MARGIN) {
+            tracing::warn!("recording the live checkpoint {}: {e} (a restart replays more)", path.display());
+        }
+    }
+
+    fn prune_journal(&mut self) {
         let oldest = now_millis() - self.options.journal_for.as_millis() as i64;
         while self.journal.front().is_some_and(|(at, _)| *at < oldest) || self.journal.len() > 1_000_000 {
             self.pruned_after = self.journal.pop_front().map(|(at, _)| at);
@@ -518,5 +548,6 @@ impl Updater {
         self.oldest_pending = None;
         self.retry_at = None;
         self.backoff = Duration::from_millis(100);
+        self.record_applied();
     }
 }

@@ -4,9 +4,17 @@
 //! of item changes is gone. So at start `ur events --es-url` reads its
 //! app's events of the journal window (`--live-journal-minutes`, by
 //! `creationTime`) from the closed partitions — those crash recovery just
-//! closed included — and, before any new event, applies them again
-//! (usage events and item changes) and re-seeds the journal with the item
-//! changes, so a model published later gets them re-applied too.
+//! closed included — re-seeds the journal with the item changes, so a
+//! model published later gets them re-applied too, and, before any new
+//! event, applies again the events not known to be applied: those created
+//! since the **checkpoint**. Each server records, at most once a second
+//! after a write succeeds, a time before which every event it took was
+//! applied, less a minute for the time between an event's creation and its
+//! hand-over (`<root>/<app>/.live-applied-<host>`); a start replays from
+//! the oldest checkpoint of the app's servers (a server that stopped for
+//! good leaves an old one: more is replayed, never less), or the whole
+//! window when there is none. Lines of hours wholly before the checkpoint
+//! are only searched for item changes, so a long log is read at disk speed.
 //!
 //! Re-applying is exact: the events are applied in log order, oldest
 //! first, to the live documents, and moving each used item to the front in
@@ -32,11 +40,48 @@ use tokio::sync::mpsc;
 
 /// One hour, in milliseconds.
 const HOUR: Millis = 3_600_000;
+/// How much earlier than its hand-over to the live task an event may have
+/// been created (validation, the log's group commit), with room to spare.
+pub const CHECKPOINT_MARGIN: Millis = 60_000;
+
+/// A batch of the window's effects: to apply, or only to remember in the
+/// journal (created before the checkpoint: applied already).
+pub enum ReplayBatch {
+    Apply(Vec<(Millis, LiveOp)>),
+    Seed(Vec<(Millis, LiveOp)>),
+}
 
 /// The window's events being read from the log, a batch at a time.
 pub struct Replay {
-    batches: mpsc::Receiver<Vec<(Millis, LiveOp)>>,
+    batches: mpsc::Receiver<ReplayBatch>,
     files: usize,
+}
+
+/// Where this server records its checkpoint for `app`.
+pub fn checkpoint_path(root: &Path, app: &str) -> PathBuf {
+    root.join(app).join(format!(".live-applied-{}", crate::storage::owner::Machine::this().host))
+}
+
+/// The oldest checkpoint of `app`'s servers, if every one is readable.
+fn oldest_checkpoint(app_dir: &Path) -> Option<Millis> {
+    let mut oldest: Option<Millis> = None;
+    for entry in std::fs::read_dir(app_dir).ok()?.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|n| n.starts_with(".live-applied-")) {
+            continue;
+        }
+        let at: Millis = std::fs::read_to_string(entry.path()).ok()?.trim().parse().ok()?;
+        oldest = Some(oldest.map_or(at, |o| o.min(at)));
+    }
+    oldest
+}
+
+/// Records that every event created before `at` was applied (a stale or
+/// missing file only makes a start replay more).
+pub fn write_checkpoint(path: &Path, at: Millis) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, at.to_string())?;
+    std::fs::rename(&tmp, path)
 }
 
 impl Replay {
@@ -45,13 +90,15 @@ impl Replay {
     /// batches of at most `batch` effects.
     pub fn start(root: &Path, app: &str, engine: LiveEngine, from: Millis, batch: usize) -> Result<Replay, LiveError> {
         let files = window_files(&root.join(app), from)?;
+        let applied_before = oldest_checkpoint(&root.join(app)).unwrap_or(from).max(from);
         let (tx, batches) = mpsc::channel(2);
         let count = files.len();
         std::thread::Builder::new()
             .name("ur-live-replay".into())
             .spawn(move || {
-                let read = read_window(&files, &engine, from, batch.max(1), |b| tx.blocking_send(b).is_ok());
-                tracing::debug!(events = read, files = files.len(), "read the log's window");
+                let window = Window { from, applied_before, batch: batch.max(1) };
+                let read = read_window(&files, &engine, &window, |b| tx.blocking_send(b).is_ok());
+                tracing::debug!(events = read, files = files.len(), applied_before, "read the log's window");
             })
             .map_err(|e| LiveError(format!("cannot start reading the log: {e}")))?;
         Ok(Replay { batches, files: count })
@@ -67,7 +114,8 @@ impl Live {
     ) -> Result<(Live, tokio::task::JoinHandle<()>), LiveError> {
         let from = now_millis() - options.journal_for.as_millis() as Millis;
         let replay = Replay::start(root, &options.app, LiveEngine::of(&options.engine), from, options.max_batch)?;
-        Live::start_after(options, Some(replay)).await
+        let checkpoint = checkpoint_path(root, &options.app);
+        Live::start_after(options, Some((replay, checkpoint))).await
     }
 }
 
@@ -80,6 +128,14 @@ impl Updater {
         self.watch().await;
         let (mut events, mut items) = (0u64, 0u64);
         while let Some(batch) = replay.batches.recv().await {
+            let batch = match batch {
+                ReplayBatch::Seed(seeds) => {
+                    items += seeds.len() as u64;
+                    self.seed(seeds);
+                    continue;
+                }
+                ReplayBatch::Apply(batch) => batch,
+            };
             events += batch.len() as u64;
             items += batch.iter().filter(|(_, op)| matches!(op, LiveOp::Item { .. })).count() as u64;
             self.take(batch);
@@ -146,23 +202,36 @@ fn write_order(name: &str) -> (u64, u64, u64, String) {
     parsed.unwrap_or_else(|| (0, 0, 0, name.to_string()))
 }
 
+/// What of the log a replay reads.
+struct Window {
+    /// Events created before this are not read (the journal window).
+    from: Millis,
+    /// Events created before this were applied: only item changes are
+    /// taken, for the journal.
+    applied_before: Millis,
+    /// Effects per batch.
+    batch: usize,
+}
+
 /// Streams the live effects of the events of `files` created at or after
-/// `from`, in order, to `send` in batches of `batch`; stops when `send`
-/// says no. Unreadable files are logged and skipped. Returns how many
-/// effects were sent.
+/// `window.from`, in order, to `send` in batches; stops when `send` says
+/// no. Unreadable files are logged and skipped. Returns how many effects
+/// were sent.
 fn read_window(
     files: &[PathBuf],
     engine: &LiveEngine,
-    from: Millis,
-    batch: usize,
-    mut send: impl FnMut(Vec<(Millis, LiveOp)>) -> bool,
+    window: &Window,
+    mut send: impl FnMut(ReplayBatch) -> bool,
 ) -> u64 {
     let mut sent = 0;
-    let mut out = Vec::with_capacity(batch);
+    let (mut apply, mut seed) = (Vec::new(), Vec::new());
     let mut line = Vec::new();
+    let item_change = memchr::memmem::Finder::new(b"\"event\":\"$");
     for path in files {
+        // Lines of an hour wholly before the checkpoint: only item changes matter.
+        let seed_only = hour_of(path).is_some_and(|start| start + HOUR <= window.applied_before);
         let mut reader = match std::fs::File::open(path) {
-            Ok(f) => std::io::BufReader::new(f),
+            Ok(f) => std::io::BufReader::with_capacity(1 << 20, f),
             Err(e) => {
                 tracing::warn!("replaying the log: {}: {e}; skipped", path.display());
                 continue;
@@ -178,21 +247,45 @@ fn read_window(
                     break;
                 }
             }
-            let Some(effect) = effect_of(&line, engine, from) else { continue };
-            out.push(effect);
-            if out.len() >= batch {
-                sent += out.len() as u64;
-                if !send(std::mem::replace(&mut out, Vec::with_capacity(batch))) {
+            if seed_only && item_change.find(&line).is_none() {
+                continue;
+            }
+            let Some((at, op)) = effect_of(&line, engine, window.from) else { continue };
+            if at >= window.applied_before {
+                if !seed.is_empty() && !send(ReplayBatch::Seed(std::mem::take(&mut seed))) {
                     return sent;
                 }
+                apply.push((at, op));
+            } else if matches!(op, LiveOp::Item { .. }) {
+                if !apply.is_empty() && !send(ReplayBatch::Apply(std::mem::take(&mut apply))) {
+                    return sent;
+                }
+                seed.push((at, op));
+            } else {
+                continue;
+            }
+            sent += 1;
+            let full = |v: &Vec<_>| v.len() >= window.batch;
+            if (full(&apply) && !send(ReplayBatch::Apply(std::mem::take(&mut apply))))
+                || (full(&seed) && !send(ReplayBatch::Seed(std::mem::take(&mut seed))))
+            {
+                return sent;
             }
         }
     }
-    if !out.is_empty() {
-        sent += out.len() as u64;
-        send(out);
+    if !seed.is_empty() && !send(ReplayBatch::Seed(seed)) {
+        return sent;
+    }
+    if !apply.is_empty() {
+        send(ReplayBatch::Apply(apply));
     }
     sent
+}
+
+/// The start of the hour partition a file is in.
+fn hour_of(file: &Path) -> Option<Millis> {
+    let hour = file.parent()?;
+    hour_start(hour.parent()?, hour)
 }
 
 /// A stored line's live effect, with its `creationTime`, if it was
@@ -257,19 +350,45 @@ mod tests {
         write(h12 + HOUR, "part-h-1-1-000003.jsonl", &[stored(h12 + HOUR, buy("u", "c")), "{torn".into()]);
         let files = window_files(&app, h12 + 10).unwrap();
         assert_eq!(files.len(), 4, "{files:?}");
-        let mut got = Vec::new();
-        let sent = read_window(&files, &engine(), h12 + 10, 2, |b| {
-            assert!(b.len() <= 2);
-            got.extend(b);
-            true
-        });
-        assert_eq!(sent, 4);
+        let read = |applied_before: Millis| {
+            let (mut applied, mut seeded) = (Vec::new(), Vec::new());
+            let window = Window { from: h12 + 10, applied_before, batch: 2 };
+            let sent = read_window(&files, &engine(), &window, |b| {
+                match b {
+                    ReplayBatch::Apply(b) => applied.push(b),
+                    ReplayBatch::Seed(b) => seeded.push(b),
+                }
+                true
+            });
+            assert!(applied.iter().chain(&seeded).all(|b| !b.is_empty() && b.len() <= 2));
+            (sent, applied.concat(), seeded.concat())
+        };
         let usage = |item: &str| LiveOp::Usage { user: "u".into(), field: 0, item: item.into() };
         let delete = LiveOp::Item { item: "a".into(), op: ItemOp::Delete };
-        assert_eq!(
-            got,
-            vec![(h12 + 20, usage("a")), (h12 + 30, usage("b")), (h12 + 40, delete), (h12 + HOUR, usage("c"))]
-        );
+        // No checkpoint: the whole window is applied.
+        let everything =
+            vec![(h12 + 20, usage("a")), (h12 + 30, usage("b")), (h12 + 40, delete.clone()), (h12 + HOUR, usage("c"))];
+        assert_eq!(read(h12 + 10), (4, everything, vec![]));
+        // Applied before h12 + 35: the usage events before it are skipped.
+        let after = vec![(h12 + 40, delete.clone()), (h12 + HOUR, usage("c"))];
+        assert_eq!(read(h12 + 35), (2, after, vec![]));
+        // Applied before h12 + 45: the delete only seeds the journal.
+        assert_eq!(read(h12 + 45), (2, vec![(h12 + HOUR, usage("c"))], vec![(h12 + 40, delete.clone())]));
+        // Everything applied (hour 12 is read for item changes only).
+        assert_eq!(read(h12 + 2 * HOUR), (1, vec![], vec![(h12 + 40, delete)]));
+    }
+
+    #[test]
+    fn the_oldest_checkpoint_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(oldest_checkpoint(dir.path()), None);
+        write_checkpoint(&dir.path().join(".live-applied-a"), 500).unwrap();
+        write_checkpoint(&dir.path().join(".live-applied-b"), 300).unwrap();
+        assert_eq!(oldest_checkpoint(dir.path()), Some(300));
+        write_checkpoint(&dir.path().join(".live-applied-b"), 900).unwrap();
+        assert_eq!(oldest_checkpoint(dir.path()), Some(500));
+        std::fs::write(dir.path().join(".live-applied-c"), "torn").unwrap();
+        assert_eq!(oldest_checkpoint(dir.path()), None, "an unreadable one means: replay the whole window");
     }
 
     #[test]
