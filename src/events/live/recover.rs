@@ -76,6 +76,24 @@ fn oldest_checkpoint(app_dir: &Path) -> Option<Millis> {
     oldest
 }
 
+/// Before when the app's events were applied: the oldest checkpoint; with
+/// none (live history turned on now), now less the margin — recorded at
+/// once, so a crash before the first write replays from there. Events
+/// written while live history was off reach histories at the next training.
+fn applied_before(root: &Path, app: &str, from: Millis) -> Result<Millis, LiveError> {
+    let path = checkpoint_path(root, app);
+    let at = match oldest_checkpoint(&root.join(app)) {
+        Some(at) if path.exists() => at,
+        other => {
+            let at = other.unwrap_or(Millis::MAX).min(now_millis() - CHECKPOINT_MARGIN);
+            std::fs::create_dir_all(root.join(app)).map_err(|e| LiveError(format!("{}: {e}", root.display())))?;
+            write_checkpoint(&path, at).map_err(|e| LiveError(format!("{}: {e}", path.display())))?;
+            at
+        }
+    };
+    Ok(at.max(from))
+}
+
 /// Records that every event created before `at` was applied (a stale or
 /// missing file only makes a start replay more).
 pub fn write_checkpoint(path: &Path, at: Millis) -> std::io::Result<()> {
@@ -90,7 +108,7 @@ impl Replay {
     /// batches of at most `batch` effects.
     pub fn start(root: &Path, app: &str, engine: LiveEngine, from: Millis, batch: usize) -> Result<Replay, LiveError> {
         let files = window_files(&root.join(app), from)?;
-        let applied_before = oldest_checkpoint(&root.join(app)).unwrap_or(from).max(from);
+        let applied_before = applied_before(root, app, from)?;
         let (tx, batches) = mpsc::channel(2);
         let count = files.len();
         std::thread::Builder::new()
@@ -376,6 +394,17 @@ mod tests {
         assert_eq!(read(h12 + 45), (2, vec![(h12 + HOUR, usage("c"))], vec![(h12 + 40, delete.clone())]));
         // Everything applied (hour 12 is read for item changes only).
         assert_eq!(read(h12 + 2 * HOUR), (1, vec![], vec![(h12 + 40, delete)]));
+    }
+
+    #[test]
+    fn without_a_checkpoint_live_history_starts_now() {
+        let root = tempfile::tempdir().unwrap();
+        let before = now_millis();
+        let first = applied_before(root.path(), "shop", 0).unwrap();
+        assert!((before - CHECKPOINT_MARGIN..=now_millis() - CHECKPOINT_MARGIN).contains(&first));
+        assert_eq!(oldest_checkpoint(&root.path().join("shop")), Some(first), "recorded at once");
+        assert_eq!(applied_before(root.path(), "shop", 0).unwrap(), first, "a restart keeps it");
+        assert_eq!(applied_before(root.path(), "shop", first + 5).unwrap(), first + 5, "never before the window");
     }
 
     #[test]
