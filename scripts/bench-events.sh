@@ -74,7 +74,7 @@ live_run() {
   "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
   wait "$load"
   sleep 1
-  kill "$server"; wait "$server" 2>/dev/null || true; server=
+  kill "$server"; wait "$server" 2>/dev/null || true; server=; [ -n "${BENCH_SERVER_LOG:-}" ] && cp "$log" "$BENCH_SERVER_LOG-$label"
   [ -n "${BENCH_LIVE_LOG:-}" ] && grep 'live flush' "$log" | sed "s/^/[$label] /" >>"$BENCH_LIVE_LOG"
   return 0
 }

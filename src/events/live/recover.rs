@@ -9,8 +9,8 @@
 //! event, applies again the events not known to be applied: those created
 //! since the **checkpoint**. Each server records, at most once a second
 //! after a write succeeds, a time before which every event it took was
-//! applied, less a minute for the time between an event's creation and its
-//! hand-over (`<root>/<app>/.live-applied-<host>`); a start replays from
+//! applied, less ten seconds for the time between an event's creation and
+//! its hand-over (`<root>/<app>/.live-applied-<host>`); a start replays from
 //! the oldest checkpoint of the app's servers (a server that stopped for
 //! good leaves an old one: more is replayed, never less), or the whole
 //! window when there is none. Lines of hours wholly before the checkpoint
@@ -41,8 +41,9 @@ use tokio::sync::mpsc;
 /// One hour, in milliseconds.
 const HOUR: Millis = 3_600_000;
 /// How much earlier than its hand-over to the live task an event may have
-/// been created (validation, the log's group commit), with room to spare.
-pub const CHECKPOINT_MARGIN: Millis = 60_000;
+/// been created (validation, the log's group commit: milliseconds), with
+/// room to spare.
+pub const CHECKPOINT_MARGIN: Millis = 10_000;
 
 /// A batch of the window's effects: to apply, or only to remember in the
 /// journal (created before the checkpoint: applied already).
@@ -77,15 +78,15 @@ fn oldest_checkpoint(app_dir: &Path) -> Option<Millis> {
 }
 
 /// Before when the app's events were applied: the oldest checkpoint; with
-/// none (live history turned on now), now less the margin — recorded at
-/// once, so a crash before the first write replays from there. Events
+/// none (live history turned on now), now — recorded at once, so a crash
+/// before the first write replays from there. Events
 /// written while live history was off reach histories at the next training.
 fn applied_before(root: &Path, app: &str, from: Millis) -> Result<Millis, LiveError> {
     let path = checkpoint_path(root, app);
     let at = match oldest_checkpoint(&root.join(app)) {
         Some(at) if path.exists() => at,
         other => {
-            let at = other.unwrap_or(Millis::MAX).min(now_millis() - CHECKPOINT_MARGIN);
+            let at = other.unwrap_or(Millis::MAX).min(now_millis());
             std::fs::create_dir_all(root.join(app)).map_err(|e| LiveError(format!("{}: {e}", root.display())))?;
             write_checkpoint(&path, at).map_err(|e| LiveError(format!("{}: {e}", path.display())))?;
             at
@@ -401,7 +402,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let before = now_millis();
         let first = applied_before(root.path(), "shop", 0).unwrap();
-        assert!((before - CHECKPOINT_MARGIN..=now_millis() - CHECKPOINT_MARGIN).contains(&first));
+        assert!((before..=now_millis()).contains(&first));
         assert_eq!(oldest_checkpoint(&root.path().join("shop")), Some(first), "recorded at once");
         assert_eq!(applied_before(root.path(), "shop", 0).unwrap(), first, "a restart keeps it");
         assert_eq!(applied_before(root.path(), "shop", first + 5).unwrap(), first + 5, "never before the window");
