@@ -20,6 +20,8 @@
 # The server logs each live write at debug level (RUST_LOG=ur::events::live=debug):
 # BENCH_LIVE_LOG=FILE keeps those lines (events, users cached/read/created,
 # waited_ms, mget_ms, bulk_ms per flush).
+# BENCH_THROUGHPUT=0 skips the throughput runs; BENCH_LIVE_ROUNDS=N repeats
+# the live measurements N times (this build and BENCH_OLD alternating).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -51,6 +53,7 @@ start_server() {
 start_server
 echo "ur events on $addr, root $root, $(nproc) cores, ${secs}s per run"
 for batch in 1 50; do
+  [ "${BENCH_THROUGHPUT:-1}" = 0 ] && break
   for clients in 1 16; do
     "$target/examples/events-load" --addr "$addr" --key "$key" --clients "$clients" --batch "$batch" --seconds "$secs"
   done
@@ -78,6 +81,8 @@ live_run() {
   [ -n "${BENCH_LIVE_LOG:-}" ] && grep 'live flush' "$log" | sed "s/^/[$label] /" >>"$BENCH_LIVE_LOG"
   return 0
 }
-live_run this "$target/ur"
-[ -n "${BENCH_OLD:-}" ] && live_run old "$BENCH_OLD/ur"
+for _ in $(seq "${BENCH_LIVE_ROUNDS:-1}"); do
+  live_run this "$target/ur"
+  [ -n "${BENCH_OLD:-}" ] && live_run old "$BENCH_OLD/ur"
+done
 exit 0
