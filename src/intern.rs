@@ -80,6 +80,17 @@ impl Interner {
         Interner::default()
     }
 
+    /// An interner with room for `names` distinct names of `bytes` bytes
+    /// in all: no growing (and no copies left behind) up to that.
+    pub fn with_capacity(names: usize, bytes: usize) -> Interner {
+        let slots = (names * 8 / 7 + 1).next_power_of_two().max(16);
+        Interner {
+            arena: Vec::with_capacity(bytes + names * 5),
+            starts: Vec::with_capacity(names),
+            slots: vec![0; slots],
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.starts.len()
     }
@@ -219,18 +230,13 @@ impl Interner {
     /// The id and string of the entry at `offset`.
     #[inline]
     fn entry(&self, offset: usize) -> (u32, &str) {
-        let a = &self.arena;
-        let id = u32::from_le_bytes([a[offset], a[offset + 1], a[offset + 2], a[offset + 3]]);
-        let (start, len) = match a[offset + 4] {
-            LONG => {
-                let l = &a[offset + 5..offset + 9];
-                (offset + 9, u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
-            }
-            len => (offset + 5, len as usize),
-        };
-        // SAFETY: `insert` copies whole `&str`s into the arena, and entries
-        // are read back at the offsets and lengths it wrote.
-        (id, unsafe { std::str::from_utf8_unchecked(&a[start..start + len]) })
+        entry(&self.arena, offset)
+    }
+
+    /// The names alone, without the table that finds them (an eighth of
+    /// the memory or more): for when no more names are looked up.
+    pub fn into_names(self) -> Names {
+        Names { arena: self.arena, starts: self.starts }
     }
 
     #[inline]
@@ -421,6 +427,48 @@ impl SortedIds {
 
     pub fn heap_bytes(&self) -> usize {
         self.arena.capacity() + self.ends.capacity() * 4
+    }
+}
+
+/// The id and string of the arena entry at `offset`.
+#[inline]
+fn entry(a: &[u8], offset: usize) -> (u32, &str) {
+    let id = u32::from_le_bytes([a[offset], a[offset + 1], a[offset + 2], a[offset + 3]]);
+    let (start, len) = match a[offset + 4] {
+        LONG => {
+            let l = &a[offset + 5..offset + 9];
+            (offset + 9, u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        }
+        len => (offset + 5, len as usize),
+    };
+    // SAFETY: `insert` copies whole `&str`s into the arena, and entries
+    // are read back at the offsets and lengths it wrote.
+    (id, unsafe { std::str::from_utf8_unchecked(&a[start..start + len]) })
+}
+
+/// Interned names by id, without the lookup table ([`Interner::into_names`]).
+#[derive(Debug, Default)]
+pub struct Names {
+    arena: Vec<u8>,
+    starts: Vec<u32>,
+}
+
+impl Names {
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    #[inline]
+    pub fn resolve(&self, id: u32) -> &str {
+        entry(&self.arena, self.starts[id as usize] as usize).1
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len() as u32).map(|id| self.resolve(id))
     }
 }
 

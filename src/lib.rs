@@ -8,6 +8,7 @@ pub mod es;
 pub mod events;
 pub mod hash;
 pub mod intern;
+pub mod memory;
 pub mod model;
 pub mod query;
 pub mod runtime;

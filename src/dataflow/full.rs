@@ -16,6 +16,7 @@ use super::{Failure, Summary, WorkerContext, dictionary, resident, sample};
 use crate::config::RecsModel;
 use crate::hash::{id_hash, indicator_salt};
 use crate::intern::SortedIds;
+use crate::memory::log_resident;
 use crate::sink::document::DocumentLayout;
 use crate::sink::history::{Histories, write_histories};
 use crate::sink::part::{PartDocuments, PartWritten, write_part};
@@ -33,7 +34,7 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
     agree_on_input(&mut comm, ctx)?;
     let (mut share, owned_users, read) = read_with_state(&mut comm, ctx)?;
     timings.read = watch.lap();
-    log_memory(lead, "read");
+    log_resident(lead, "read");
     if lead {
         tracing::info!(lines = read.lines, rejected = read.rejected_total(), secs = timings.read, "read");
     }
@@ -45,24 +46,24 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
     let n_items = dict.len();
     let kept_for_state = ctx.state_out.as_ref().map(|_| state_part::item_facts(&share, &global_item));
     timings.dictionary = watch.lap();
-    log_memory(lead, "dictionary");
+    log_resident(lead, "dictionary");
 
     let (mut rows, n, users_seen) = group(&mut comm, ctx, &mut share, &global_item, owned_users)?;
     timings.group = watch.lap();
-    log_memory(lead, "group");
+    log_resident(lead, "group");
     if lead {
         tracing::info!(users = users_seen, n, items = n_items, secs = timings.group, "grouped users");
     }
 
     let mut sampled = downsample(&mut comm, ctx, &mut rows, &dict);
     timings.downsample = watch.lap();
-    log_memory(lead, "downsample");
+    log_resident(lead, "downsample");
     let (ranges, correlators, pair_visits) = correlate(&mut comm, ctx, &mut rows, &sampled, n, n_items);
     if ctx.follow.is_none() {
         sampled.post = Vec::new();
     }
     timings.cco = watch.lap();
-    log_memory(lead, "cco");
+    log_resident(lead, "cco");
     if lead {
         tracing::info!(pair_visits, secs = timings.cco, "correlated");
     }
@@ -77,7 +78,7 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
     let range = ranges.range(comm.index);
     let rank_values = range_ranks(&ctx.engine, &facts, &range, &dict);
     timings.properties_and_ranks = watch.lap();
-    log_memory(lead, "properties and ranks");
+    log_resident(lead, "properties and ranks");
 
     // Documents of the own range, in item order; histories; the state part.
     let layout = DocumentLayout::of(&ctx.engine);
@@ -145,24 +146,6 @@ pub(super) fn train(worker: &mut Worker, ctx: &WorkerContext) -> Result<Summary,
     Ok(all.into_iter().flatten().next().expect("worker 0 sends its summary"))
 }
 
-/// Logs (at debug level, on the `lead` worker) the process's resident
-/// memory at the end of a phase, from `/proc/self/statm` (nothing where
-/// there is none).
-fn log_memory(lead: bool, phase: &str) {
-    if !lead || !tracing::enabled!(tracing::Level::DEBUG) {
-        return;
-    }
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
-        return;
-    };
-    let Some(pages) = statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()) else {
-        return;
-    };
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    tracing::debug!(phase, rss_mb = (pages * page) >> 20, "memory");
-}
-
 /// What writing a full run's outputs left.
 struct Written {
     counts: WorkerCounts,
@@ -196,7 +179,7 @@ fn write_outputs(
         (Ok(()), _, _) => Ok(0),
         (Err(e), _, _) => Err(e.into()),
     };
-    let mut counts = WorkerCounts { users: rows.names.len() as u64, ..WorkerCounts::default() };
+    let mut counts = WorkerCounts { users: rows.users as u64, ..WorkerCounts::default() };
     counts.users_sent = *users_sent.as_ref().unwrap_or(&0);
     let mut error = users_sent.err();
     if let (None, Some(out), Some(kept)) = (&error, &ctx.state_out, kept_for_state) {
@@ -252,7 +235,7 @@ fn group(
     let engine = &ctx.engine;
     let history_caps: Vec<u32> = engine.indicators.iter().map(|i| i.history_cap).collect();
     let histories = ctx.histories.then_some(history_caps.as_slice());
-    let rows = users::group_users(
+    let mut rows = users::group_users(
         comm,
         share,
         global_item,
@@ -261,8 +244,11 @@ fn group(
         ctx.state_out.is_some() || ctx.follow.is_some(),
         owned_users.map(|o| o.into_batch(global_item)),
     );
+    if !ctx.histories && ctx.state_out.is_none() && ctx.follow.is_none() {
+        rows.forget_names();
+    }
     let n = comm.sum("rows", rows.user_of_row.len() as u64);
-    let users_seen = comm.sum("users", rows.names.len() as u64);
+    let users_seen = comm.sum("users", rows.users as u64);
     if n == 0 && engine.recs_model != RecsModel::Backfill {
         return Err(Failure::NoData(format!(
             "no user has minEventsPerUser = {} `{}` events: nothing to train on",

@@ -76,6 +76,9 @@ pub struct ReadPlan {
     /// Keep each ranking event in [`Share::rank_events`] (for a state or a
     /// resident model); otherwise events are counted as they are read.
     pub keep_rank_events: bool,
+    /// Keep usage events' times ([`Share::usage_times`]: for histories, a
+    /// state or a resident model).
+    pub keep_times: bool,
 }
 
 impl ReadPlan {
@@ -124,12 +127,18 @@ impl ReadPlan {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             date_names: engine.date_names(),
             keep_rank_events: true,
+            keep_times: true,
         }
     }
 
     /// The same plan rejecting lines longer than `bytes`.
     pub fn with_max_line_bytes(self, bytes: usize) -> ReadPlan {
         ReadPlan { max_line_bytes: bytes, ..self }
+    }
+
+    /// The same plan keeping usage events' times (`true`) or not.
+    pub fn keeping_times(self, keep: bool) -> ReadPlan {
+        ReadPlan { keep_times: keep, ..self }
     }
 
     /// The same plan keeping the ranking events (`true`) or only counting
@@ -159,7 +168,7 @@ impl<T> Chunked<T> {
     #[inline]
     pub fn push(&mut self, value: T) {
         match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < chunk.capacity() => chunk.push(value),
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(value),
             _ => {
                 let mut chunk = Vec::with_capacity(CHUNK);
                 chunk.push(value);
@@ -174,6 +183,16 @@ impl<T> Chunked<T> {
 
     pub fn is_empty(&self) -> bool {
         self.chunks.iter().all(Vec::is_empty)
+    }
+
+    /// The elements in push order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+
+    /// The chunks in push order, each freed once the caller is done with it.
+    pub fn into_chunks(self) -> impl Iterator<Item = Vec<T>> {
+        self.chunks.into_iter()
     }
 
     /// The elements in push order, in one vector of exactly their number;
@@ -191,9 +210,11 @@ impl<T> Chunked<T> {
 pub struct Share {
     pub users: Interner,
     pub items: Interner,
-    /// Per indicator: (local user, local item, event time in seconds since
-    /// the epoch, 0 before 1970), duplicates included.
-    pub usage: Vec<Chunked<(u32, u32, u32)>>,
+    /// Per indicator: (local user, local item), duplicates included.
+    pub usage: Vec<Chunked<(u32, u32)>>,
+    /// Per indicator, with [`ReadPlan::keep_times`]: each usage event's
+    /// time in seconds since the epoch (0 before 1970); else empty.
+    pub usage_times: Vec<Chunked<u32>>,
     /// Raw primary events per local user (duplicates count).
     pub primary_events: Vec<u32>,
     /// Events counted by rankings: (local item, index in `ReadPlan::rank_names`,
@@ -242,11 +263,21 @@ impl Share {
         }
     }
 
+    /// Adds a usage event of indicator `k` (its time only if the plan keeps times).
+    #[inline]
+    pub fn push_usage(&mut self, plan: &ReadPlan, k: usize, pair: (u32, u32), secs: u32) {
+        self.usage[k].push(pair);
+        if plan.keep_times {
+            self.usage_times[k].push(secs);
+        }
+    }
+
     pub fn empty(plan: &ReadPlan) -> Share {
         Share {
             users: Interner::new(),
             items: Interner::new(),
             usage: (0..plan.indicators).map(|_| Chunked::default()).collect(),
+            usage_times: (0..plan.indicators).map(|_| Chunked::default()).collect(),
             primary_events: Vec::new(),
             rank_events: Vec::new(),
             spans: Vec::new(),
@@ -437,7 +468,7 @@ impl LineHandler<'_> {
         for (e, &item) in events.iter().zip(item_ids.iter()) {
             if let Some((k, u)) = e.usage {
                 let user = user_ids[u as usize];
-                self.share.usage[k].push((user, item, e.secs));
+                self.share.push_usage(self.plan, k, (user, item), e.secs);
                 if k == 0 {
                     let counts = &mut self.share.primary_events;
                     if counts.len() <= user as usize {

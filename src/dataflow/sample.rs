@@ -66,16 +66,21 @@ pub fn downsample(
         }
     };
 
-    // User side and filtering, row by row.
-    let mut out = Csr::with_rows(matrix.rows());
+    // User side and filtering, row by row, in place: what a row keeps
+    // moves down to follow what the previous rows kept.
     let mut scratch: Vec<u64> = Vec::new();
     let mut kept: Vec<u32> = Vec::new();
+    let (mut start, mut write) = (0usize, 0usize);
     for r in 0..matrix.rows() {
+        let end = matrix.offsets[r + 1];
         kept.clear();
-        sample_row(matrix.row(r), |i| key(r, i), cap, threshold_of, &mut scratch, &mut kept);
-        out.push_row(kept.iter().copied());
+        sample_row(&matrix.items[start..end], |i| key(r, i), cap, threshold_of, &mut scratch, &mut kept);
+        matrix.items[write..write + kept.len()].copy_from_slice(&kept);
+        write += kept.len();
+        matrix.offsets[r + 1] = write;
+        start = end;
     }
-    *matrix = out;
+    matrix.items.truncate(write);
 }
 
 /// The items of one user's row that survive downsampling: a row with more

@@ -70,7 +70,7 @@ pub fn merge_part(share: &mut Share, plan: &ReadPlan, mut part: StatePart) {
         for k in 0..indicators {
             let len = part.lens[u * indicators + k] as usize;
             for &(item, secs) in &part.pairs[pair..pair + len] {
-                share.usage[k].push((user, items[item as usize], secs));
+                share.push_usage(plan, k, (user, items[item as usize]), secs);
             }
             pair += len;
         }

@@ -170,7 +170,8 @@ fn worker_context(
         units,
         plan: ReadPlan::new(&opts.engine, procs.now)
             .with_max_line_bytes(opts.max_line_bytes)
-            .keeping_rank_events(sinks.state_dir.is_some() || mode.follower().is_some()),
+            .keeping_rank_events(sinks.state_dir.is_some() || mode.follower().is_some())
+            .keeping_times(opts.es.is_some() || sinks.state_dir.is_some() || mode.follower().is_some()),
         engine: opts.engine.clone(),
         store: selection.store.clone(),
         inputs,
