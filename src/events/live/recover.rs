@@ -344,8 +344,61 @@ fn hour_of(file: &Path) -> Option<Millis> {
 }
 
 /// A stored line's live effect, with its `creationTime`, if it was
-/// created at or after `from` and has one.
+/// created at or after `from` and has one. A usage event's line is read
+/// for its few members only ([`usage_effect_of`]); any other line is
+/// accepted again, as the server accepted it.
 fn effect_of(line: &[u8], engine: &LiveEngine, from: Millis) -> Option<(Millis, LiveOp)> {
+    if let Ok(head) = serde_json::from_slice::<Head>(line)
+        && !head.event.starts_with('$')
+    {
+        return usage_effect_of(head, engine, from);
+    }
+    accepted_effect_of(line, engine, from)
+}
+
+/// The members of a stored line that a usage event's effect depends on
+/// (strings, or the line is read whole).
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(rename = "entityType", borrow)]
+    entity_type: std::borrow::Cow<'a, str>,
+    #[serde(rename = "entityId", borrow)]
+    entity_id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "targetEntityType", borrow, default)]
+    target_entity_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "targetEntityId", borrow, default)]
+    target_entity_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "creationTime", borrow)]
+    creation_time: std::borrow::Cow<'a, str>,
+}
+
+/// A usage event's effect: what [`LiveEngine::op_of`] makes of the event
+/// accepted. A stored line is an accepted event's line, which accepting
+/// again gives back, so the validation is not done again (see the test
+/// `usage_lines_read_for_their_members_as_accepted`).
+fn usage_effect_of(head: Head, engine: &LiveEngine, from: Millis) -> Option<(Millis, LiveOp)> {
+    let created = parse_iso8601(&head.creation_time)?;
+    if created < from {
+        return None;
+    }
+    let accepted = crate::events::validate::Accepted {
+        event_id: String::new(),
+        event: head.event.into_owned(),
+        entity_type: head.entity_type.into_owned(),
+        entity_id: head.entity_id.into_owned(),
+        target_entity_type: head.target_entity_type.map(std::borrow::Cow::into_owned),
+        target_entity_id: head.target_entity_id.map(std::borrow::Cow::into_owned),
+        properties: serde_json::Map::new(),
+        event_time: created,
+        line: String::new(),
+    };
+    Some((created, engine.op_of(&accepted)?))
+}
+
+/// A stored line's effect, the line accepted again as the server did.
+fn accepted_effect_of(line: &[u8], engine: &LiveEngine, from: Millis) -> Option<(Millis, LiveOp)> {
     let v: Value = serde_json::from_slice(line).ok()?;
     let created = v["creationTime"].as_str().and_then(parse_iso8601)?;
     if created < from {
@@ -494,6 +547,39 @@ mod tests {
         assert_eq!(oldest_checkpoint(dir.path()), Some(500));
         std::fs::write(dir.path().join(".live-applied-c"), "torn").unwrap();
         assert_eq!(oldest_checkpoint(dir.path()), None, "an unreadable one means: replay the whole window");
+    }
+
+    /// A usage line read for its members has the effect of the line
+    /// accepted again; other lines are accepted again.
+    #[test]
+    fn usage_lines_read_for_their_members_as_accepted() {
+        let e = engine();
+        let at = 1_768_478_400_000;
+        let mut lines: Vec<String> = [
+            buy("u", "i"),
+            json!({"event": "view", "entityType": "user", "entityId": "u\\\"x", "targetEntityType": "item", "targetEntityId": "é"}),
+            json!({"event": "purchase", "entityType": "user", "entityId": "u", "targetEntityType": "shop", "targetEntityId": "i"}),
+            json!({"event": "purchase", "entityType": "customer", "entityId": "u", "targetEntityType": "item", "targetEntityId": "i"}),
+            json!({"event": "unknown", "entityType": "user", "entityId": "u", "targetEntityType": "item", "targetEntityId": "i"}),
+            json!({"event": "purchase", "entityType": "user", "entityId": "u"}),
+            json!({"event": "purchase", "entityType": "user", "entityId": "u", "targetEntityType": "item", "targetEntityId": "i",
+                   "properties": {"creationTime": "2000-01-01T00:00:00.000Z", "n": [1, {"a": "b"}]}, "prId": "p"}),
+            json!({"event": "$set", "entityType": "item", "entityId": "i", "properties": {"category": ["a"]}}),
+            json!({"event": "$delete", "entityType": "item", "entityId": "i"}),
+        ]
+        .into_iter()
+        .map(|event| stored(at, event))
+        .collect();
+        lines.push(stored(at - 1, buy("u", "old")));
+        lines.extend(["{torn".to_string(), "[]".into(), r#"{"event": 1}"#.into()]);
+        lines.push(r#"{"event":"purchase","entityType":"user","entityId":"u","targetEntityType":"item","targetEntityId":"i","creationTime":"yesterday"}"#.into());
+        let mut some = 0;
+        for line in &lines {
+            let full = accepted_effect_of(line.as_bytes(), &e, at);
+            assert_eq!(effect_of(line.as_bytes(), &e, at), full, "{line}");
+            some += usize::from(full.is_some());
+        }
+        assert_eq!(some, 5, "{lines:?}");
     }
 
     #[test]
