@@ -16,7 +16,9 @@
 //! the oldest checkpoint of the app's servers (a server that stopped for
 //! good leaves an old one: more is replayed, never less), or the whole
 //! window when there is none. Lines of hours wholly before the checkpoint
-//! are only searched for item changes, so a long log is read at disk speed.
+//! are only searched for item changes, so a long log is read at disk speed;
+//! a usage event's line is read for the few members its effect depends on
+//! (a stored line was accepted: it is not validated again).
 //!
 //! Re-applying is exact: the events are applied in log order, oldest
 //! first, to the live documents, and moving each used item to the front in
