@@ -2,10 +2,14 @@
 //! keep-alive connections post events (one per request to `/events.json`,
 //! or `--batch` per request to `/batch/events.json`) for `--seconds`, and
 //! the acknowledgement latency distribution and events/s are printed.
+//! Every event is of a new user. As fast as the server answers (closed
+//! loop), or `--rate N` events/s in all, spread over the clients, each
+//! request sent at its time whatever the answers before (open loop: a late
+//! request's latency counts from when it was due).
 //!
 //! ```text
 //! cargo run --release --example events-load -- --addr 127.0.0.1:7070 --key KEY \
-//!     --clients 16 --batch 50 --seconds 10
+//!     --clients 16 --batch 50 --seconds 10 [--rate 5000]
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +23,7 @@ use http_conn::{Conn, percentile};
 fn main() {
     let mut addr = "127.0.0.1:7070".to_string();
     let mut key = String::new();
-    let (mut clients, mut batch, mut seconds) = (1usize, 1usize, 10u64);
+    let (mut clients, mut batch, mut seconds, mut rate) = (1usize, 1usize, 10u64, 0f64);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -29,6 +33,7 @@ fn main() {
             "--clients" => clients = value.parse().expect("--clients N"),
             "--batch" => batch = value.parse().expect("--batch N"),
             "--seconds" => seconds = value.parse().expect("--seconds N"),
+            "--rate" => rate = value.parse().expect("--rate EVENTS_PER_SECOND"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -42,6 +47,9 @@ fn main() {
     } else {
         format!("/batch/events.json?accessKey={key}")
     };
+    // Each client's requests this far apart (open loop), or none (closed).
+    let every = (rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 * batch as f64 / rate));
+    let run = std::process::id();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
             let (addr, path, errors, events, latencies) =
@@ -50,10 +58,18 @@ fn main() {
                 let mut conn = Conn::open(&addr);
                 let mut mine = Vec::new();
                 let mut n = 0u64;
+                // Clients start spread over one interval.
+                let mut due = every.map(|e| started + e.mul_f64(c as f64 / clients as f64));
                 while Instant::now() < deadline {
+                    if let Some(at) = due {
+                        if at >= deadline {
+                            break;
+                        }
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    }
                     let one = |i: u64| {
                         format!(
-                            r#"{{"event":"view","entityType":"user","entityId":"u-{c}-{i}","targetEntityType":"item","targetEntityId":"i-{}","properties":{{}},"eventTime":"2026-01-15T12:00:00.000+0000"}}"#,
+                            r#"{{"event":"view","entityType":"user","entityId":"u-{run}-{c}-{i}","targetEntityType":"item","targetEntityId":"i-{}","properties":{{}},"eventTime":"2026-01-15T12:00:00.000+0000"}}"#,
                             i % 1000
                         )
                     };
@@ -63,7 +79,8 @@ fn main() {
                         format!("[{}]", (0..batch as u64).map(|i| one(n + i)).collect::<Vec<_>>().join(","))
                     };
                     n += batch as u64;
-                    let t = Instant::now();
+                    let t = due.unwrap_or_else(Instant::now);
+                    due = due.zip(every).map(|(at, every)| at + every);
                     match conn.post(&path, &body) {
                         Ok(201 | 200) => {
                             mine.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -87,7 +104,8 @@ fn main() {
     l.sort_by(f64::total_cmp);
     let pct = |p: f64| percentile(&l, p);
     println!(
-        "clients {clients} batch {batch}: {} requests, {} errors in {elapsed:.1} s = {:.0} events/s; ack latency ms p50 {:.2} p99 {:.2} max {:.2}",
+        "clients {clients} batch {batch}{}: {} requests, {} errors in {elapsed:.1} s = {:.0} events/s; ack latency ms p50 {:.2} p99 {:.2} max {:.2}",
+        if rate > 0.0 { format!(" rate {rate}/s") } else { String::new() },
         l.len(),
         errors.load(Ordering::Relaxed),
         events.load(Ordering::Relaxed) as f64 / elapsed,

@@ -13,7 +13,12 @@
 # a local Elasticsearch is started (scripts/elasticsearch.sh; skipped with
 # BENCH_LIVE=0), the server restarted with --es-url, and the `live-latency`
 # example posts usage events of fresh users and polls each history as a query
-# reads it, idle and under the 16-client single-event load; p50/p99 printed.
+# reads it, idle, at a fixed load (BENCH_LIVE_RATE single events/s from 16
+# clients, open loop, every event a new user; default 5000, 0 skips it) and
+# under the saturating 16-client single-event load; p50/p99 printed. Each
+# start replays the log's events after the checkpoint (after the first
+# round: the last ~10 s of the previous round's load): its count and
+# duration are printed.
 # BENCH_OLD=DIR (a directory holding another build's `ur`, e.g. a copy of
 # target/release/ur from before a change) runs the same two measurements
 # with it too, on a fresh live index each, for a side-by-side comparison.
@@ -64,12 +69,32 @@ kill "$server"; wait "$server" 2>/dev/null || true; server=
 es_dir=$(mktemp -d); chmod 755 "$es_dir"   # the ES user must reach it
 es_data=$es_dir/es
 es=$(scripts/elasticsearch.sh start --port $((30000 + RANDOM % 10000)) --data "$es_data" --heap 1g --quiet)
+rate=${BENCH_LIVE_RATE:-5000}
+# The start's replay: events re-applied, and how long from "live history on".
+replay_took() {
+  local on done n
+  on=$(grep -m1 'live history on' "$log" | cut -c1-27)
+  done=$(grep -m1 're-applied the log' "$log" || true)
+  [ -n "$done" ] || { echo "[$1] restart replay: not finished"; return 0; }
+  n=$(echo "$done" | grep -o 'events=[0-9]*' | head -1)
+  echo "[$1] restart replay: $n in $(awk "BEGIN { printf \"%.2f\", $(date -d "$(echo "$done" | cut -c1-27)" +%s.%N) - $(date -d "$on" +%s.%N) }") s"
+}
 live_run() {
   local label=$1 bin=$2
   curl -s -XDELETE "$es/urindex_users_live" >/dev/null || true
   UR=$bin RUST_LOG=ur=info,ur::events::live=debug start_server -e jobs/handmade.json --es-url "$es" --live-app bench
   echo "[$label] event → visible in a query (live history in Elasticsearch $es):"
   "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
+  replay_took "$label"
+  if [ "$rate" != 0 ]; then
+    "$target/examples/events-load" --addr "$addr" --key "$key" --clients 16 --batch 1 --rate "$rate" --seconds "$((secs + 5))" &
+    load=$!
+    sleep 2
+    echo "[$label] ... at a fixed load of $rate single events/s from 16 clients (every event a new user):"
+    "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
+    wait "$load"
+    sleep 1
+  fi
   "$target/examples/events-load" --addr "$addr" --key "$key" --clients 16 --batch 1 --seconds "$((secs + 5))" &
   load=$!
   sleep 2

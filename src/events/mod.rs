@@ -128,8 +128,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), EventsError> {
     };
     let (live, live_task) = match options.live {
         Some(o) => {
-            let (live, task) =
-                live::Live::start_replaying(o, &root).await.map_err(|e| EventsError::Storage(e.to_string()))?;
+            let (live, task) = live::Live::start_replaying(o, &root, options.listen.port())
+                .await
+                .map_err(|e| EventsError::Storage(e.to_string()))?;
             (Some(live), Some(task))
         }
         None => (None, None),

@@ -114,6 +114,14 @@ const ROUNDS: usize = 3;
 /// Users in a batch from which it is written in two requests at once.
 const PARALLEL_FROM: usize = 64;
 
+/// A bulk request, its reply cut to what [`ops::outcomes`] and
+/// [`error_reason`] read (a reply of 5000 actions is parsed in a third of
+/// the time).
+const BULK: &str = "/_bulk?filter_path=error,status,items.*.status,items.*.error,items.*._seq_no,items.*._primary_term";
+/// [`BULK`], its changes searchable at once.
+const BULK_REFRESH: &str =
+    "/_bulk?refresh=true&filter_path=error,status,items.*.status,items.*.error,items.*._seq_no,items.*._primary_term";
+
 /// How one bulk request of a flush ended.
 enum Round {
     /// Nothing pending any more.
@@ -429,13 +437,11 @@ impl Updater {
             return Ok(Round::Done);
         }
         // Item changes must be searchable at once; histories are read by id (real time).
-        let path = if item_actions.is_empty() { "/_bulk" } else { "/_bulk?refresh=true" };
+        let path = if item_actions.is_empty() { BULK } else { BULK_REFRESH };
         let written = Instant::now();
         let es = &self.es;
         let (first_reply, second_reply) = tokio::join!(
-            async {
-                if first_actions > 0 { Some(es.call(HttpMethod::Post, "/_bulk", Some(first)).await) } else { None }
-            },
+            async { if first_actions > 0 { Some(es.call(HttpMethod::Post, BULK, Some(first)).await) } else { None } },
             es.call(HttpMethod::Post, path, Some(second))
         );
         tracing::debug!(

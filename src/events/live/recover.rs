@@ -10,11 +10,15 @@
 //! since the **checkpoint**. Each server records, at most once a second
 //! after a write succeeds, a time before which every event it took was
 //! applied, less ten seconds for the time between an event's creation and
-//! its hand-over (`<root>/<app>/.live-applied-<host>`); a start replays from
+//! its hand-over (`<root>/<app>/.live-applied-<host>@<port>`, the port it
+//! is configured to listen on: one file per server, kept across its
+//! restarts); a start replays from
 //! the oldest checkpoint of the app's servers (a server that stopped for
 //! good leaves an old one: more is replayed, never less), or the whole
 //! window when there is none. Lines of hours wholly before the checkpoint
-//! are only searched for item changes, so a long log is read at disk speed.
+//! are only searched for item changes, so a long log is read at disk speed;
+//! a usage event's line is read for the few members its effect depends on
+//! (a stored line was accepted: it is not validated again).
 //!
 //! Re-applying is exact: the events are applied in log order, oldest
 //! first, to the live documents, and moving each used item to the front in
@@ -58,9 +62,20 @@ pub struct Replay {
     files: usize,
 }
 
-/// Where this server records its checkpoint for `app`.
-pub fn checkpoint_path(root: &Path, app: &str) -> PathBuf {
-    root.join(app).join(format!(".live-applied-{}", crate::storage::owner::Machine::this().host))
+/// Checkpoint files start so.
+const CHECKPOINT_PREFIX: &str = ".live-applied-";
+
+/// Where the server of this host configured to listen on `port` records
+/// its checkpoint for `app`: one file per server, the same at each of its
+/// starts (`<host>@0` for every server of the host listening on port 0).
+pub fn checkpoint_path(root: &Path, app: &str, port: u16) -> PathBuf {
+    let host = &crate::storage::owner::Machine::this().host;
+    root.join(app).join(format!("{CHECKPOINT_PREFIX}{host}@{port}"))
+}
+
+/// The one checkpoint of this host's servers before it had one per server.
+fn shared_checkpoint_path(root: &Path, app: &str) -> PathBuf {
+    root.join(app).join(format!("{CHECKPOINT_PREFIX}{}", crate::storage::owner::Machine::this().host))
 }
 
 /// The oldest checkpoint of `app`'s servers, if every one is readable.
@@ -68,7 +83,7 @@ fn oldest_checkpoint(app_dir: &Path) -> Option<Millis> {
     let mut oldest: Option<Millis> = None;
     for entry in std::fs::read_dir(app_dir).ok()?.flatten() {
         let name = entry.file_name();
-        if !name.to_str().is_some_and(|n| n.starts_with(".live-applied-")) {
+        if !name.to_str().is_some_and(|n| n.starts_with(CHECKPOINT_PREFIX) && !n.ends_with(".tmp")) {
             continue;
         }
         let at: Millis = std::fs::read_to_string(entry.path()).ok()?.trim().parse().ok()?;
@@ -77,18 +92,28 @@ fn oldest_checkpoint(app_dir: &Path) -> Option<Millis> {
     oldest
 }
 
-/// Before when the app's events were applied: the oldest checkpoint; with
-/// none (live history turned on now), now — recorded at once, so a crash
-/// before the first write replays from there. Events
-/// written while live history was off reach histories at the next training.
-fn applied_before(root: &Path, app: &str, from: Millis) -> Result<Millis, LiveError> {
-    let path = checkpoint_path(root, app);
-    let at = match oldest_checkpoint(&root.join(app)) {
+/// Before when the app's events were applied: the oldest checkpoint of its
+/// servers; for a server without one, the oldest of the others' or now if
+/// none (live history turned on now), recorded at once, so a crash before
+/// the first write replays from there. Events written while live history
+/// was off reach histories at the next training. The host's shared
+/// checkpoint of an earlier version counts once, then becomes the first
+/// server's own (or goes).
+fn applied_before(root: &Path, app: &str, port: u16, from: Millis) -> Result<Millis, LiveError> {
+    let path = checkpoint_path(root, app, port);
+    let shared = shared_checkpoint_path(root, app);
+    let io = |p: &Path, e: std::io::Error| LiveError(format!("{}: {e}", p.display()));
+    let oldest = oldest_checkpoint(&root.join(app));
+    if shared.exists() {
+        let moved = if path.exists() { std::fs::remove_file(&shared) } else { std::fs::rename(&shared, &path) };
+        moved.map_err(|e| io(&shared, e))?;
+    }
+    let at = match oldest {
         Some(at) if path.exists() => at,
         other => {
             let at = other.unwrap_or(Millis::MAX).min(now_millis());
-            std::fs::create_dir_all(root.join(app)).map_err(|e| LiveError(format!("{}: {e}", root.display())))?;
-            write_checkpoint(&path, at).map_err(|e| LiveError(format!("{}: {e}", path.display())))?;
+            std::fs::create_dir_all(root.join(app)).map_err(|e| io(root, e))?;
+            write_checkpoint(&path, at).map_err(|e| io(&path, e))?;
             at
         }
     };
@@ -98,7 +123,9 @@ fn applied_before(root: &Path, app: &str, from: Millis) -> Result<Millis, LiveEr
 /// Records that every event created before `at` was applied (a stale or
 /// missing file only makes a start replay more).
 pub fn write_checkpoint(path: &Path, at: Millis) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // The whole name and `.tmp`: host names have dots.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
     std::fs::write(&tmp, at.to_string())?;
     std::fs::rename(&tmp, path)
 }
@@ -107,9 +134,16 @@ impl Replay {
     /// Lists the closed files of `app` under `root` that may hold events
     /// created at or after `from`, and reads them in the background into
     /// batches of at most `batch` effects.
-    pub fn start(root: &Path, app: &str, engine: LiveEngine, from: Millis, batch: usize) -> Result<Replay, LiveError> {
+    pub fn start(
+        root: &Path,
+        app: &str,
+        port: u16,
+        engine: LiveEngine,
+        from: Millis,
+        batch: usize,
+    ) -> Result<Replay, LiveError> {
         let files = window_files(&root.join(app), from)?;
-        let applied_before = applied_before(root, app, from)?;
+        let applied_before = applied_before(root, app, port, from)?;
         let (tx, batches) = mpsc::channel(2);
         let count = files.len();
         std::thread::Builder::new()
@@ -126,14 +160,18 @@ impl Replay {
 
 impl Live {
     /// [`Live::start`], first re-applying the events of the app's log
-    /// under `root` acknowledged within the journal window (see the module).
+    /// under `root` acknowledged within the journal window (see the module);
+    /// `port`, the one the server is configured to listen on, names its
+    /// checkpoint.
     pub async fn start_replaying(
         options: LiveOptions,
         root: &Path,
+        port: u16,
     ) -> Result<(Live, tokio::task::JoinHandle<()>), LiveError> {
         let from = now_millis() - options.journal_for.as_millis() as Millis;
-        let replay = Replay::start(root, &options.app, LiveEngine::of(&options.engine), from, options.max_batch)?;
-        let checkpoint = checkpoint_path(root, &options.app);
+        let engine = LiveEngine::of(&options.engine);
+        let replay = Replay::start(root, &options.app, port, engine, from, options.max_batch)?;
+        let checkpoint = checkpoint_path(root, &options.app, port);
         Live::start_after(options, Some((replay, checkpoint))).await
     }
 }
@@ -308,8 +346,61 @@ fn hour_of(file: &Path) -> Option<Millis> {
 }
 
 /// A stored line's live effect, with its `creationTime`, if it was
-/// created at or after `from` and has one.
+/// created at or after `from` and has one. A usage event's line is read
+/// for its few members only ([`usage_effect_of`]); any other line is
+/// accepted again, as the server accepted it.
 fn effect_of(line: &[u8], engine: &LiveEngine, from: Millis) -> Option<(Millis, LiveOp)> {
+    if let Ok(head) = serde_json::from_slice::<Head>(line)
+        && !head.event.starts_with('$')
+    {
+        return usage_effect_of(head, engine, from);
+    }
+    accepted_effect_of(line, engine, from)
+}
+
+/// The members of a stored line that a usage event's effect depends on
+/// (strings, or the line is read whole).
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(rename = "entityType", borrow)]
+    entity_type: std::borrow::Cow<'a, str>,
+    #[serde(rename = "entityId", borrow)]
+    entity_id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "targetEntityType", borrow, default)]
+    target_entity_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "targetEntityId", borrow, default)]
+    target_entity_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "creationTime", borrow)]
+    creation_time: std::borrow::Cow<'a, str>,
+}
+
+/// A usage event's effect: what [`LiveEngine::op_of`] makes of the event
+/// accepted. A stored line is an accepted event's line, which accepting
+/// again gives back, so the validation is not done again (see the test
+/// `usage_lines_read_for_their_members_as_accepted`).
+fn usage_effect_of(head: Head, engine: &LiveEngine, from: Millis) -> Option<(Millis, LiveOp)> {
+    let created = parse_iso8601(&head.creation_time)?;
+    if created < from {
+        return None;
+    }
+    let accepted = crate::events::validate::Accepted {
+        event_id: String::new(),
+        event: head.event.into_owned(),
+        entity_type: head.entity_type.into_owned(),
+        entity_id: head.entity_id.into_owned(),
+        target_entity_type: head.target_entity_type.map(std::borrow::Cow::into_owned),
+        target_entity_id: head.target_entity_id.map(std::borrow::Cow::into_owned),
+        properties: serde_json::Map::new(),
+        event_time: created,
+        line: String::new(),
+    };
+    Some((created, engine.op_of(&accepted)?))
+}
+
+/// A stored line's effect, the line accepted again as the server did.
+fn accepted_effect_of(line: &[u8], engine: &LiveEngine, from: Millis) -> Option<(Millis, LiveOp)> {
     let v: Value = serde_json::from_slice(line).ok()?;
     let created = v["creationTime"].as_str().and_then(parse_iso8601)?;
     if created < from {
@@ -401,11 +492,50 @@ mod tests {
     fn without_a_checkpoint_live_history_starts_now() {
         let root = tempfile::tempdir().unwrap();
         let before = now_millis();
-        let first = applied_before(root.path(), "shop", 0).unwrap();
+        let first = applied_before(root.path(), "shop", 7070, 0).unwrap();
         assert!((before..=now_millis()).contains(&first));
         assert_eq!(oldest_checkpoint(&root.path().join("shop")), Some(first), "recorded at once");
-        assert_eq!(applied_before(root.path(), "shop", 0).unwrap(), first, "a restart keeps it");
-        assert_eq!(applied_before(root.path(), "shop", first + 5).unwrap(), first + 5, "never before the window");
+        assert_eq!(applied_before(root.path(), "shop", 7070, 0).unwrap(), first, "a restart keeps it");
+        assert_eq!(applied_before(root.path(), "shop", 7070, first + 5).unwrap(), first + 5, "never before the window");
+    }
+
+    /// Two servers of one host, one root: B stops with events not applied
+    /// while A goes on recording; B's restart replays from B's checkpoint.
+    #[test]
+    fn each_server_its_checkpoint_the_oldest_governs() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (checkpoint_path(root.path(), "shop", 7070), checkpoint_path(root.path(), "shop", 7071));
+        assert_ne!(a, b);
+        assert_eq!(a, checkpoint_path(root.path(), "shop", 7070), "the same at every start");
+        applied_before(root.path(), "shop", 7070, 0).unwrap();
+        applied_before(root.path(), "shop", 7071, 0).unwrap();
+        write_checkpoint(&b, 1_000).unwrap(); // B's last record, then a crash
+        write_checkpoint(&a, 5_000).unwrap(); // A goes on
+        write_checkpoint(&a, 9_000).unwrap();
+        assert_eq!(applied_before(root.path(), "shop", 7071, 0).unwrap(), 1_000, "B's restart");
+        assert_eq!(applied_before(root.path(), "shop", 7070, 0).unwrap(), 1_000, "A's too: the oldest governs");
+        // A half-written record of another server is not a checkpoint.
+        std::fs::write(root.path().join("shop/.live-applied-c.example.com@80.tmp"), "torn").unwrap();
+        assert_eq!(oldest_checkpoint(&root.path().join("shop")), Some(1_000));
+    }
+
+    /// The host's one checkpoint of an earlier version counts once, then is
+    /// the first server's own.
+    #[test]
+    fn the_shared_checkpoint_of_before_becomes_a_servers_own() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("shop")).unwrap();
+        let shared = shared_checkpoint_path(root.path(), "shop");
+        write_checkpoint(&shared, 2_000).unwrap();
+        assert_eq!(applied_before(root.path(), "shop", 7070, 0).unwrap(), 2_000);
+        assert!(!shared.exists());
+        assert_eq!(std::fs::read_to_string(checkpoint_path(root.path(), "shop", 7070)).unwrap(), "2000");
+        assert_eq!(applied_before(root.path(), "shop", 7071, 0).unwrap(), 2_000, "a second server: the oldest");
+        // Left again (a server of the earlier version still ran): it counts, then goes.
+        write_checkpoint(&shared, 1_500).unwrap();
+        assert_eq!(applied_before(root.path(), "shop", 7070, 0).unwrap(), 1_500);
+        assert!(!shared.exists());
+        assert_eq!(applied_before(root.path(), "shop", 7070, 0).unwrap(), 2_000);
     }
 
     #[test]
@@ -419,6 +549,39 @@ mod tests {
         assert_eq!(oldest_checkpoint(dir.path()), Some(500));
         std::fs::write(dir.path().join(".live-applied-c"), "torn").unwrap();
         assert_eq!(oldest_checkpoint(dir.path()), None, "an unreadable one means: replay the whole window");
+    }
+
+    /// A usage line read for its members has the effect of the line
+    /// accepted again; other lines are accepted again.
+    #[test]
+    fn usage_lines_read_for_their_members_as_accepted() {
+        let e = engine();
+        let at = 1_768_478_400_000;
+        let mut lines: Vec<String> = [
+            buy("u", "i"),
+            json!({"event": "view", "entityType": "user", "entityId": "u\\\"x", "targetEntityType": "item", "targetEntityId": "é"}),
+            json!({"event": "purchase", "entityType": "user", "entityId": "u", "targetEntityType": "shop", "targetEntityId": "i"}),
+            json!({"event": "purchase", "entityType": "customer", "entityId": "u", "targetEntityType": "item", "targetEntityId": "i"}),
+            json!({"event": "unknown", "entityType": "user", "entityId": "u", "targetEntityType": "item", "targetEntityId": "i"}),
+            json!({"event": "purchase", "entityType": "user", "entityId": "u"}),
+            json!({"event": "purchase", "entityType": "user", "entityId": "u", "targetEntityType": "item", "targetEntityId": "i",
+                   "properties": {"creationTime": "2000-01-01T00:00:00.000Z", "n": [1, {"a": "b"}]}, "prId": "p"}),
+            json!({"event": "$set", "entityType": "item", "entityId": "i", "properties": {"category": ["a"]}}),
+            json!({"event": "$delete", "entityType": "item", "entityId": "i"}),
+        ]
+        .into_iter()
+        .map(|event| stored(at, event))
+        .collect();
+        lines.push(stored(at - 1, buy("u", "old")));
+        lines.extend(["{torn".to_string(), "[]".into(), r#"{"event": 1}"#.into()]);
+        lines.push(r#"{"event":"purchase","entityType":"user","entityId":"u","targetEntityType":"item","targetEntityId":"i","creationTime":"yesterday"}"#.into());
+        let mut some = 0;
+        for line in &lines {
+            let full = accepted_effect_of(line.as_bytes(), &e, at);
+            assert_eq!(effect_of(line.as_bytes(), &e, at), full, "{line}");
+            some += usize::from(full.is_some());
+        }
+        assert_eq!(some, 5, "{lines:?}");
     }
 
     #[test]
