@@ -20,6 +20,7 @@ pub fn ship_users(share: &mut Share, global_item: &[u32], peers: usize, times: b
     let kinds = share.usage.len();
     // No more lookups: the names alone (the table is freed).
     let users = std::mem::take(&mut share.users).into_names();
+    crate::memory::release_freed();
     let owner_of: Vec<u32> = users.iter().map(|name| (id_hash(name) % peers as u64) as u32).collect();
     // Per (user, indicator): its number of events, then its segment's start
     // in its owner's batch, then (after the scatter) the segment's end.
