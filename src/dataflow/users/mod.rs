@@ -195,3 +195,124 @@ pub fn newest_first(items: &mut [(u32, u32)], cap: u32) -> impl Iterator<Item = 
     items.sort_unstable_by_key(|&(t, i)| (std::cmp::Reverse(t), i));
     items.iter().take(cap as usize).map(|&(_, i)| i)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Engine;
+    use crate::dataflow::read::ReadPlan;
+
+    fn plan(keep_times: bool) -> ReadPlan {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/handmade.json")).unwrap();
+        ReadPlan::new(&Engine::from_json(&text).unwrap().engine, 0).keeping_times(keep_times)
+    }
+
+    /// A share of `events` (user, indicator, item, time), local ids in order of appearance.
+    fn share(plan: &ReadPlan, events: &[(&str, usize, &str, u32)]) -> Share {
+        let mut share = Share::empty(plan);
+        for &(user, k, item, time) in events {
+            let (u, i) = (share.users.intern(user), share.items.intern(item));
+            share.push_usage(plan, k, (u, i), time);
+            if k == 0 {
+                share.primary_events.resize(share.users.len(), 0);
+                share.primary_events[u as usize] += 1;
+            }
+        }
+        share
+    }
+
+    /// What the batches say per user: (name, primary, per indicator its (item, time)).
+    fn decode(batches: &[(usize, UserBatch)], kinds: usize) -> Vec<(String, u32, Vec<Vec<(u32, u32)>>)> {
+        let mut out = Vec::new();
+        for (_, b) in batches {
+            let (mut start, mut at) = (0usize, 0usize);
+            for (u, &end) in b.name_ends.iter().enumerate() {
+                let lists = (0..kinds)
+                    .map(|k| {
+                        let len = b.lens[u * kinds + k] as usize;
+                        let items = (at..at + len).map(|p| (b.items[p], b.times.get(p).copied().unwrap_or(0)));
+                        at += len;
+                        items.collect()
+                    })
+                    .collect();
+                out.push((b.names[start..end as usize].to_string(), b.primary_events[u], lists));
+                start = end as usize;
+            }
+            assert_eq!(at, b.items.len(), "every item belongs to a user");
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn shipped_users_hold_their_distinct_items_with_the_latest_time() {
+        let plan = plan(true);
+        let events = [
+            ("a", 0, "x", 5),
+            ("b", 0, "y", 1),
+            ("a", 0, "z", 2),
+            ("a", 0, "x", 9),
+            ("a", 1, "x", 3),
+            ("a", 0, "x", 7),
+        ];
+        let mut share = share(&plan, &events);
+        // Local items x, y, z are global 30, 10, 20.
+        let batches = ship_users(&mut share, &[30, 10, 20], 3, true);
+        assert_eq!(batches.len(), 3);
+        let users = decode(&batches, plan.indicators);
+        assert_eq!(
+            users,
+            vec![
+                ("a".to_string(), 4, vec![vec![(20, 2), (30, 9)], vec![(30, 3)], vec![]]),
+                ("b".to_string(), 1, vec![vec![(10, 1)], vec![], vec![]]),
+            ]
+        );
+        for (owner, b) in &batches {
+            let starts = std::iter::once(0).chain(b.name_ends.iter().map(|&e| e as usize));
+            for (start, &end) in starts.zip(&b.name_ends) {
+                assert_eq!((id_hash(&b.names[start..end as usize]) % 3) as usize, *owner, "a user goes to its owner");
+            }
+        }
+        assert!(share.usage.is_empty() && share.users.is_empty(), "the share's events are shipped, not copied");
+    }
+
+    #[test]
+    fn without_times_only_items_are_shipped() {
+        let plan = plan(false);
+        let mut share = share(&plan, &[("a", 0, "x", 5), ("a", 0, "x", 9), ("a", 0, "y", 1)]);
+        let batches = ship_users(&mut share, &[1, 0], 1, false);
+        assert!(batches[0].1.times.is_empty());
+        assert_eq!(
+            decode(&batches, plan.indicators),
+            vec![("a".to_string(), 3, vec![vec![(0, 0), (1, 0)], vec![], vec![]])]
+        );
+    }
+
+    fn batch(users: &[(&str, u32, &[(u32, u32)])]) -> UserBatch {
+        let mut b = UserBatch::default();
+        for &(name, primary, items) in users {
+            b.names.push_str(name);
+            b.name_ends.push(b.names.len() as u32);
+            b.primary_events.push(primary);
+            b.lens.push(items.len() as u32);
+            b.items.extend(items.iter().map(|p| p.0));
+            b.times.extend(items.iter().map(|p| p.1));
+        }
+        b
+    }
+
+    #[test]
+    fn owners_merge_a_users_batches_distinct_and_latest() {
+        let first = batch(&[("a", 2, &[(4, 1), (7, 5)]), ("b", 1, &[(3, 2)])]);
+        let second = batch(&[("c", 0, &[]), ("a", 1, &[(2, 8), (7, 6)])]);
+        let merged = merge::Merged::of(vec![first, second], 1, true);
+        assert_eq!(merged.names.iter().collect::<Vec<_>>(), ["a", "b", "c"], "ids in batch order");
+        assert_eq!(merged.primary, [3, 1, 0]);
+        assert_eq!(merged.lists[0].triples(), [(0, 2, 8), (0, 4, 1), (0, 7, 6), (1, 3, 2)]);
+        let recent = merge::recent_items(&merged.lists, &[2], 3);
+        assert_eq!((recent.row(0), recent.row(1), recent.row(2)), (&[2, 7][..], &[3][..], &[][..]));
+        let list = merged.lists.into_iter().next().unwrap();
+        let rows = list.into_rows(&[0, 2]);
+        assert_eq!((rows.rows(), rows.row(0), rows.row(1)), (2, &[2, 4, 7][..], &[][..]));
+    }
+}

@@ -18,12 +18,17 @@ use crate::intern::Names;
 /// Each batch is allocated once.
 pub fn ship_users(share: &mut Share, global_item: &[u32], peers: usize, times: bool) -> Vec<(usize, UserBatch)> {
     let kinds = share.usage.len();
+    debug_assert!(
+        !times || share.usage.iter().zip(&share.usage_times).all(|(u, t)| u.len() == t.len()),
+        "times shipped are times read (ReadPlan::keep_times)"
+    );
     // No more lookups: the names alone (the table is freed).
     let users = std::mem::take(&mut share.users).into_names();
     crate::memory::release_freed();
     let owner_of: Vec<u32> = users.iter().map(|name| (id_hash(name) % peers as u64) as u32).collect();
     // Per (user, indicator): its number of events, then its segment's start
-    // in its owner's batch, then (after the scatter) the segment's end.
+    // in its owner's batch, then (after the scatter) the segment's end (a
+    // batch holds fewer than 2^32 events: 32 GB of them read by one worker).
     let mut segment = vec![0u32; owner_of.len() * kinds];
     for (k, usage) in share.usage.iter().enumerate() {
         for &(user, _) in usage.iter() {
