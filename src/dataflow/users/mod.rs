@@ -221,8 +221,13 @@ mod tests {
         share
     }
 
-    /// What the batches say per user: (name, primary, per indicator its (item, time)).
-    fn decode(batches: &[(usize, UserBatch)], kinds: usize) -> Vec<(String, u32, Vec<Vec<(u32, u32)>>)> {
+    /// A user as batches hold it: name, primary events, per indicator its (item, time).
+    type Shipped = (String, u32, Vec<Vec<(u32, u32)>>);
+    /// A user to put in a batch: name, primary events, its (item, time).
+    type ToShip<'a> = (&'a str, u32, &'a [(u32, u32)]);
+
+    /// What the batches say, by user.
+    fn decode(batches: &[(usize, UserBatch)], kinds: usize) -> Vec<Shipped> {
         let mut out = Vec::new();
         for (_, b) in batches {
             let (mut start, mut at) = (0usize, 0usize);
@@ -288,7 +293,7 @@ mod tests {
         );
     }
 
-    fn batch(users: &[(&str, u32, &[(u32, u32)])]) -> UserBatch {
+    fn batch(users: &[ToShip]) -> UserBatch {
         let mut b = UserBatch::default();
         for &(name, primary, items) in users {
             b.names.push_str(name);
