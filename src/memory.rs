@@ -9,7 +9,9 @@
 use std::ffi::CStr;
 
 /// Returns the allocator's freed pages of every arena to the operating
-/// system (a no-op where jemalloc is not the allocator in use).
+/// system. Every arena: allocations of 8 MB and more, the big ones here,
+/// share one arena whichever thread made them. (Where jemalloc is not the
+/// global allocator, as in test binaries, this starts an unused one.)
 pub fn release_freed() {
     const PURGE_ALL: &CStr = c"arena.4096.purge";
     // SAFETY: `arena.<MALLCTL_ARENAS_ALL>.purge` takes and returns

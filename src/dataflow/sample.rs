@@ -81,6 +81,7 @@ pub fn downsample(
         start = end;
     }
     matrix.items.truncate(write);
+    matrix.items.shrink_to_fit();
 }
 
 /// The items of one user's row that survive downsampling: a row with more

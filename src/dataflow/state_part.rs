@@ -79,7 +79,8 @@ pub fn merge_part(share: &mut Share, plan: &ReadPlan, mut part: StatePart) {
 
 /// The users of a part this worker owns (it was written by the worker with
 /// the same index, with as many workers): kept as they are, to join the
-/// grouped users without being re-interned, sent or sorted.
+/// owner's merge of the grouped users first, without being read into the
+/// share or sent.
 pub struct OwnedUsers {
     part: StatePart,
     /// Local item id of each of the part's items.

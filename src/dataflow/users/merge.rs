@@ -3,7 +3,8 @@
 //! order; each indicator's items are scattered into one list per user
 //! (a counting pass sizes the lists, each batch is freed once scattered),
 //! then each small list is sorted and made distinct in place, keeping an
-//! item's latest time — no global sort and no (user, item, time) triples.
+//! item's latest time — no global sort, and (user, item, time) triples only
+//! for a state or a resident model ([`UserItems::triples`]).
 
 use super::{Csr, UserBatch, distinct_latest, newest_first};
 use crate::intern::Interner;
@@ -30,9 +31,14 @@ impl Merged {
     /// Merges `batches` (in order: the owner's ids follow it); with
     /// `times`, items keep their latest time (0 where a batch has none).
     pub fn of(mut batches: Vec<UserBatch>, kinds: usize, times: bool) -> Merged {
-        // At most this many users, all allocated once.
-        let most = batches.iter().map(|b| b.name_ends.len()).sum();
-        let mut names = Interner::with_capacity(most, batches.iter().map(|b| b.names.len()).sum());
+        // At most this many users (a user sent by several workers counts
+        // once per worker). The table is sized for it up to twice the
+        // largest batch, then grows: a table is written all over, so an
+        // oversized one costs all its memory.
+        let most: usize = batches.iter().map(|b| b.name_ends.len()).sum();
+        let largest = batches.iter().map(|b| b.name_ends.len()).max().unwrap_or(0);
+        let bytes = batches.iter().map(|b| b.names.len()).sum();
+        let mut names = Interner::with_capacity(most.min(2 * largest), bytes);
         let mut primary = Vec::with_capacity(most);
         // History hashes come from a state only: none, none kept.
         let hashes = batches.iter().any(|b| !b.history_hashes.is_empty());
@@ -72,6 +78,8 @@ fn intern_users(names: &mut Interner, batch: &UserBatch) -> Vec<u32> {
 /// Each indicator's items by user from the batches (`ids`: each batch's
 /// users' owner-local ids), sorted and distinct.
 fn scatter(batches: Vec<UserBatch>, ids: &[Vec<u32>], users: usize, kinds: usize, times: bool) -> Vec<UserItems> {
+    let events: usize = batches.iter().map(|b| b.items.len()).sum();
+    assert!(events <= u32::MAX as usize, "{events} items for one owner: more than 2^32");
     // Per indicator: each user's start, advanced as its items are placed.
     let mut offsets = vec![vec![0u32; users + 1]; kinds];
     for (batch, ids) in batches.iter().zip(ids) {
@@ -152,6 +160,7 @@ impl UserItems {
             csr.offsets.push(write);
         }
         items.truncate(write);
+        items.shrink_to_fit();
         csr.items = items;
         csr
     }

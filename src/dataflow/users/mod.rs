@@ -72,7 +72,8 @@ pub struct Rows {
     /// the state, when asked for.
     pub all_pairs: Option<Vec<Vec<(u32, u32, u32)>>>,
     /// Per user: hash of the history document indexed last time (0: none;
-    /// empty when neither histories nor a state are written).
+    /// empty unless histories, a state or a resident model need it, or a
+    /// state read in had some).
     pub prev_history: Vec<u64>,
 }
 

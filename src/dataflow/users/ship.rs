@@ -18,7 +18,7 @@ use crate::intern::Names;
 /// Each batch is allocated once.
 pub fn ship_users(share: &mut Share, global_item: &[u32], peers: usize, times: bool) -> Vec<(usize, UserBatch)> {
     let kinds = share.usage.len();
-    debug_assert!(
+    assert!(
         !times || share.usage.iter().zip(&share.usage_times).all(|(u, t)| u.len() == t.len()),
         "times shipped are times read (ReadPlan::keep_times)"
     );
@@ -67,7 +67,7 @@ pub fn ship_users(share: &mut Share, global_item: &[u32], peers: usize, times: b
     crate::memory::release_freed();
     fill_users(share, &users, &owner_of, &segment, &mut batches);
     share.primary_events = Vec::new();
-    drop(users);
+    drop((users, owner_of, segment));
     crate::memory::release_freed();
     batches.into_iter().enumerate().collect()
 }
@@ -100,8 +100,10 @@ fn fill_users(share: &Share, users: &Names, owner_of: &[u32], ends: &[u32], batc
     }
     for (batch, len) in batches.iter_mut().zip(write) {
         batch.items.truncate(len);
+        batch.items.shrink_to_fit();
         if !batch.times.is_empty() {
             batch.times.truncate(len);
+            batch.times.shrink_to_fit();
         }
     }
 }
@@ -140,5 +142,7 @@ fn batch_sizes(users: &Names, owner_of: &[u32], counts: &[u32], kinds: usize, pe
         size.name_bytes += users.resolve(user as u32).len();
         size.events += counts[user * kinds..(user + 1) * kinds].iter().map(|&c| c as usize).sum::<usize>();
     }
+    let most = sizes.iter().map(|s| s.events).max().unwrap_or(0);
+    assert!(most <= u32::MAX as usize, "{most} events for one owner in one worker: more than 2^32");
     sizes
 }
