@@ -269,11 +269,18 @@ pub fn decode_part(path: &str, index: usize, bytes: &[u8]) -> Result<StatePart, 
     Ok(part)
 }
 
-/// The bytes of part `index`.
+/// The bytes of part `index`: the body serialized in place, inside its
+/// frame (no second copy of a part as big as the state's share of the
+/// events).
 pub fn encode_part(index: usize, part: &StatePart) -> Vec<u8> {
     use bincode::Options;
-    let body = part_codec(u64::MAX).serialize(part).expect("a state part serializes");
-    seal::seal_part(index, &body)
+    let len = part_codec(u64::MAX).serialized_size(part).expect("a state part serializes") as usize;
+    let mut out = Vec::with_capacity(seal::PART_HEADER + len + seal::PART_TRAILER);
+    seal::begin_part(&mut out, index, len);
+    part_codec(u64::MAX).serialize_into(&mut out, part).expect("a state part serializes");
+    debug_assert_eq!(out.len(), seal::PART_HEADER + len, "serialized_size is the size serialized");
+    seal::end_part(&mut out);
+    out
 }
 
 /// Writes one part.
@@ -368,6 +375,10 @@ mod tests {
             err.contains("corrupt state") && err.contains("records 2 indicators per user, the engine has 3"),
             "{err}"
         );
+        // Serialized in its frame: the bytes of the body sealed.
+        use bincode::Options;
+        let body = part_codec(u64::MAX).serialize(&part).unwrap();
+        assert_eq!(encode_part(1, &part), seal::seal_part(1, &body));
         // A part of format 1 (bincode, no frame) is not taken for one.
         let old = bincode::serialize(&part).unwrap();
         let err = decode_part("p", 1, &old).unwrap_err().to_string();

@@ -32,14 +32,27 @@ pub const CHECKSUM_FIELD: &str = "checksum";
 /// Frames the bincode body of part `index`.
 pub fn seal_part(index: usize, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(PART_HEADER + body.len() + PART_TRAILER);
+    begin_part(&mut out, index, body.len());
+    out.extend_from_slice(body);
+    end_part(&mut out);
+    out
+}
+
+/// The frame's header of part `index` with a body of `len` bytes, into an
+/// empty `out` (the body is then written after it, in place).
+pub fn begin_part(out: &mut Vec<u8>, index: usize, len: usize) {
+    debug_assert!(out.is_empty(), "a part's header comes first");
     out.extend_from_slice(PART_MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
     out.extend_from_slice(&(index as u32).to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(body);
-    let sum = xxh3_64(&out);
+    out.extend_from_slice(&(len as u64).to_le_bytes());
+}
+
+/// Ends the frame begun by [`begin_part`] once the body is written: the
+/// checksum of everything before it.
+pub fn end_part(out: &mut Vec<u8>) {
+    let sum = xxh3_64(out);
     out.extend_from_slice(&sum.to_le_bytes());
-    out
 }
 
 /// The body of the part file `path` (part `index`), once its frame is
