@@ -283,14 +283,25 @@ pub fn encode_part(index: usize, part: &StatePart) -> Vec<u8> {
     out
 }
 
-/// Writes one part.
+/// Writes one part, streamed: the bytes of [`encode_part`], never all in
+/// memory (a part is about the size of its share of the events).
 pub fn write_part(store: &Store, dir: &str, index: usize, part: &StatePart) -> Result<u64, String> {
+    use bincode::Options;
     let path = join(dir, &part_name(index));
-    let bytes = encode_part(index, part);
+    let fail = |e: &dyn std::fmt::Display| format!("{path}: {e}");
+    let len = part_codec(u64::MAX).serialized_size(part).map_err(|e| fail(&e))? as usize;
     let mut f = store.create(&path)?;
-    std::io::Write::write_all(&mut f, &bytes).map_err(|e| format!("{path}: {e}"))?;
-    f.finish().map_err(|e| format!("{path}: {e}"))?;
-    Ok(bytes.len() as u64)
+    let framed = seal::PartWriter::new(&mut f, index, len).map_err(|e| fail(&e))?;
+    let mut body = std::io::BufWriter::with_capacity(1 << 20, framed);
+    part_codec(u64::MAX).serialize_into(&mut body, part).map_err(|e| fail(&e))?;
+    let framed = body.into_inner().map_err(|e| fail(e.error()))?;
+    let bytes = framed.finish().map_err(|e| fail(&e))?;
+    let expected = (seal::PART_HEADER + len + seal::PART_TRAILER) as u64;
+    if bytes != expected {
+        return Err(format!("{path}: wrote {bytes} bytes of a {expected}-byte part"));
+    }
+    f.finish().map_err(|e| fail(&e))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -368,7 +379,9 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path().to_str().unwrap();
-        write_part(&Store::Local, dir, 1, &part).unwrap();
+        let bytes = write_part(&Store::Local, dir, 1, &part).unwrap();
+        let file = std::fs::read(join(dir, &part_name(1))).unwrap();
+        assert_eq!((bytes, &file), (file.len() as u64, &encode_part(1, &part)), "streamed as encoded");
         assert_eq!(open_part(&Store::Local, dir, 1, 2).unwrap().pairs, part.pairs);
         let err = open_part(&Store::Local, dir, 1, 3).unwrap_err().to_string();
         assert!(

@@ -55,6 +55,47 @@ pub fn end_part(out: &mut Vec<u8>) {
     out.extend_from_slice(&sum.to_le_bytes());
 }
 
+/// A part's frame around a body streamed through it: the header at once,
+/// the checksum of every byte at [`PartWriter::finish`] — the same bytes
+/// as [`seal_part`], without holding them.
+pub struct PartWriter<W: std::io::Write> {
+    inner: W,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> PartWriter<W> {
+    /// Writes the header of part `index`, whose body will be `len` bytes.
+    pub fn new(inner: W, index: usize, len: usize) -> std::io::Result<PartWriter<W>> {
+        let mut header = Vec::with_capacity(PART_HEADER);
+        begin_part(&mut header, index, len);
+        let mut writer = PartWriter { inner, hasher: xxhash_rust::xxh3::Xxh3::new(), bytes: 0 };
+        std::io::Write::write_all(&mut writer, &header)?;
+        Ok(writer)
+    }
+
+    /// Writes the checksum; returns the bytes written in all.
+    pub fn finish(mut self) -> std::io::Result<u64> {
+        let sum = self.hasher.digest();
+        self.inner.write_all(&sum.to_le_bytes())?;
+        self.inner.flush()?;
+        Ok(self.bytes + PART_TRAILER as u64)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for PartWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// The body of the part file `path` (part `index`), once its frame is
 /// intact: magic, length, checksum, format and index.
 pub fn open_part<'a>(path: &str, index: usize, bytes: &'a [u8]) -> Result<&'a [u8], StateError> {
