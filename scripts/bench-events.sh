@@ -79,6 +79,16 @@ replay_took() {
   n=$(echo "$done" | grep -o 'events=[0-9]*' | head -1)
   echo "[$1] restart replay: $n in $(awk "BEGIN { printf \"%.2f\", $(date -d "$(echo "$done" | cut -c1-27)" +%s.%N) - $(date -d "$on" +%s.%N) }") s"
 }
+under_load() { # description [events-load options]: probes while 16 clients send single events
+  local what=$1; shift
+  "$target/examples/events-load" --addr "$addr" --key "$key" --clients 16 --batch 1 "$@" --seconds "$((secs + 5))" &
+  local load=$!
+  sleep 2
+  echo "[$label] ... $what (every event a new user):"
+  "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
+  wait "$load"
+  sleep 1
+}
 live_run() {
   local label=$1 bin=$2
   curl -s -XDELETE "$es/urindex_users_live" >/dev/null || true
@@ -86,22 +96,8 @@ live_run() {
   echo "[$label] event → visible in a query (live history in Elasticsearch $es):"
   "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
   replay_took "$label"
-  if [ "$rate" != 0 ]; then
-    "$target/examples/events-load" --addr "$addr" --key "$key" --clients 16 --batch 1 --rate "$rate" --seconds "$((secs + 5))" &
-    load=$!
-    sleep 2
-    echo "[$label] ... at a fixed load of $rate single events/s from 16 clients (every event a new user):"
-    "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
-    wait "$load"
-    sleep 1
-  fi
-  "$target/examples/events-load" --addr "$addr" --key "$key" --clients 16 --batch 1 --seconds "$((secs + 5))" &
-  load=$!
-  sleep 2
-  echo "[$label] ... under the 16-client single-event load (every event a new user):"
-  "$target/examples/live-latency" --addr "$addr" --key "$key" --es "$es" --engine jobs/handmade.json --samples 200
-  wait "$load"
-  sleep 1
+  [ "$rate" != 0 ] && under_load "at a fixed load of $rate single events/s from 16 clients" --rate "$rate"
+  under_load "under the 16-client single-event load"
   kill "$server"; wait "$server" 2>/dev/null || true; server=; [ -n "${BENCH_SERVER_LOG:-}" ] && cp "$log" "$BENCH_SERVER_LOG-$label"
   [ -n "${BENCH_LIVE_LOG:-}" ] && grep 'live flush' "$log" | sed "s/^/[$label] /" >>"$BENCH_LIVE_LOG"
   return 0
