@@ -128,8 +128,10 @@ fn ur_scanner(buf: &[u8], lines: &Lines) -> u64 {
     n
 }
 
+/// The PIO event's members, borrowed; `P` is each parser's raw value for
+/// `properties`.
 #[derive(serde::Deserialize)]
-struct SerdeEvent<'a> {
+struct BorrowedEvent<'a, P> {
     #[serde(borrow)]
     event: Option<Cow<'a, str>>,
     #[serde(borrow, rename = "entityType")]
@@ -140,29 +142,13 @@ struct SerdeEvent<'a> {
     target_entity_type: Option<Cow<'a, str>>,
     #[serde(borrow, rename = "targetEntityId")]
     target_entity_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    properties: Option<&'a serde_json::value::RawValue>,
+    properties: Option<P>,
     #[serde(borrow, rename = "eventTime")]
     event_time: Option<Cow<'a, str>>,
 }
 
-#[derive(serde::Deserialize)]
-struct SonicEvent<'a> {
-    #[serde(borrow)]
-    event: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "entityType")]
-    entity_type: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "entityId")]
-    entity_id: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "targetEntityType")]
-    target_entity_type: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "targetEntityId")]
-    target_entity_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    properties: Option<sonic_rs::LazyValue<'a>>,
-    #[serde(borrow, rename = "eventTime")]
-    event_time: Option<Cow<'a, str>>,
-}
+type SerdeEvent<'a> = BorrowedEvent<'a, &'a serde_json::value::RawValue>;
+type SonicEvent<'a> = BorrowedEvent<'a, sonic_rs::LazyValue<'a>>;
 
 fn serde(buf: &[u8], lines: &Lines) -> u64 {
     let mut n = 0;
