@@ -136,16 +136,21 @@ full_model() {
 # ------------------------------------------------------------------ peers
 
 # cluster_start N TAG [ur-train args...]: N processes on 127.0.0.1..N, logs
-# in $work/TAG-P.log, pids in cluster_pids
+# in $work/TAG-P.log, pids in cluster_pids. With $hold set to a file name,
+# the last process holds mid-co-occurrence until that file exists
+# (UR_TRAIN_TEST_HOLD, src/dataflow/hold.rs) and logs "holding".
 cluster_pids=()
+hold=""
 cluster_start() {
-  local n=$1 tag=$2 port p; shift 2
+  local n=$1 tag=$2 port p pre; shift 2
   port="$(free_port)"
   : >"$work/$tag-hosts"
   for ((p = 1; p <= n; p++)); do echo "127.0.0.$p:$port" >>"$work/$tag-hosts"; done
   cluster_pids=()
   for ((p = 0; p < n; p++)); do
-    "${T[@]}" --hosts "$work/$tag-hosts" --process "$p" --workers 1 "$@" 2>"$work/$tag-$p.log" >/dev/null &
+    pre=()
+    [[ -n "$hold" && $p == $((n - 1)) ]] && pre=(env "UR_TRAIN_TEST_HOLD=$hold")
+    "${pre[@]}" "${T[@]}" --hosts "$work/$tag-hosts" --process "$p" --workers 1 "$@" 2>"$work/$tag-$p.log" >/dev/null &
     cluster_pids+=($!); pids+=($!)
   done
 }
@@ -156,9 +161,12 @@ peer_fault() {
   local sig=$1 out="$work/peer-$1" p s t0 elapsed names="" extra=()
   has_peer_timeout && extra=(--peer-timeout 5)
   rm -rf "$out"
+  # Process 2 holds mid-co-occurrence (the file is never created): the
+  # fault hits it there, whatever the speed of the run.
+  hold="$work/peer$sig-never"
   cluster_start 3 "peer$sig" -e "$engine" -i "$work/big" -o "$out" "${extra[@]}"
-  if ! wait_for "$work/peer$sig-2.log" training 60; then obs="process 2 never started training"; return 1; fi
-  sleep 0.5
+  hold=""
+  if ! wait_for "$work/peer$sig-2.log" holding 60; then obs="process 2 never reached co-occurrence: $(tail -1 "$work/peer$sig-2.log")"; kill -9 "${cluster_pids[@]}" 2>/dev/null; return 1; fi
   kill "-$sig" "${cluster_pids[2]}"; t0=$SECONDS
   for p in 0 1; do
     wait_exit "${cluster_pids[$p]}" 60; s=$st
@@ -206,13 +214,17 @@ netns_cut() {
   [[ $EUID -eq 0 ]] && command -v ip >/dev/null || { obs="needs root and ip netns"; return 3; }
   has_peer_timeout || { obs="needs --peer-timeout (not in this ur-train): a cut peer hangs the others"; return 1; }
   netns_setup 2>"$work/netns.err" || { obs="needs root and ip netns: $(head -1 "$work/netns.err")"; return 3; }
-  local port=47011 out="$work/net-model" p s t0 names="" run
+  local port=47011 out="$work/net-model" p s t0 names="" run pre
   printf '10.250.0.%s:%s\n' 1 $port 2 $port 3 $port >"$work/net-hosts"
   for run in cut rerun; do
     rm -f "$work"/net-"$run"-*.log
     cluster_pids=()
     for p in 0 1 2; do
-      ip netns exec "urf-h$((p + 1))" "$bin/ur-train" --no-progress --now "$now" -e "$engine" -i "$work/big" -o "$out" \
+      # In the cut run, host 3 holds mid-co-occurrence (src/dataflow/hold.rs)
+      # until its link is down.
+      pre=(env)
+      [[ $run == cut && $p == 2 ]] && pre=(env "UR_TRAIN_TEST_HOLD=$work/net-never")
+      ip netns exec "urf-h$((p + 1))" "${pre[@]}" "$bin/ur-train" --no-progress --now "$now" -e "$engine" -i "$work/big" -o "$out" \
         --hosts "$work/net-hosts" --process "$p" --workers 1 --peer-timeout 5 --connect-timeout 20 \
         2>"$work/net-$run-$p.log" >/dev/null &
       cluster_pids+=($!); pids+=($!)
@@ -221,8 +233,7 @@ netns_cut() {
       for p in 0 1 2; do wait_exit "${cluster_pids[$p]}" 300; s=$st; [[ $s == 0 ]] || { obs="${names}rerun: p$p exit $s"; return 1; }; done
       break
     fi
-    wait_for "$work/net-cut-2.log" training 60 || { obs="host 3 never started training: $(tail -1 "$work/net-cut-2.log")"; return 1; }
-    sleep 0.5
+    wait_for "$work/net-cut-2.log" holding 60 || { obs="host 3 never reached co-occurrence: $(tail -1 "$work/net-cut-2.log")"; return 1; }
     ip -n urf-hub link set hub3 down; t0=$SECONDS
     for p in 0 1 2; do
       wait_exit "${cluster_pids[$p]}" 60; s=$st; names+="p$p exit $s; "

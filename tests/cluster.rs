@@ -31,12 +31,16 @@ fn spawn(args: &[String]) -> Child {
 
 fn spawn_with_secret(args: &[String], secret: Option<&str>) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ur-train"));
+    command.args(args);
+    spawn_command(command, secret)
+}
+
+fn spawn_command(mut command: Command, secret: Option<&str>) -> Child {
     match secret {
         Some(s) => command.env("UR_CLUSTER_SECRET", s),
         None => command.env_remove("UR_CLUSTER_SECRET"),
     };
     command
-        .args(args)
         .arg("--no-progress")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
@@ -210,7 +214,10 @@ struct Run {
 
 impl Run {
     /// Starts `n` processes with `extra` flags and waits until every one
-    /// trains (it logs "training": all have connected, the sinks are ready).
+    /// trains (it logs "training": all have connected, the sinks are ready)
+    /// and the last one holds mid-co-occurrence (`UR_TRAIN_TEST_HOLD`) until
+    /// [`Run::release`]: a signal to it then is certain to hit the run
+    /// mid-way, however fast the run is.
     fn start(n: usize, extra: &[&str]) -> Run {
         let dir = tempfile::tempdir().unwrap();
         let hosts = hosts_file(dir.path(), n);
@@ -225,7 +232,12 @@ impl Run {
             let mut flags = vec!["--hosts", hosts.to_str().unwrap(), "--process", &p, "--workers", "1", "--state"];
             flags.push(state.to_str().unwrap());
             flags.extend_from_slice(extra);
-            let mut child = spawn(&train_args(&engine, &online_retail(), &dir.path().join("model"), &flags));
+            let mut command = Command::new(env!("CARGO_BIN_EXE_ur-train"));
+            command.args(train_args(&engine, &online_retail(), &dir.path().join("model"), &flags));
+            if p == (n - 1).to_string() {
+                command.env(ur::dataflow::hold::HOLD_ENV, dir.path().join("release"));
+            }
+            let mut child = spawn_command(command, Some(SECRET));
             let (send, receive) = std::sync::mpsc::channel();
             let lines = BufReader::new(child.stderr.take().unwrap()).lines();
             std::thread::spawn(move || {
@@ -240,7 +252,13 @@ impl Run {
         for p in 0..n {
             while !run.logs[p].recv().expect("the process logs").contains("training") {}
         }
+        while !run.logs[n - 1].recv().expect("the last process logs").contains("holding") {}
         run
+    }
+
+    /// Lets the last process go on from its hold.
+    fn release(&self) {
+        std::fs::write(self.dir.path().join("release"), "").unwrap();
     }
 
     /// The rest of process `p`'s log, once it has exited.
@@ -322,6 +340,33 @@ fn a_killed_process_ends_the_run_cleanly() {
     for run in 0..5 {
         let took = a_peer_that_goes_silent(libc::SIGKILL);
         eprintln!("run {run}: a killed peer was detected in {took:?}");
+    }
+}
+
+/// A peer that holds (busy, but its heartbeats go on) for longer than
+/// --peer-timeout is slow, not silent: nobody leaves, and once it goes on
+/// every process finishes.
+#[test]
+fn a_slow_peer_is_not_taken_for_a_silent_one() {
+    let timeout = 2;
+    let mut run = Run::start(3, &["--peer-timeout", &timeout.to_string()]);
+    let held = Instant::now();
+    while held.elapsed() < Duration::from_secs(timeout + 2) {
+        for p in 0..3 {
+            if let Some(status) = run.children[p].try_wait().unwrap() {
+                panic!("process {p} left while process 2 was only slow ({status}): {}", run.log(p));
+            }
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    run.release();
+    for p in 0..3 {
+        let status = wait_with_deadline(&mut run.children[p], Duration::from_secs(60)).expect("exits");
+        assert!(status.success(), "process {p}: {}", run.log(p));
+    }
+    for part in 0..3 {
+        let part = run.dir.path().join(format!("model/items-{part:05}.jsonl"));
+        assert!(part.exists(), "{part:?} is missing");
     }
 }
 

@@ -31,6 +31,7 @@ mod documents;
 pub mod exchange;
 pub mod facts;
 mod full;
+pub mod hold;
 mod intake;
 pub mod llr;
 mod outcome;
