@@ -138,7 +138,7 @@ full_model() {
 # cluster_start N TAG [ur-train args...]: N processes on 127.0.0.1..N, logs
 # in $work/TAG-P.log, pids in cluster_pids. With $hold set to a file name,
 # the last process holds mid-co-occurrence until that file exists
-# (UR_TRAIN_TEST_HOLD, src/dataflow/hold.rs) and logs "holding".
+# (UR_TRAIN_TEST_HOLD, src/hold.rs) and logs "holding".
 cluster_pids=()
 hold=""
 cluster_start() {
@@ -220,7 +220,7 @@ netns_cut() {
     rm -f "$work"/net-"$run"-*.log
     cluster_pids=()
     for p in 0 1 2; do
-      # In the cut run, host 3 holds mid-co-occurrence (src/dataflow/hold.rs)
+      # In the cut run, host 3 holds mid-co-occurrence (src/hold.rs)
       # until its link is down.
       pre=(env)
       [[ $run == cut && $p == 2 ]] && pre=(env "UR_TRAIN_TEST_HOLD=$work/net-never")

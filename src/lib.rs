@@ -7,6 +7,7 @@ pub mod dataflow;
 pub mod es;
 pub mod events;
 pub mod hash;
+pub mod hold;
 pub mod intern;
 pub mod memory;
 pub mod model;

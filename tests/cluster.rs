@@ -235,7 +235,7 @@ impl Run {
             let mut command = Command::new(env!("CARGO_BIN_EXE_ur-train"));
             command.args(train_args(&engine, &online_retail(), &dir.path().join("model"), &flags));
             if p == (n - 1).to_string() {
-                command.env(ur::dataflow::hold::HOLD_ENV, dir.path().join("release"));
+                command.env(ur::hold::HOLD_ENV, dir.path().join("release"));
             }
             let mut child = spawn_command(command, Some(SECRET));
             let (send, receive) = std::sync::mpsc::channel();

@@ -182,3 +182,52 @@ proptest! {
         prop_assert_eq!(total + newlines, data.len() as u64);
     }
 }
+
+/// SIGTERM while a run publishes (held between its model directory and its
+/// state: `UR_TRAIN_TEST_HOLD_AT=publishing`): the publication ends first
+/// and the run exits 0 with the model and the state that records it — not
+/// 143 "no model written" with the model published and the state behind it.
+#[test]
+fn a_signal_during_the_publication_lets_it_end() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::copy(handmade_events(), input.join("a.jsonl")).unwrap();
+    let (model, state, release) = (dir.path().join("model"), dir.path().join("state"), dir.path().join("release"));
+    let args = train_args(&handmade_engine(), &input, &model, &["--state", state.to_str().unwrap(), "--no-progress"]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ur-train"))
+        .args(args)
+        .env(ur::hold::HOLD_ENV, &release)
+        .env(ur::hold::HOLD_AT_ENV, "publishing")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let mut log = String::new();
+    read_until(&mut lines, &mut log, "holding mid-publishing");
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    read_until(&mut lines, &mut log, "SIGTERM during the publication");
+    std::fs::write(&release, "").unwrap();
+    let status = child.wait().unwrap();
+    lines.for_each(|line| log.push_str(&line));
+    assert!(status.success(), "{status}: {log}");
+    assert!(model.join("items.jsonl").exists(), "{log}");
+    let recorded = std::fs::read_to_string(state.join("state.json")).unwrap();
+    assert!(recorded.contains("a.jsonl"), "{recorded}");
+}
+
+/// Reads `lines` into `log` until one contains `text`.
+fn read_until(lines: &mut impl Iterator<Item = String>, log: &mut String, text: &str) {
+    for line in lines {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(text) {
+            return;
+        }
+    }
+    panic!("the run ended without logging {text:?}: {log}")
+}

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 /// peer process lost or silent for --peer-timeout included); 2 bad command
 /// line, engine.json or input location; 130/143 stopped by SIGINT/SIGTERM
 /// (without --follow): no model written, temporary files removed, the
-/// state's lock released.
+/// state's lock released. A signal once the publication has begun waits
+/// for it: the run then ends as published.
 #[derive(Parser, Debug)]
 #[command(name = "ur-train", version, max_term_width = 100)]
 pub struct Args {
@@ -274,8 +275,9 @@ extern "C" fn forward_signal(signal: libc::c_int) {
 
 /// A one-shot run stopped by SIGINT or SIGTERM ends at once, as a failed
 /// run would: temporary directories removed, the state's lock released,
-/// exit 128 + the signal (130, 143). A thread does it; the handler only
-/// writes the signal to a pipe.
+/// exit 128 + the signal (130, 143) — unless its publication has begun:
+/// then it ends as published (`train::Publishing`). A thread does it; the
+/// handler only writes the signal to a pipe.
 fn abandon_on_signals() {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: a valid array of two fds.
@@ -289,7 +291,7 @@ fn abandon_on_signals() {
         // SAFETY: reading one byte into a valid buffer from the pipe's read end.
         while unsafe { libc::read(fds[0], &mut byte as *mut u8 as *mut libc::c_void, 1) } != 1 {}
         let name = if byte as libc::c_int == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
-        crate::train::abandon_run(128 + byte as i32, &format!("stopped by {name}; no model written"));
+        crate::train::stop_by_signal(byte as i32, name);
     });
     if spawned.is_ok() {
         // SAFETY: the handler only writes to a pipe.

@@ -31,7 +31,6 @@ mod documents;
 pub mod exchange;
 pub mod facts;
 mod full;
-pub mod hold;
 mod intake;
 pub mod llr;
 mod outcome;

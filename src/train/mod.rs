@@ -12,7 +12,7 @@ mod manifest;
 mod processes;
 mod publish;
 
-pub use abandon::abandon_run;
+pub use abandon::{Publishing, abandon_run, stop_by_signal};
 pub use follow::{Follower, check_drift};
 pub use inputs::state_fingerprint;
 

@@ -96,6 +96,7 @@ impl Sinks {
         manifest: &serde_json::Value,
         consumed: &ConsumedInput,
     ) -> Result<Published, TrainError> {
+        let _publishing = super::Publishing::begin();
         let mut es_index = None;
         if let (Some(es), 0) = (&self.es, procs.process) {
             es.publish(summary.model.documents, summary.users_indexed, manifest)
@@ -115,6 +116,7 @@ impl Sinks {
                 dir.detach();
             }
         }
+        crate::hold::at(crate::hold::Point::Publishing, procs.process);
         if let Some(dir) = self.state_dir {
             if procs.process == 0 {
                 publish_state(dir, opts, procs, consumed, es_index.clone())?;
