@@ -171,21 +171,25 @@ fn a_dead_process_fails_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let hosts = hosts_file(dir.path(), 3);
     let output = dir.path().join("model");
-    // Enough input that reading outlasts the kill.
     let input = online_retail();
     let engine = engine_file(dir.path(), serde_json::json!({"eventNames": ["purchase", "cancel"]}));
     let mut children: Vec<Child> = (0..3)
         .map(|p| {
             let extra = ["--hosts", hosts.to_str().unwrap(), "--process", &p.to_string(), "--workers", "1"];
-            spawn(&train_args(&engine, &input, &output, &extra))
+            let mut command = Command::new(env!("CARGO_BIN_EXE_ur-train"));
+            command.args(train_args(&engine, &input, &output, &extra));
+            if p == 2 {
+                command.env(ur::hold::HOLD_ENV, dir.path().join("never"));
+            }
+            spawn_command(command, Some(SECRET))
         })
         .collect();
-    // Once process 2 has connected to the others (it logs "training"), kill it.
+    // Once process 2 holds mid-co-occurrence (ur::hold), kill it.
     let mut victim = children.pop().unwrap();
     let mut lines = BufReader::new(victim.stderr.take().unwrap()).lines();
     loop {
         let line = lines.next().expect("process 2 logs").unwrap();
-        if line.contains("training") {
+        if line.contains("holding") {
             break;
         }
     }

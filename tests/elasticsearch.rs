@@ -724,7 +724,15 @@ fn an_index_replaced_under_a_run_is_not_published() {
     let mut args = vec!["-e".to_string(), retail.display().to_string(), "-i".into(), input.display().to_string()];
     args.extend(["-q".into(), "--workers".into(), "1".into()]);
     args.extend(es_args(&es.url));
-    let child = Command::new(env!("CARGO_BIN_EXE_ur-train")).args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    // Held mid-co-occurrence (ur::hold), after its indices are created and
+    // before any bulk, until they are deleted: however fast the run is.
+    let release = dir.path().join("release");
+    let child = Command::new(env!("CARGO_BIN_EXE_ur-train"))
+        .args(&args)
+        .env(ur::hold::HOLD_ENV, &release)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let created = loop {
         let found = indices(&client, "hm_meta_*");
@@ -737,6 +745,7 @@ fn an_index_replaced_under_a_run_is_not_published() {
     for index in &created {
         block_on(client.ok("delete", ur::es::HttpMethod::Delete, &format!("/{index}"), None)).unwrap();
     }
+    std::fs::write(&release, "").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);

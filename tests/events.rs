@@ -18,6 +18,8 @@ pub(crate) struct EventServer {
     child: Child,
     pub(crate) addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    /// The thread reading its stderr: it ends when the process does.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EventServer {
@@ -40,7 +42,7 @@ impl EventServer {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut lines = BufReader::new(child.stderr.take().unwrap());
         let log = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut line = String::new();
             while lines.read_line(&mut line).unwrap_or(0) > 0 {
                 if let Some(i) = line.find("listening on http://") {
@@ -54,7 +56,7 @@ impl EventServer {
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("ur events did not start: {}", stderr.lock().unwrap()));
-        EventServer { child, addr: addr.parse().unwrap(), stderr }
+        EventServer { child, addr: addr.parse().unwrap(), stderr, reader: Some(reader) }
     }
 
     pub(crate) fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -70,7 +72,9 @@ impl EventServer {
     pub(crate) fn stop(mut self) -> String {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
         let log = self.stderr.lock().unwrap().clone();
         assert!(status.success(), "ur events ended with {status}: {log}");
         log
@@ -354,10 +358,17 @@ fn bad_requests_get_4xx_with_a_reason_and_store_nothing() {
     let (status, body) = s.call("POST", &format!("/events.json?accessKey={limited}"), Some(&buy.to_string()));
     assert_eq!((status, body["message"].as_str()), (403, Some("buy events are not allowed")));
     assert_eq!(s.call("DELETE", &format!("/events/x.json?accessKey={key}"), None).0, 501);
-    // A deleted app's key stops working within a second.
+    // A deleted app's key stops working once the server reloads the apps
+    // (it checks every half second).
+    let reloads = |s: &EventServer| s.log().matches("reloaded apps and access keys").count();
+    let before = reloads(&s);
     let out = ur(&["app", "delete", "shop", "--root", root.to_str().unwrap()]);
     assert!(out.status.success());
-    std::thread::sleep(Duration::from_millis(1200));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reloads(&s) == before {
+        assert!(Instant::now() < deadline, "the server did not reload the apps: {}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(post(&good.to_string()).0, 401);
     assert_eq!(s.call("GET", "/", None).0, 200, "the server stays up");
     s.stop();

@@ -122,16 +122,22 @@ fn a_training_swapping_the_alias_erases_no_acknowledged_event() {
     let shown = items(&r, user.clone());
     assert!(!shown.is_empty());
 
-    // A second training runs; meanwhile u1 buys what it was shown and the
-    // most popular item is deleted.
+    // A second training runs, held mid-co-occurrence (ur::hold) until the
+    // events below are live, however fast it is; meanwhile u1 buys what it
+    // was shown and the most popular item is deleted.
+    let alias = "hm_swap";
+    let before_swap = crate::elasticsearch::alias_target(&crate::elasticsearch::client(&server().url), alias);
     let mut args = vec!["-e".to_string(), engine.display().to_string(), "-i".into()];
     args.push(handmade_events().display().to_string());
     args.extend(["--now".into(), HANDMADE_NOW.into(), "-q".into()]);
     args.extend(es_args(&server().url));
-    let training =
-        Command::new(env!("CARGO_BIN_EXE_ur-train")).args(&args).stderr(Stdio::piped()).spawn().expect("ur-train runs");
-    let alias = "hm_swap";
-    let before_swap = crate::elasticsearch::alias_target(&crate::elasticsearch::client(&server().url), alias);
+    let release = dir.path().join("release");
+    let training = Command::new(env!("CARGO_BIN_EXE_ur-train"))
+        .args(&args)
+        .env(ur::hold::HOLD_ENV, &release)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ur-train runs");
     for item in &shown {
         post(&s, &key, usage("purchase", "u1", item));
     }
@@ -140,6 +146,7 @@ fn a_training_swapping_the_alias_erases_no_acknowledged_event() {
     within(&s, Duration::from_secs(1), "the live changes", || {
         items(&r, user.clone()).iter().all(|i| !shown.contains(i)) && !items(&r, popular.clone()).contains(&gone)
     });
+    std::fs::write(&release, "").unwrap();
     let out = training.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let after_swap = crate::elasticsearch::alias_target(&crate::elasticsearch::client(&server().url), alias);
