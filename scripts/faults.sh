@@ -12,7 +12,10 @@
 #                                 state_corrupt kill9_incremental)
 #
 # Environment: UR_FAULTS_KEEP=1 keeps the work directory; ES_ENGINE as in
-# scripts/elasticsearch.sh; UR_FAULTS_NO_BUILD=1 skips `cargo build --release`.
+# scripts/elasticsearch.sh; UR_FAULTS_NO_BUILD=1 skips `cargo build --release`;
+# UR_FAULTS_PROFILE=debug runs the debug binaries instead (CI: `cargo test`
+# has built them, a release build would add minutes; the rows hold the run
+# at known points, so they do not depend on its speed).
 #
 # Each row is a function that sets $obs (what it saw) and returns 0 (pass),
 # 1 (fail) or 3 (skipped: the reason in $obs). Everything it starts is on
@@ -22,7 +25,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
-bin="$CARGO_TARGET_DIR/release"
+profile="${UR_FAULTS_PROFILE:-release}"
+case "$profile" in
+  release) build_args=(--release) ;;
+  debug) build_args=() ;;
+  *) echo "faults.sh: UR_FAULTS_PROFILE is release or debug, not $profile" >&2; exit 2 ;;
+esac
+bin="$CARGO_TARGET_DIR/$profile"
 now="2026-01-15T00:00:00Z"
 # The cluster rows' shared secret (cluster/README.md: Secret).
 UR_CLUSTER_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -41,11 +50,11 @@ done
 say() { echo "faults.sh: $*" >&2; }
 
 if [[ "${UR_FAULTS_NO_BUILD:-0}" != 1 ]]; then
-  say "cargo build --release (ur-train, ur, examples)"
-  cargo build --release --bins --examples -q >&2 || { say "build failed"; exit 2; }
+  say "cargo build ${build_args[*]} (ur-train, ur, examples)"
+  cargo build "${build_args[@]}" --bins --examples -q >&2 || { say "build failed"; exit 2; }
 fi
 for b in ur-train ur examples/gen-events examples/query-load; do
-  [[ -x "$bin/$b" ]] || { say "$bin/$b is missing: build with cargo build --release --bins --examples"; exit 2; }
+  [[ -x "$bin/$b" ]] || { say "$bin/$b is missing: build with cargo build ${build_args[*]} --bins --examples"; exit 2; }
 done
 
 work="$(mktemp -d /tmp/ur-faults.XXXXXX)"
@@ -285,24 +294,25 @@ es_new_index() {
   done
   return 1
 }
-# es_mid_bulk INDEX: waits until INDEX holds documents (the bulk is under way)
-es_mid_bulk() {
-  local t0=$SECONDS
-  until [[ "$(curl -s "$es_url/_cat/indices/$1?h=docs.count" 2>/dev/null)" =~ ^[1-9] ]]; do
-    (( SECONDS - t0 >= 60 )) && return 1
-    curl -s -XPOST "$es_url/$1/_refresh" >/dev/null; sleep 0.2
-  done
+# es_held_run LOG: starts a run into Elasticsearch that holds after its
+# first acknowledged bulk request (UR_TRAIN_TEST_HOLD_AT=bulk, src/hold.rs);
+# sets $run; `touch "$work/bulk-go"` lets it go on
+es_held_run() {
+  rm -f "$work/bulk-go"
+  env "UR_TRAIN_TEST_HOLD=$work/bulk-go" UR_TRAIN_TEST_HOLD_AT=bulk \
+    "${T[@]}" -e "$engine" -i "$work/big" --es-url "$es_url" --es-batch-bytes 65536 --es-retries 3 >/dev/null 2>"$1" &
+  run=$!; pids+=($run)
 }
 es_old_serves() { [[ "$(alias_of)" == "$base_alias" && "$(ur_query '{"user": "user-1"}')" == "$base_answer" ]]; }
 
 es_killed() {
   need_es || return 3
   es_baseline || { obs="baseline run failed: $(tail -1 "$work/es-base.err")"; return 1; }
-  "${T[@]}" -e "$engine" -i "$work/big" --es-url "$es_url" --es-batch-bytes 65536 --es-retries 3 >/dev/null 2>"$work/es-kill.log" &
-  local run=$! idx s; pids+=($run)
-  idx="$(es_new_index)" || { obs="no new index appeared"; return 1; }
-  es_mid_bulk "$idx" || { obs="no document reached $idx"; return 1; }
+  local run s
+  es_held_run "$work/es-kill.log"
+  wait_for "$work/es-kill.log" "holding mid-bulk" 120 || { obs="the run did not reach its bulk: $(tail -1 "$work/es-kill.log")"; return 1; }
   kill -9 "$(es_java_pid)"; local t0=$SECONDS
+  touch "$work/bulk-go"
   wait_exit $run 120; s=$st
   local took=$((SECONDS - t0))
   es_stop; es_dir=""
@@ -342,11 +352,12 @@ es_throttled() {
 es_readonly() {
   need_es || return 3
   es_baseline || { obs="baseline run failed: $(tail -1 "$work/es-base.err")"; return 1; }
-  "${T[@]}" -e "$engine" -i "$work/big" --es-url "$es_url" --es-batch-bytes 65536 --es-retries 3 >/dev/null 2>"$work/es-ro.log" &
-  local run=$! idx s; pids+=($run)
+  local run s idx
+  es_held_run "$work/es-ro.log"
+  wait_for "$work/es-ro.log" "holding mid-bulk" 120 || { obs="the run did not reach its bulk: $(tail -1 "$work/es-ro.log")"; return 1; }
   idx="$(es_new_index)" || { obs="no new index appeared"; return 1; }
-  es_mid_bulk "$idx" || { obs="no document reached $idx"; return 1; }
   curl -s -XPUT "$es_url/$idx/_settings" -H 'Content-Type: application/json' -d '{"index.blocks.write": true}' >/dev/null
+  touch "$work/bulk-go"
   wait_exit $run 120; s=$st
   [[ $s != 0 && $s != timeout ]] || { obs="run exit $s with $idx read-only"; return 1; }
   local err; err="$(grep -iE 'error' "$work/es-ro.log" | tail -1 | cut -c1-120)"
@@ -385,10 +396,12 @@ hdfs_restart() {
   local url="hdfs://127.0.0.1:$port"
   echo "put $work/big /events" >&7
   wait_for "$work/minidfs.out" "Put /events" 120 || { exec 7>&-; obs="could not upload the events"; return 1; }
-  "${T[@]}" -e "$engine" -i "$url/events" -o "$work/hdfs-model" >/dev/null 2>"$work/hdfs-restart.log" &
+  env "UR_TRAIN_TEST_HOLD=$work/read-go" UR_TRAIN_TEST_HOLD_AT=reading \
+    "${T[@]}" -e "$engine" -i "$url/events" -o "$work/hdfs-model" >/dev/null 2>"$work/hdfs-restart.log" &
   local run=$!; pids+=($run)
-  wait_for "$work/hdfs-restart.log" training 60
+  wait_for "$work/hdfs-restart.log" "holding mid-reading" 60 || { exec 7>&-; obs="the run did not start reading"; return 1; }
   echo "restart-namenode" >&7; local t0=$SECONDS
+  touch "$work/read-go"
   wait_exit $run 180; s=$st
   local took=$((SECONDS - t0))
   wait_for "$work/minidfs.out" "Restarted" 120 || { exec 7>&-; obs="the NameNode did not come back"; return 1; }

@@ -336,7 +336,7 @@ fn correlate(
         let matrices = std::mem::take(&mut rows.matrices);
         let block = cco::distribute_rows(comm, &matrices, &ranges);
         drop(matrices);
-        crate::hold::at(crate::hold::Point::CoOccurrence, comm.index);
+        crate::hold::at(crate::hold::Point::CoOccurrence);
         let following = ctx.follow.is_some();
         let c = cco::correlate(&block, &sampled.post, n, &engine.indicators, n_items, following);
         let visits = c.pair_visits;

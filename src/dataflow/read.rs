@@ -321,7 +321,10 @@ pub fn read_share(
 ) -> Result<Share, String> {
     let mut share = Share::empty(plan);
     let mut reader = LineHandler { plan, share: &mut share, keep_samples, pending: Pending::default() };
-    for &u in mine {
+    for (i, &u) in mine.iter().enumerate() {
+        if i == 1 {
+            crate::hold::once(crate::hold::Point::Reading);
+        }
         let unit = &input.units[u];
         let file = &input.files[unit.file as usize];
         if unit.start == 0 {

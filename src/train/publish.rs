@@ -116,7 +116,7 @@ impl Sinks {
                 dir.detach();
             }
         }
-        crate::hold::at(crate::hold::Point::Publishing, procs.process);
+        crate::hold::at(crate::hold::Point::Publishing);
         if let Some(dir) = self.state_dir {
             if procs.process == 0 {
                 publish_state(dir, opts, procs, consumed, es_index.clone())?;

@@ -90,7 +90,11 @@ impl<'a> BulkWriter<'a> {
         self.body.extend_from_slice(doc.strip_suffix(b"\n").unwrap_or(doc));
         self.body.push(b'\n');
         self.docs.push((id.to_string(), start, self.body.len()));
-        if self.body.len() >= self.batch_bytes { self.flush() } else { Ok(()) }
+        if self.body.len() >= self.batch_bytes {
+            self.flush()?;
+            crate::hold::once(crate::hold::Point::Bulk);
+        }
+        Ok(())
     }
 
     /// Deletes a document.
