@@ -1,10 +1,12 @@
 //! Reading event lines, measured alone: ur's scanner (`parse_event`) against
 //! serde_json, simd-json (tape) and sonic-rs (Deserialize and `get_many`) on
 //! the same lines, with `str::from_utf8` and one memchr pass over each line
-//! as floors. The lines are decompressed into memory once; each round runs
-//! every variant over all of them in turn (interleaved), and the median CPU
-//! time of the thread is reported. A second mode checks which parsers accept
-//! and reject what serde_json does on lines near valid events.
+//! as floors, and ur's `scan_event` (the members only) with and without its
+//! fast path for PIO's usual member order. The lines are decompressed into
+//! memory once; each round runs every variant over all of them in turn
+//! (interleaved), and the median CPU time of the thread is reported. A second
+//! mode checks which parsers accept and reject what serde_json does on lines
+//! near valid events.
 //!
 //! ```text
 //! cargo run --release --features bench-json --example scan -- /work/bench-data/ur-large 2000000 5
@@ -35,10 +37,12 @@ fn main() {
     let rounds: usize = args.get(2).map_or(5, |s| s.parse().expect("a number of rounds"));
     let (buf, lines) = load(dir, max);
     eprintln!("{} lines, {} MB", lines.len(), buf.len() >> 20);
-    let variants: [(&str, Reader); 7] = [
+    let variants: [(&str, Reader); 9] = [
         ("str::from_utf8", utf8),
         ("memchr (floor)", memchr_pass),
         ("ur parse_event", ur_scanner),
+        ("ur scan_event", ur_members),
+        ("ur scan_event, general path only", ur_members_general),
         ("serde_json", serde),
         ("simd-json tape", simd_tape),
         ("sonic-rs serde", sonic),
@@ -113,6 +117,26 @@ fn memchr_pass(buf: &[u8], lines: &Lines) -> u64 {
 fn sum(strings: [Option<&str>; 6], properties: Option<&str>, time: Option<&str>) -> u64 {
     let lengths: usize = strings.iter().chain([&properties]).map(|s| s.map_or(0, str::len)).sum();
     lengths as u64 + time.and_then(parse_iso8601).unwrap_or(0) as u64
+}
+
+/// The members as found (no eventTime parse, no checks of the event):
+/// with the fast path for PIO's usual member order, and without it.
+fn ur_members(buf: &[u8], lines: &Lines) -> u64 {
+    members(buf, lines, ur::source::json::scan_event)
+}
+
+fn ur_members_general(buf: &[u8], lines: &Lines) -> u64 {
+    members(buf, lines, ur::source::json::scan_event_general)
+}
+
+fn members(buf: &[u8], lines: &Lines, scan: fn(&[u8]) -> Result<ur::source::json::EventMembers<'_>, String>) -> u64 {
+    let mut n = 0u64;
+    for &(s, e) in lines {
+        if let Ok(m) = scan(&buf[s..e]) {
+            n += m.properties.map_or(1, |p| p.len() as u64) + m.event.is_some() as u64;
+        }
+    }
+    n
 }
 
 fn ur_scanner(buf: &[u8], lines: &Lines) -> u64 {

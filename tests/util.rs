@@ -179,3 +179,17 @@ pub fn drain_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<
         text
     })
 }
+
+/// Retries `attempt` until it gives a value; fails naming `what` after
+/// `within`. For conditions only the other side knows (a connection
+/// accepted, closed, counted), where a sleep would be a guess.
+pub fn eventually<T>(what: &str, within: std::time::Duration, mut attempt: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = attempt() {
+            return v;
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -58,6 +58,14 @@ fn scan(line: &[u8]) -> Result<EventMembers<'_>, String> {
     scan_from(line, usual_prefix(line))
 }
 
+/// The general scanner alone, without the fast path for PIO's member order:
+/// `benches/scan.rs` measures what the fast path saves.
+#[cfg(feature = "bench-json")]
+#[doc(hidden)]
+pub fn scan_event_general(line: &[u8]) -> Result<EventMembers<'_>, String> {
+    scan_from(line, Prefix { m: EventMembers::default(), at: 0, read: 0 })
+}
+
 /// Where [`usual_prefix`] stopped: the members it read and the index right
 /// after the last of them (`read == 0`: nothing read, `at` is 0).
 struct Prefix<'a> {
@@ -869,48 +877,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// ns per line of the general path and of the fast path on the lines of
-    /// `UR_SCAN_FILE` (default: the first ur-large partition), interleaved:
-    /// `cargo test --release --lib usual_prefix_timing -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn usual_prefix_timing() {
-        use std::io::Read;
-        let path = std::env::var("UR_SCAN_FILE")
-            .unwrap_or_else(|_| "/work/bench-data/ur-large/part=000/events.jsonl.gz".into());
-        let mut text = Vec::new();
-        flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap()).read_to_end(&mut text).unwrap();
-        let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).take(1_000_000).collect();
-        let cpu = || {
-            // SAFETY: getrusage only writes the struct it is given.
-            let u = unsafe {
-                let mut u: libc::rusage = std::mem::zeroed();
-                libc::getrusage(libc::RUSAGE_THREAD, &mut u);
-                u
-            };
-            let secs = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-            secs(u.ru_utime) + secs(u.ru_stime)
-        };
-        let run = |f: fn(&[u8]) -> Result<EventMembers<'_>, String>| {
-            let start = cpu();
-            let mut sum = 0usize;
-            for l in &lines {
-                sum += std::hint::black_box(f(l)).map_or(0, |m| m.properties.map_or(1, str::len));
-            }
-            std::hint::black_box(sum);
-            (cpu() - start) * 1e9 / lines.len() as f64
-        };
-        let (mut slow, mut fast) = (Vec::new(), Vec::new());
-        for _ in 0..7 {
-            slow.push(run(general));
-            fast.push(run(scan));
-        }
-        slow.sort_by(f64::total_cmp);
-        fast.sort_by(f64::total_cmp);
-        println!("{} lines: general {slow:.1?} ns/line, fast path {fast:.1?} ns/line", lines.len());
-        println!("medians: general {:.1}, fast path {:.1}", slow[3], fast[3]);
     }
 
     #[test]
