@@ -2,18 +2,22 @@
 //! from Maven Central, `scripts/minidfs.sh`). Input from HDFS gives the model
 //! local files give; the model can be written to HDFS; a state recognises
 //! its input under another NameNode host spelling; an HA nameservice is
-//! resolved from HADOOP_CONF_DIR; an unreachable NameNode fails fast.
+//! resolved from HADOOP_CONF_DIR; an unreachable NameNode fails fast; a
+//! NameNode restarted mid-read is waited out.
 
 use crate::util::*;
+use std::io::Write;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 use ur::storage::Store;
 
 /// A running MiniDFSCluster; stopped (stdin closed, then killed) on drop.
 pub(crate) struct MiniDfs {
     child: Child,
+    /// Its answers, one line per command.
+    answers: std::io::Lines<BufReader<ChildStdout>>,
     pub(crate) url: String,
     conf_dir: tempfile::TempDir,
 }
@@ -38,7 +42,17 @@ impl MiniDfs {
         let ready = lines.next().and_then(Result::ok).unwrap_or_default();
         let url =
             ready.strip_prefix("Ready ").unwrap_or_else(|| panic!("MiniDFS did not start: {ready:?}")).to_string();
-        MiniDfs { child, url, conf_dir }
+        MiniDfs { child, answers: lines, url, conf_dir }
+    }
+
+    /// Sends a command (`restart-namenode`: see MiniDfs.java); its answer
+    /// is the next [`MiniDfs::answer`].
+    fn send(&mut self, command: &str) {
+        writeln!(self.child.stdin.as_mut().unwrap(), "{command}").unwrap();
+    }
+
+    fn answer(&mut self) -> String {
+        self.answers.next().and_then(Result::ok).unwrap_or_else(|| "no answer: MiniDFS ended".into())
     }
 
     /// Uploads a local directory tree to `dest` (a path on this cluster),
@@ -244,4 +258,58 @@ fn unreachable_namenode_fails_within_seconds() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("NameNode") && stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
     assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+}
+
+/// The NameNode restarted while a run reads (held after its first unit,
+/// released once the NameNode's port refuses connections): the reads retry
+/// until it is back and the run ends with the model local files give — it
+/// failed with "IO error occurred while communicating with HDFS" before
+/// reads retried.
+#[test]
+fn namenode_restart_mid_read_is_waited_out() {
+    let mut dfs = MiniDfs::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let engine = retail_engine(dir.path());
+    let now = "2011-12-10T00:00:00Z";
+    dfs.upload(&retail(), "/events");
+    let local = dir.path().join("local");
+    train_ok(&engine, &retail(), &local, &["--now", now, "-q"]);
+
+    let (model, release) = (dir.path().join("model"), dir.path().join("release"));
+    let input = PathBuf::from(format!("{}/events", dfs.url));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ur-train"))
+        .args(train_args(&engine, &input, &model, &["--now", now, "--workers", "1", "--no-progress"]))
+        .env(ur::hold::HOLD_ENV, &release)
+        .env(ur::hold::HOLD_AT_ENV, "reading")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("holding mid-reading") {
+            break;
+        }
+    }
+    assert!(log.contains("holding mid-reading"), "the run ended before its second unit: {log}");
+
+    dfs.send("restart-namenode");
+    let namenode = dfs.url.strip_prefix("hdfs://").unwrap().to_string();
+    eventually("the NameNode's port refusing connections", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(&namenode).is_err().then_some(())
+    });
+    std::fs::write(&release, "").unwrap();
+    let status = child.wait().unwrap();
+    lines.for_each(|line| log.push_str(&line));
+    assert_eq!(dfs.answer(), "Restarted");
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("retrying"), "no read met the restart: {log}");
+    assert!(
+        std::fs::read(model.join("items.jsonl")).unwrap() == std::fs::read(local.join("items.jsonl")).unwrap(),
+        "the run through the restart gives another model"
+    );
 }

@@ -6,6 +6,13 @@
 //! tokio runtime per process runs it and the blocking calls here wait on it
 //! with a deadline, so an unreachable NameNode is an error within seconds,
 //! not a hang.
+//!
+//! Once the first contact succeeded, reads (stat, list, open, read) retry a
+//! connection that fails, or a NameNode that asks for it (safe mode after a
+//! restart, a standby during a failover), with backoff for up to
+//! [`READ_RETRY_WINDOW`]: a NameNode restart mid-run is waited out, not a
+//! failed run. Writes are not retried (a create or rename that may have
+//! happened cannot be replayed blindly); they fail and the run with them.
 
 use super::{CreateError, Entry, FileSink};
 use crate::runtime::runtime;
@@ -15,12 +22,16 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Deadline of one metadata call (list, stat, rename...).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline of the first contact with a NameNode.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reads retry through an unreachable NameNode or DataNode.
+const READ_RETRY_WINDOW: Duration = Duration::from_secs(60);
+/// The longest pause between two tries of a read.
+const READ_RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
 /// Bytes fetched per read request.
 const READ_CHUNK: usize = 8 << 20;
 /// Bytes buffered per write request.
@@ -41,6 +52,45 @@ fn wait<T>(what: &str, timeout: Duration, f: impl Future<Output = hdfs_native::R
             Err(_) => Err(format!("{what}: no answer from HDFS within {}s", timeout.as_secs())),
         }
     })
+}
+
+/// Whether a failed read may succeed if tried again: the connection failed
+/// (a NameNode or DataNode restarting), or the NameNode asked for a retry.
+fn transient(e: &hdfs_native::HdfsError) -> bool {
+    use hdfs_native::HdfsError::*;
+    match e {
+        IOError(_) | DataTransferError(_) => true,
+        RPCError(class, _) => {
+            ["RetriableException", "SafeModeException", "StandbyException"].iter().any(|name| class.ends_with(name))
+        }
+        _ => false,
+    }
+}
+
+/// [`wait`] for an idempotent read, retried while its errors are
+/// [`transient`] and [`READ_RETRY_WINDOW`] lasts.
+fn wait_read<T, F>(what: &str, mut read: impl FnMut() -> F) -> Result<T, String>
+where
+    F: Future<Output = hdfs_native::Result<T>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let result = runtime().block_on(async { tokio::time::timeout(CALL_TIMEOUT, read()).await });
+        match result {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if transient(&e) && started.elapsed() + pause < READ_RETRY_WINDOW => {
+                tracing::warn!("{what}: {e}; retrying in {} ms", pause.as_millis());
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(READ_RETRY_MAX_PAUSE);
+            }
+            Ok(Err(e)) if transient(&e) => {
+                return Err(format!("{what}: {e} (still failing after {} s of retries)", started.elapsed().as_secs()));
+            }
+            Ok(Err(e)) => return Err(format!("{what}: {e}")),
+            Err(_) => return Err(format!("{what}: no answer from HDFS within {}s", CALL_TIMEOUT.as_secs())),
+        }
+    }
 }
 
 /// Splits `hdfs://authority/path` into (`hdfs://authority`, `/path`).
@@ -166,24 +216,23 @@ impl Hdfs {
 
     pub fn stat(&self, url: &str) -> Result<Option<Entry>, String> {
         let path = self.path(url)?;
-        let result =
-            runtime().block_on(async { tokio::time::timeout(CALL_TIMEOUT, self.client.get_file_info(&path)).await });
-        match result {
-            Ok(Ok(s)) => Ok(Some(Entry {
-                path: url.to_string(),
-                len: s.length as u64,
-                is_dir: s.isdir,
-                mtime: s.modification_time as i64,
-            })),
-            Ok(Err(hdfs_native::HdfsError::FileNotFound(_))) => Ok(None),
-            Ok(Err(e)) => Err(format!("{url}: {e}")),
-            Err(_) => Err(format!("{url}: no answer from HDFS within {}s", CALL_TIMEOUT.as_secs())),
-        }
+        let found = wait_read(url, || async {
+            match self.client.get_file_info(&path).await {
+                Err(hdfs_native::HdfsError::FileNotFound(_)) => Ok(None),
+                found => found.map(Some),
+            }
+        })?;
+        Ok(found.map(|s| Entry {
+            path: url.to_string(),
+            len: s.length as u64,
+            is_dir: s.isdir,
+            mtime: s.modification_time as i64,
+        }))
     }
 
     pub fn list_dir(&self, url: &str) -> Result<Vec<Entry>, String> {
         let path = self.path(url)?;
-        let statuses = wait(url, CALL_TIMEOUT, self.client.list_status(&path, false))?;
+        let statuses = wait_read(url, || self.client.list_status(&path, false))?;
         Ok(statuses
             .into_iter()
             .map(|s| Entry {
@@ -197,7 +246,7 @@ impl Hdfs {
 
     pub fn open(&self, url: &str, offset: u64) -> Result<Box<dyn Read + Send>, String> {
         let path = self.path(url)?;
-        let reader = wait(url, CALL_TIMEOUT, self.client.read(&path))?;
+        let reader = wait_read(url, || self.client.read(&path))?;
         let len = reader.file_length();
         Ok(Box::new(HdfsRead { url: url.to_string(), reader, pos: offset as usize, len, buf: Bytes::new() }))
     }
@@ -263,7 +312,7 @@ impl Read for HdfsRead {
                 return Ok(0);
             }
             let n = READ_CHUNK.min(self.len - self.pos);
-            let chunk = wait(&self.url, CALL_TIMEOUT, self.reader.read_range(self.pos, n)).map_err(io::Error::other)?;
+            let chunk = wait_read(&self.url, || self.reader.read_range(self.pos, n)).map_err(io::Error::other)?;
             self.pos += chunk.len();
             if chunk.is_empty() {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: short read", self.url)));
