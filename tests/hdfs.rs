@@ -120,22 +120,31 @@ fn retail_engine(dir: &Path) -> PathBuf {
     )
 }
 
+/// The `--now` of the Online Retail runs.
+const NOW: &str = "2011-12-10T00:00:00Z";
+
+/// Online Retail uploaded to `/events` of `dfs`: its engine (in `dir`) and
+/// the items of the model local files give.
+fn retail_uploaded(dfs: &MiniDfs, dir: &Path) -> (PathBuf, Vec<u8>) {
+    let engine = retail_engine(dir);
+    dfs.upload(&retail(), "/events");
+    let local = dir.join("local");
+    train_ok(&engine, &retail(), &local, &["--now", NOW, "-q"]);
+    (engine, std::fs::read(local.join("items.jsonl")).unwrap())
+}
+
 /// One cluster for the non-HA tests, in one test function to start it once.
 #[test]
 fn hdfs_input_and_output() {
     let dfs = MiniDfs::start(false);
     let dir = tempfile::tempdir().unwrap();
-    let engine = retail_engine(dir.path());
-    let now = "2011-12-10T00:00:00Z";
-    dfs.upload(&retail(), "/events");
+    let (engine, expected) = retail_uploaded(&dfs, dir.path());
+    let now = NOW;
 
     // The model from HDFS equals the model from local files.
-    let local = dir.path().join("local");
-    train_ok(&engine, &retail(), &local, &["--now", now, "-q"]);
     let from_hdfs = dir.path().join("from-hdfs");
     let input = PathBuf::from(format!("{}/events/", dfs.url));
     train_ok(&engine, &input, &from_hdfs, &["--now", now, "-q", "--workers", "2"]);
-    let expected = std::fs::read(local.join("items.jsonl")).unwrap();
     assert!(expected.len() > 100_000);
     assert!(std::fs::read(from_hdfs.join("items.jsonl")).unwrap() == expected, "HDFS input gives another model");
     let m = manifest(&from_hdfs);
@@ -269,16 +278,12 @@ fn unreachable_namenode_fails_within_seconds() {
 fn namenode_restart_mid_read_is_waited_out() {
     let mut dfs = MiniDfs::start(false);
     let dir = tempfile::tempdir().unwrap();
-    let engine = retail_engine(dir.path());
-    let now = "2011-12-10T00:00:00Z";
-    dfs.upload(&retail(), "/events");
-    let local = dir.path().join("local");
-    train_ok(&engine, &retail(), &local, &["--now", now, "-q"]);
+    let (engine, expected) = retail_uploaded(&dfs, dir.path());
 
     let (model, release) = (dir.path().join("model"), dir.path().join("release"));
     let input = PathBuf::from(format!("{}/events", dfs.url));
     let mut child = Command::new(env!("CARGO_BIN_EXE_ur-train"))
-        .args(train_args(&engine, &input, &model, &["--now", now, "--workers", "1", "--no-progress"]))
+        .args(train_args(&engine, &input, &model, &["--now", NOW, "--workers", "1", "--no-progress"]))
         .env(ur::hold::HOLD_ENV, &release)
         .env(ur::hold::HOLD_AT_ENV, "reading")
         .env("RUST_LOG", "warn")
@@ -309,7 +314,7 @@ fn namenode_restart_mid_read_is_waited_out() {
     assert!(status.success(), "{status}: {log}");
     assert!(log.contains("retrying"), "no read met the restart: {log}");
     assert!(
-        std::fs::read(model.join("items.jsonl")).unwrap() == std::fs::read(local.join("items.jsonl")).unwrap(),
+        std::fs::read(model.join("items.jsonl")).unwrap() == expected,
         "the run through the restart gives another model"
     );
 }

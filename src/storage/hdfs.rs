@@ -44,14 +44,20 @@ pub struct Hdfs {
     client: Client,
 }
 
+/// Runs one HDFS call to its end or its deadline.
+fn within<T>(
+    what: &str,
+    timeout: Duration,
+    f: impl Future<Output = hdfs_native::Result<T>>,
+) -> Result<hdfs_native::Result<T>, String> {
+    // The deadline is made inside the runtime: a timer needs its context.
+    runtime()
+        .block_on(async { tokio::time::timeout(timeout, f).await })
+        .map_err(|_| format!("{what}: no answer from HDFS within {}s", timeout.as_secs()))
+}
+
 fn wait<T>(what: &str, timeout: Duration, f: impl Future<Output = hdfs_native::Result<T>>) -> Result<T, String> {
-    runtime().block_on(async {
-        match tokio::time::timeout(timeout, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("{what}: {e}")),
-            Err(_) => Err(format!("{what}: no answer from HDFS within {}s", timeout.as_secs())),
-        }
-    })
+    within(what, timeout, f)?.map_err(|e| format!("{what}: {e}"))
 }
 
 /// Whether a failed read may succeed if tried again: the connection failed
@@ -76,19 +82,17 @@ where
     let started = Instant::now();
     let mut pause = Duration::from_millis(100);
     loop {
-        let result = runtime().block_on(async { tokio::time::timeout(CALL_TIMEOUT, read()).await });
-        match result {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if transient(&e) && started.elapsed() + pause < READ_RETRY_WINDOW => {
+        match within(what, CALL_TIMEOUT, read())? {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && started.elapsed() + pause < READ_RETRY_WINDOW => {
                 tracing::warn!("{what}: {e}; retrying in {} ms", pause.as_millis());
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(READ_RETRY_MAX_PAUSE);
             }
-            Ok(Err(e)) if transient(&e) => {
+            Err(e) if transient(&e) => {
                 return Err(format!("{what}: {e} (still failing after {} s of retries)", started.elapsed().as_secs()));
             }
-            Ok(Err(e)) => return Err(format!("{what}: {e}")),
-            Err(_) => return Err(format!("{what}: no answer from HDFS within {}s", CALL_TIMEOUT.as_secs())),
+            Err(e) => return Err(format!("{what}: {e}")),
         }
     }
 }
