@@ -10,7 +10,7 @@
 
 use super::apps::{AccessKey, Registry};
 use super::live::ops::LiveOp;
-use super::log::{EventLog, now_millis};
+use super::log::{EventLog, LogError, now_millis};
 use super::read::{self, Filter};
 use super::validate::{Accepted, accept};
 use axum::Router;
@@ -58,10 +58,21 @@ impl EventServer {
         self.live.as_ref().map(|l| l.ops_of(app, accepted)).unwrap_or_default()
     }
 
-    fn send_live(&self, ops: Vec<LiveOp>) {
-        if let Some(live) = &self.live {
-            live.send(ops);
-        }
+    /// Appends `lines` to `app`'s log, then hands their live effects over,
+    /// in a task of its own: a handler dropped mid-write (its client gone,
+    /// the shutdown deadline) still hands over what was written, so every
+    /// event in the log reaches the live task ([`super::live`] relies on it
+    /// at a clean stop).
+    async fn store(self: &Arc<Self>, app: &str, lines: Vec<String>, live: Vec<LiveOp>) -> Result<(), LogError> {
+        let (server, app) = (self.clone(), app.to_string());
+        let stored = tokio::spawn(async move {
+            let stored = server.log.append(&app, lines).await;
+            if let (Ok(()), Some(l)) = (&stored, &server.live) {
+                l.send(live);
+            }
+            stored
+        });
+        stored.await.unwrap_or_else(|e| Err(LogError(format!("storing events: {e}"))))
     }
 
     fn registry(&self) -> Arc<Registry> {
@@ -186,11 +197,8 @@ async fn create_event(
         Checked::Refused(status, msg) => return message(status, msg),
     };
     let live = server.live_ops(&key.app, [&accepted]);
-    match server.log.append(&key.app, vec![accepted.line]).await {
-        Ok(()) => {
-            server.send_live(live);
-            (StatusCode::CREATED, axum::Json(json!({"eventId": accepted.event_id}))).into_response()
-        }
+    match server.store(&key.app, vec![accepted.line], live).await {
+        Ok(()) => (StatusCode::CREATED, axum::Json(json!({"eventId": accepted.event_id}))).into_response(),
         Err(e) => internal("storing the event", e),
     }
 }
@@ -222,10 +230,9 @@ async fn create_batch(
         checked.iter().filter_map(|c| if let Checked::Ok(a) = c { Some(a.line.clone()) } else { None }).collect();
     let live =
         server.live_ops(&key.app, checked.iter().filter_map(|c| if let Checked::Ok(a) = c { Some(a) } else { None }));
-    let stored = if lines.is_empty() { Ok(()) } else { server.log.append(&key.app, lines).await };
-    match &stored {
-        Ok(()) => server.send_live(live),
-        Err(e) => tracing::error!("{e}"),
+    let stored = if lines.is_empty() { Ok(()) } else { server.store(&key.app, lines, live).await };
+    if let Err(e) = &stored {
+        tracing::error!("{e}");
     }
     let statuses: Vec<Value> = checked
         .into_iter()

@@ -170,6 +170,7 @@ impl Live {
             backoff: Duration::from_millis(100),
             taken_through: Millis::MIN / 2,
             checkpoint: None,
+            closing: false,
         };
         tracing::info!(app = %options.app, index = %updater.live_index, "live history on");
         let task = tokio::spawn(async move {
@@ -260,6 +261,8 @@ struct Updater {
     taken_through: Millis,
     /// Where to record that events were applied ([`recover`]), and when it was last done.
     checkpoint: Option<(std::path::PathBuf, Option<Instant>)>,
+    /// The queue closed (the server stops): pending events are due at once.
+    closing: bool,
 }
 
 impl Updater {
@@ -272,7 +275,10 @@ impl Updater {
             tokio::select! {
                 got = rx.recv(), if open => match got {
                     Some(batch) => self.take(batch),
-                    None => open = false,
+                    None => {
+                        open = false;
+                        self.closing = true;
+                    }
                 },
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = watch.tick() => self.watch().await,
@@ -282,15 +288,17 @@ impl Updater {
             }
             if !open && self.retry_at.is_some() {
                 tracing::warn!(events = self.pending.len(), "stopping with live updates not applied");
-                break;
+                return;
             }
         }
+        self.record_stop();
     }
 
     /// When the pending events are to be written.
     fn due_at(&self) -> Option<Instant> {
         let first = self.first_pending?;
-        let at = if self.pending.len() >= self.options.max_batch { first } else { first + self.options.delay };
+        let full = self.closing || self.pending.len() >= self.options.max_batch;
+        let at = if full { first } else { first + self.options.delay };
         Some(self.retry_at.map_or(at, |r| r.max(at)))
     }
 
@@ -324,6 +332,22 @@ impl Updater {
         *last = Some(Instant::now());
         if let Err(e) = recover::write_checkpoint(path, self.taken_through - recover::CHECKPOINT_MARGIN) {
             tracing::warn!("recording the live checkpoint {}: {e} (a restart replays more)", path.display());
+        }
+    }
+
+    /// At a clean stop — the queue closed, so every handler is gone and
+    /// every event this server logged was handed over (`api::EventServer::store`);
+    /// nothing pending; none dropped for a full queue — every event it
+    /// created before now was applied: recorded without the margin, so the
+    /// next start re-applies none of them.
+    fn record_stop(&mut self) {
+        let Some((path, _)) = &self.checkpoint else { return };
+        if self.stats.dropped.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        match recover::write_checkpoint(path, now_millis()) {
+            Ok(()) => tracing::info!("live checkpoint: every event taken was applied"),
+            Err(e) => tracing::warn!("recording the live checkpoint {}: {e} (a restart replays more)", path.display()),
         }
     }
 

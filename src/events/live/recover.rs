@@ -12,7 +12,8 @@
 //! applied, less ten seconds for the time between an event's creation and
 //! its hand-over (`<root>/<app>/.live-applied-<host>@<port>`, the port it
 //! is configured to listen on: one file per server, kept across its
-//! restarts); a start replays from
+//! restarts), and at a clean stop the stop time itself (every event it
+//! logged was handed over and applied); a start replays from
 //! the oldest checkpoint of the app's servers (a server that stopped for
 //! good leaves an old one: more is replayed, never less), or the whole
 //! window when there is none. Lines of hours wholly before the checkpoint
