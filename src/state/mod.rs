@@ -39,7 +39,7 @@ use crate::source::InputFile;
 use crate::source::root::InputRoot;
 use crate::storage::{Store, join};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::io::Read;
+use std::io::{Read, Write};
 
 pub const STATE_FILE: &str = "state.json";
 /// 3: the input root, consumed paths relative to it; 2 recorded paths as
@@ -286,15 +286,56 @@ pub fn encode_part(index: usize, part: &StatePart) -> Vec<u8> {
 /// Writes one part, streamed: the bytes of [`encode_part`], never all in
 /// memory (a part is about the size of its share of the events).
 pub fn write_part(store: &Store, dir: &str, index: usize, part: &StatePart) -> Result<u64, String> {
+    write_part_body(store, dir, index, part)
+}
+
+/// What a part file's body can be written from: a [`StatePart`], or its
+/// fields streamed from what they are made of
+/// (`dataflow::state_part::PartStream`), in the same bytes.
+pub trait PartBody {
+    /// The body's length in bytes.
+    fn body_len(&self) -> Result<u64, String>;
+    fn write_body<W: Write>(&self, w: &mut W) -> std::io::Result<()>;
+}
+
+impl PartBody for StatePart {
+    fn body_len(&self) -> Result<u64, String> {
+        use bincode::Options;
+        part_codec(u64::MAX).serialized_size(self).map_err(|e| e.to_string())
+    }
+
+    fn write_body<W: Write>(&self, w: &mut W) -> std::io::Result<()> {
+        encode_into(w, self)
+    }
+}
+
+/// Serializes `value` as a part body serializes it (a field of
+/// [`StatePart`], or all of it).
+pub fn encode_into<W: Write, T: Serialize + ?Sized>(w: &mut W, value: &T) -> std::io::Result<()> {
     use bincode::Options;
+    part_codec(u64::MAX).serialize_into(w, value).map_err(|e| match *e {
+        bincode::ErrorKind::Io(e) => e,
+        e => std::io::Error::other(e),
+    })
+}
+
+/// The length of [`encode_into`]'s bytes for `value`.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> u64 {
+    use bincode::Options;
+    part_codec(u64::MAX).serialized_size(value).expect("a part field has a size")
+}
+
+/// Writes part `index` of the state in `dir`, framed and checksummed
+/// ([`seal`]); its size.
+pub fn write_part_body(store: &Store, dir: &str, index: usize, body: &impl PartBody) -> Result<u64, String> {
     let path = join(dir, &part_name(index));
     let fail = |e: &dyn std::fmt::Display| format!("{path}: {e}");
-    let len = part_codec(u64::MAX).serialized_size(part).map_err(|e| fail(&e))? as usize;
+    let len = body.body_len().map_err(|e| fail(&e))? as usize;
     let mut f = store.create(&path)?;
     let framed = seal::PartWriter::new(&mut f, index, len).map_err(|e| fail(&e))?;
-    let mut body = std::io::BufWriter::with_capacity(1 << 20, framed);
-    part_codec(u64::MAX).serialize_into(&mut body, part).map_err(|e| fail(&e))?;
-    let framed = body.into_inner().map_err(|e| fail(e.error()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, framed);
+    body.write_body(&mut w).map_err(|e| fail(&e))?;
+    let framed = w.into_inner().map_err(|e| fail(e.error()))?;
     let bytes = framed.finish().map_err(|e| fail(&e))?;
     let expected = (seal::PART_HEADER + len + seal::PART_TRAILER) as u64;
     if bytes != expected {
