@@ -4,7 +4,8 @@
 //! next query within a second; and a training published while events
 //! arrive (their file still open, so not in its input) erases none of them.
 //! A restart re-applies what a `kill -9` left unapplied and keeps the
-//! journal; a live `$unset` removes keys; `ur import --es-url` applies the
+//! journal, and a clean stop applies what is batched and leaves nothing
+//! to re-apply; a live `$unset` removes keys; `ur import --es-url` applies the
 //! imported events; two servers writing one live users index, each with
 //! its cache, lose no event.
 
@@ -320,6 +321,37 @@ fn a_restart_applies_what_a_kill_left_and_keeps_the_journal() {
     within(&s, Duration::from_secs(5), "the window re-applied", || s.log().contains("re-applied the log's events"));
     assert_eq!(reapplied(&s.log()), bought.len() as u64 + 1, "{}", s.log());
     assert_eq!(live_doc(alias, "restarted").unwrap(), before);
+    s.stop();
+}
+
+/// A clean stop writes the events still batched (here for ten minutes) at
+/// once, before it ends: they are in the user's history when it has
+/// stopped, and the next start has nothing to re-apply. Before, they waited
+/// for their batch, the stop gave up after 5 s, and the next start
+/// re-applied them.
+#[test]
+fn a_clean_stop_applies_what_is_batched() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("events");
+    let alias = "hm_clean_stop";
+    let engine = engine_named(dir.path(), alias);
+    let key = new_app(&root, "handmade");
+    let out = train(&engine, &handmade_events(), &server().url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let s = live_server(&root, &engine, &["--live-delay-ms", "600000"]);
+    for item in ["Iphone 4", "Galaxy"] {
+        post(&s, &key, usage("purchase", "stopped", item));
+    }
+    assert_eq!(live_doc(alias, "stopped"), None, "batched for ten minutes");
+    let log = s.stop();
+    assert!(log.contains("live checkpoint: every event taken was applied"), "{log}");
+    let doc = live_doc(alias, "stopped").unwrap_or_else(|| panic!("not applied at the stop: {log}"));
+    assert_eq!(doc["purchase"], json!(["Galaxy", "Iphone 4"]));
+
+    let s = live_server(&root, &engine, &[]);
+    within(&s, Duration::from_secs(5), "the window read", || s.log().contains("re-applied the log's events"));
+    assert_eq!(reapplied(&s.log()), 0, "{}", s.log());
     s.stop();
 }
 
