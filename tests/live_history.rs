@@ -13,7 +13,7 @@ use crate::elasticsearch::{assert_answers_as_the_ur, engine_named, es_args, reco
 use crate::events::{EventServer, new_app, stored};
 use crate::util::*;
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use ur::query::Recommender;
@@ -27,6 +27,17 @@ fn live_server(root: &Path, engine: &Path, extra: &[&str]) -> EventServer {
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     EventServer::start(root, &args)
+}
+
+/// An event root with app `handmade`, and the handmade model trained into
+/// `alias`: (the root, the engine, the app's access key).
+fn trained_app(dir: &Path, alias: &str) -> (PathBuf, PathBuf, String) {
+    let root = dir.join("events");
+    let engine = engine_named(dir, alias);
+    let key = new_app(&root, "handmade");
+    let out = train(&engine, &handmade_events(), &server().url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (root, engine, key)
 }
 
 fn post(s: &EventServer, key: &str, event: Value) {
@@ -111,11 +122,7 @@ fn handmade_end_to_end_and_reacting_within_a_second() {
 #[test]
 fn a_training_swapping_the_alias_erases_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("events");
-    let engine = engine_named(dir.path(), "hm_swap");
-    let key = new_app(&root, "handmade");
-    let out = train(&engine, &handmade_events(), &server().url, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (root, engine, key) = trained_app(dir.path(), "hm_swap");
     let s = live_server(&root, &engine, &[]);
     let r = recommender(&server().url, &engine);
     let user = json!({"user": "u1", "currentDate": HANDMADE_NOW, "num": 10});
@@ -265,12 +272,8 @@ fn item_doc(alias: &str, item: &str) -> Option<Value> {
 #[test]
 fn a_restart_applies_what_a_kill_left_and_keeps_the_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("events");
     let alias = "hm_restart";
-    let engine = engine_named(dir.path(), alias);
-    let key = new_app(&root, "handmade");
-    let out = train(&engine, &handmade_events(), &server().url, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (root, engine, key) = trained_app(dir.path(), alias);
     let r = recommender(&server().url, &engine);
     let popular = json!({"currentDate": HANDMADE_NOW, "num": 10});
     let shown = items(&r, popular.clone());
@@ -332,12 +335,8 @@ fn a_restart_applies_what_a_kill_left_and_keeps_the_journal() {
 #[test]
 fn a_clean_stop_applies_what_is_batched() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("events");
     let alias = "hm_clean_stop";
-    let engine = engine_named(dir.path(), alias);
-    let key = new_app(&root, "handmade");
-    let out = train(&engine, &handmade_events(), &server().url, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (root, engine, key) = trained_app(dir.path(), alias);
 
     let s = live_server(&root, &engine, &["--live-delay-ms", "600000"]);
     for item in ["Iphone 4", "Galaxy"] {
@@ -367,12 +366,8 @@ fn reapplied(log: &str) -> u64 {
 #[test]
 fn a_live_unset_removes_the_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("events");
     let alias = "hm_unset";
-    let engine = engine_named(dir.path(), alias);
-    let key = new_app(&root, "handmade");
-    let out = train(&engine, &handmade_events(), &server().url, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (root, engine, key) = trained_app(dir.path(), alias);
     let s = live_server(&root, &engine, &[]);
     let item = "Iphone 6";
     let before = item_doc(alias, item).expect("a trained item");
@@ -399,12 +394,8 @@ fn a_live_unset_removes_the_keys() {
 #[test]
 fn import_with_es_url_applies_the_events_live() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("events");
     let alias = "hm_import";
-    let engine = engine_named(dir.path(), alias);
-    new_app(&root, "handmade");
-    let out = train(&engine, &handmade_events(), &server().url, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (root, engine, _) = trained_app(dir.path(), alias);
     let r = recommender(&server().url, &engine);
     let popular = json!({"currentDate": HANDMADE_NOW, "num": 10});
     let shown = items(&r, popular.clone());
