@@ -219,15 +219,3 @@ fn a_signal_during_the_publication_lets_it_end() {
     let recorded = std::fs::read_to_string(state.join("state.json")).unwrap();
     assert!(recorded.contains("a.jsonl"), "{recorded}");
 }
-
-/// Reads `lines` into `log` until one contains `text`.
-fn read_until(lines: &mut impl Iterator<Item = String>, log: &mut String, text: &str) {
-    for line in lines {
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains(text) {
-            return;
-        }
-    }
-    panic!("the run ended without logging {text:?}: {log}")
-}

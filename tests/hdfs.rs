@@ -293,14 +293,7 @@ fn namenode_restart_mid_read_is_waited_out() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
     let mut log = String::new();
-    for line in lines.by_ref() {
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("holding mid-reading") {
-            break;
-        }
-    }
-    assert!(log.contains("holding mid-reading"), "the run ended before its second unit: {log}");
+    read_until(&mut lines, &mut log, "holding mid-reading");
 
     dfs.send("restart-namenode");
     let namenode = dfs.url.strip_prefix("hdfs://").unwrap().to_string();

@@ -193,3 +193,16 @@ pub fn eventually<T>(what: &str, within: std::time::Duration, mut attempt: impl 
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Reads `lines` (a child's log) into `log` until one contains `text`;
+/// fails if the log ends first.
+pub fn read_until(lines: &mut impl Iterator<Item = String>, log: &mut String, text: &str) {
+    for line in lines {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(text) {
+            return;
+        }
+    }
+    panic!("the run ended without logging {text:?}: {log}")
+}

@@ -48,7 +48,7 @@ pub fn write_state_part(
     plan: &ReadPlan,
 ) -> Result<u64, Failure> {
     let part = PartStream::new(src, dict, &plan.rank_names);
-    crate::state::write_part_body(&out.store, &out.parts_dir, worker, &part).map_err(Failure::Output)
+    crate::state::write_part(&out.store, &out.parts_dir, worker, &part).map_err(Failure::Output)
 }
 
 /// Adds a part of the previous state to this worker's share.
@@ -275,7 +275,8 @@ fn build_part(src: &PartSource, dict: &SortedIds, rank_names: &[String]) -> Stat
 struct PartStream<'a> {
     src: &'a PartSource<'a>,
     rank_names: &'a [String],
-    /// The part's items: their global ids, in part id order.
+    /// The part's item numbering: its items' names by part id, and the
+    /// part id of each global item.
     items: PartItems<'a>,
     /// Per user and indicator: its number of pairs.
     lens: Vec<u32>,
@@ -318,7 +319,8 @@ impl PartBody for PartStream<'_> {
         let (users, pairs) = (src.users.len() as u64, self.lens.iter().map(|&n| n as u64).sum::<u64>());
         let items: u64 = self.items.items.iter().map(|i| 8 + i.len() as u64).sum();
         let properties: u64 = src.property_events.iter().map(encoded_len).sum();
-        Ok(8 * 12
+        // The length prefix of each field but `rank_names` (encoded whole).
+        Ok(8 * 11
             + items
             + self.names_len
             + 4 * users // user_ends
@@ -327,7 +329,6 @@ impl PartBody for PartStream<'_> {
             + 8 * pairs
             + 8 * users // history_hashes
             + encoded_len(self.rank_names)
-            - 8
             + 16 * src.rank_events.len() as u64
             + 20 * src.spans.len() as u64
             + properties

@@ -283,12 +283,6 @@ pub fn encode_part(index: usize, part: &StatePart) -> Vec<u8> {
     out
 }
 
-/// Writes one part, streamed: the bytes of [`encode_part`], never all in
-/// memory (a part is about the size of its share of the events).
-pub fn write_part(store: &Store, dir: &str, index: usize, part: &StatePart) -> Result<u64, String> {
-    write_part_body(store, dir, index, part)
-}
-
 /// What a part file's body can be written from: a [`StatePart`], or its
 /// fields streamed from what they are made of
 /// (`dataflow::state_part::PartStream`), in the same bytes.
@@ -325,9 +319,10 @@ pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> u64 {
     part_codec(u64::MAX).serialized_size(value).expect("a part field has a size")
 }
 
-/// Writes part `index` of the state in `dir`, framed and checksummed
-/// ([`seal`]); its size.
-pub fn write_part_body(store: &Store, dir: &str, index: usize, body: &impl PartBody) -> Result<u64, String> {
+/// Writes part `index` of the state in `dir`, streamed: the bytes of
+/// [`encode_part`] (for a [`StatePart`]), framed and checksummed ([`seal`]),
+/// never all in memory; its size.
+pub fn write_part(store: &Store, dir: &str, index: usize, body: &impl PartBody) -> Result<u64, String> {
     let path = join(dir, &part_name(index));
     let fail = |e: &dyn std::fmt::Display| format!("{path}: {e}");
     let len = body.body_len().map_err(|e| fail(&e))? as usize;
